@@ -1,0 +1,3 @@
+fn main() {
+    println!("dbus-mqtt-devices {}", env!("CARGO_PKG_VERSION"));
+}
