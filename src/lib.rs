@@ -4,10 +4,29 @@
 //! # Layout
 //! - [`dbus`]: the Venus BusItem dialect on zbus (services, values, dispatcher).
 //!   Knows nothing of MQTT or devices; usable by any Rust driver on Venus OS.
+//! - [`catalog`]: service types as data (embedded TOML, user override).
+//! - [`settings`]: localsettings client, and our own localsettings-compatible service.
+//! - [`cli`] and [`config`]: the command line, the configuration file, defaults.
+//! - [`app`]: wires everything together and owns shutdown.
+//! - [`mqtt`]: the broker connection (rumqttc), reconnects and resubscribes.
+//! - [`registry`]: client id → device task; parses and refuses device input.
+//! - [`device`]: one device's task: registration, reconcile, values, liveness.
+//! - [`persist`]: the state file that survives a restart of the daemon.
+//! - [`portal`]: finding the GX's portal id.
+//! - [`logging`]: stderr or syslog output.
 //! - [`ids`]: client, service, unique and portal ids; the legal-id mapping.
 //! - [`protocol`]: the device protocol (v1, v2, v3) as types and reply payloads.
 //! - [`pyjson`]: JSON text byte-for-byte as Python's `json.dumps` writes it.
 
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod device;
 pub mod ids;
+pub mod logging;
+pub mod mqtt;
+pub mod persist;
+pub mod portal;
 pub mod protocol;
 pub mod pyjson;
+pub mod registry;

@@ -1,3 +1,72 @@
-fn main() {
-    println!("dbus-mqtt-devices {}", env!("CARGO_PKG_VERSION"));
+//! The `dbus-mqtt-devices` binary: parses the command line, sets up logging,
+//! runs the daemon (or a subcommand) until SIGTERM/SIGINT, and prints an
+//! unusable configuration as one line with exit code 2.
+
+use clap::Parser;
+use dbus_mqtt_devices::cli::{Cli, Command};
+use dbus_mqtt_devices::config::Config;
+use dbus_mqtt_devices::{app, logging, settings};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::resolve(&cli.daemon) {
+        Ok(c) => c,
+        Err(e) => return fail(&anyhow::Error::new(e), 2),
+    };
+    if let Err(e) = logging::init(&config.log_level, config.syslog) {
+        eprintln!("dbus-mqtt-devices: {e}");
+        return ExitCode::from(2);
+    }
+    // One thread is plenty for a few hundred small messages a second, and
+    // keeps the memory use low on a GX.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime"), 1),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => app::run(config, stop_signal()).await,
+            Some(Command::SettingsService) => {
+                let bus = app::bus_address(&config.bus);
+                settings::run_until(&bus, &config.data_dir, stop_signal())
+                    .await
+                    .map_err(anyhow::Error::new)
+            }
+            #[cfg(feature = "sim")]
+            Some(Command::Sim(args)) => dbus_mqtt_devices::sim::run(config, args, stop_signal()).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, 1),
+    }
+}
+
+/// Prints the error chain once, on one line.
+fn fail(e: &anyhow::Error, code: u8) -> ExitCode {
+    eprintln!("dbus-mqtt-devices: {e:#}");
+    ExitCode::from(code)
+}
+
+/// Completes on SIGTERM (daemontools' `svc -d`) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

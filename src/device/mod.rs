@@ -1,0 +1,676 @@
+//! One device: a task that owns the device's D-Bus services and applies what
+//! the device sends (Status, Proxy, Values) and what happens on the GX side
+//! (D-Bus writes, settings changes), one event at a time.
+//!
+//! Each device runs in its own task, so a slow settings call or a stuck bus
+//! call for one device never stalls another. Knows no rumqttc: it publishes
+//! through [`MqttHandle`] and receives parsed messages from the registry.
+
+pub mod convert;
+pub mod service;
+
+use crate::catalog::{Catalog, ServiceType};
+use crate::dbus::{BusAddress, Value};
+use crate::ids::{ClientId, PortalId, ServiceId};
+use crate::mqtt::MqttHandle;
+use crate::protocol::{
+    self, device_topic, ProxyRequest, Rejection, RejectionCode, ServiceDecl, ServiceReply, Status,
+    ValuesMessage,
+};
+use crate::pyjson;
+use crate::settings::{parse_class_and_instance, SettingsClient};
+use convert::json_to_value;
+use service::{DeviceService, Registration};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// Events queued per device; past this the registry drops messages of that
+/// device (with a warning) instead of letting one device exhaust memory.
+pub const DEVICE_QUEUE: usize = 64;
+
+/// What the device task is told.
+#[derive(Debug)]
+pub enum DeviceEvent {
+    /// A Status message with `connected: 1` (parsed; may carry rejections).
+    Status(Status),
+    /// A Status remembered in the state file from before the daemon's
+    /// restart: registered again, and removed if the device shows no sign of
+    /// life within its timeout (or [`RESTORE_GRACE`]).
+    Restore(Status),
+    /// A Proxy message.
+    Proxy(ProxyRequest),
+    /// A Values message (v3).
+    Values(ValuesMessage),
+    /// `connected: 0`, the `lwt_value` on `lwt_topic`, or the daemon stopping.
+    Disconnect { reason: &'static str },
+    /// A D-Bus write to one of the device's paths was accepted.
+    RemoteWrite {
+        service: ServiceId,
+        path: String,
+        value: Value,
+    },
+    /// A setting of one of the device's services changed in localsettings.
+    SettingChanged {
+        service: ServiceId,
+        path: String,
+        value: Value,
+    },
+}
+
+/// How long a device restored from the state file may stay without any sign
+/// of life (a value or a Status) when it declared no timeout of its own.
+pub const RESTORE_GRACE: Duration = Duration::from_secs(300);
+
+/// What happens when a device with a timeout goes silent (v3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Measured values become invalid and `/Connected` 0 (the default).
+    Invalidate,
+    /// Values stay; `/Connected` 0.
+    Keep,
+    /// The services leave D-Bus until the device sends a value or a Status.
+    Remove,
+}
+
+impl Liveness {
+    fn parse(s: Option<&str>) -> Liveness {
+        match s {
+            Some("keep") => Liveness::Keep,
+            Some("remove") => Liveness::Remove,
+            _ => Liveness::Invalidate,
+        }
+    }
+}
+
+/// Counts D-Bus services across all devices against the configured limit.
+#[derive(Debug)]
+pub struct ServiceBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl ServiceBudget {
+    /// A budget of `max` services.
+    pub fn new(max: usize) -> ServiceBudget {
+        ServiceBudget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    fn reserve(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Services registered now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// What every device task shares.
+pub struct DeviceContext {
+    pub catalog: Arc<Catalog>,
+    pub bus: BusAddress,
+    pub settings: SettingsClient,
+    pub mqtt: MqttHandle,
+    pub portal: watch::Receiver<Option<PortalId>>,
+    pub budget: Arc<ServiceBudget>,
+    pub default_timeout: Option<Duration>,
+}
+
+/// Starts the task of one device. It first waits for `previous`, the task of
+/// the same client id that is still removing its services, so that a fast
+/// reconnect never races a disconnect for the same bus names.
+pub fn spawn(
+    ctx: Arc<DeviceContext>,
+    client: ClientId,
+    previous: Option<JoinHandle<()>>,
+) -> (mpsc::Sender<DeviceEvent>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
+    let task = tokio::spawn(async move {
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        Device::new(ctx, client).run(rx).await;
+    });
+    (tx, task)
+}
+
+struct Device {
+    ctx: Arc<DeviceContext>,
+    client: ClientId,
+    version: Option<serde_json::Value>,
+    /// Registered services, in the order the device declared them.
+    services: Vec<DeviceService>,
+    /// The last accepted Status, to register again after a `remove` silence.
+    last_status: Option<Status>,
+    timeout: Option<Duration>,
+    liveness: Liveness,
+    deadline: Option<Instant>,
+    silent: bool,
+    /// A reply is owed but no portal id is known yet.
+    reply_pending: bool,
+    /// Restored from the state file and not heard from since: removed at this instant.
+    restore_deadline: Option<Instant>,
+    bus_tx: mpsc::Sender<DeviceEvent>,
+    bus_rx: mpsc::Receiver<DeviceEvent>,
+}
+
+impl Device {
+    fn new(ctx: Arc<DeviceContext>, client: ClientId) -> Device {
+        let (bus_tx, bus_rx) = mpsc::channel(DEVICE_QUEUE);
+        Device {
+            ctx,
+            client,
+            version: None,
+            services: Vec::new(),
+            last_status: None,
+            timeout: None,
+            liveness: Liveness::Invalidate,
+            deadline: None,
+            silent: false,
+            reply_pending: false,
+            restore_deadline: None,
+            bus_tx,
+            bus_rx,
+        }
+    }
+
+    async fn run(mut self, mut inbox: mpsc::Receiver<DeviceEvent>) {
+        let mut portal = self.ctx.portal.clone();
+        loop {
+            let deadline = self.deadline;
+            let restore_deadline = self.restore_deadline;
+            tokio::select! {
+                event = inbox.recv() => match event {
+                    Some(DeviceEvent::Disconnect { reason }) => {
+                        info!(client_id = %self.client, reason, "device disconnected");
+                        break;
+                    }
+                    Some(event) => self.handle(event).await,
+                    // The registry is gone: the daemon is stopping.
+                    None => break,
+                },
+                Some(event) = self.bus_rx.recv() => self.handle(event).await,
+                _ = sleep_until(deadline), if deadline.is_some() => self.on_silence().await,
+                _ = sleep_until(restore_deadline), if restore_deadline.is_some() => {
+                    warn!(client_id = %self.client, "restored device showed no sign of life; removing it");
+                    break;
+                }
+                Ok(()) = portal.changed(), if self.reply_pending => {
+                    self.send_reply();
+                }
+            }
+        }
+        self.remove_all().await;
+    }
+
+    async fn handle(&mut self, event: DeviceEvent) {
+        match event {
+            DeviceEvent::Status(status) => {
+                self.restore_deadline = None;
+                self.on_status(status).await
+            }
+            DeviceEvent::Restore(status) => {
+                let grace = status
+                    .timeout
+                    .map(Duration::from_secs_f64)
+                    .or(self.ctx.default_timeout)
+                    .unwrap_or(RESTORE_GRACE);
+                info!(client_id = %self.client, "restoring the device from the state file");
+                self.on_status(status).await;
+                self.restore_deadline = Some(Instant::now() + grace);
+            }
+            DeviceEvent::Proxy(request) => self.on_proxy(request).await,
+            DeviceEvent::Values(values) => self.on_values(values).await,
+            DeviceEvent::RemoteWrite {
+                service,
+                path,
+                value,
+            } => self.on_remote_write(service, path, value).await,
+            DeviceEvent::SettingChanged {
+                service,
+                path,
+                value,
+            } => self.on_setting_changed(service, path, value).await,
+            DeviceEvent::Disconnect { .. } => {}
+        }
+    }
+
+    // ---- Status: register, reconcile -------------------------------------
+
+    async fn on_status(&mut self, status: Status) {
+        let mut rejections = status.rejections.clone();
+        let mut refused: Vec<String> = status.refused_services.clone();
+        let mut wanted: Vec<(ServiceDecl, ServiceType)> = Vec::new();
+        for decl in &status.services {
+            match self.ctx.catalog.get(&decl.service_type) {
+                Some(t) => wanted.push((decl.clone(), t.clone())),
+                None => {
+                    refused.push(decl.id.to_string());
+                    rejections.push(
+                        Rejection::new(
+                            RejectionCode::UnknownServiceType,
+                            format!(
+                                "unknown service type {:?}; known types: {}",
+                                decl.service_type,
+                                self.ctx.catalog.type_names().collect::<Vec<_>>().join(", ")
+                            ),
+                        )
+                        .for_service(decl.id.as_str()),
+                    );
+                }
+            }
+        }
+
+        self.timeout = status
+            .timeout
+            .map(Duration::from_secs_f64)
+            .or(self.ctx.default_timeout);
+        self.liveness = Liveness::parse(status.liveness.as_deref());
+        let version_changed = self.version != status.version;
+        self.version = status.version.clone();
+
+        // Services the device no longer declares go; a service whose
+        // declaration was refused in this message keeps its registration.
+        let mut kept = Vec::new();
+        for s in std::mem::take(&mut self.services) {
+            let same = wanted
+                .iter()
+                .any(|(d, t)| d.id == s.id && *d == s.decl && t.name == s.service_type.name);
+            if same || refused.iter().any(|r| r == s.id.as_str()) {
+                kept.push(s);
+            } else {
+                info!(client_id = %self.client, service_id = %s.id, "service removed or changed");
+                self.close_service(s).await;
+            }
+        }
+        self.services = kept;
+        if version_changed {
+            for s in &self.services {
+                let value = service::firmware_value(
+                    self.version.as_ref(),
+                    s.service_type.numeric_firmware,
+                );
+                if let Err(e) = s.service.set_value("/FirmwareVersion", value).await {
+                    warn!(client_id = %self.client, service_id = %s.id, error = %e, "updating /FirmwareVersion");
+                }
+            }
+        }
+
+        for (decl, service_type) in &wanted {
+            if self.services.iter().any(|s| s.id == decl.id) {
+                continue;
+            }
+            if let Err(r) = self.register(decl, service_type).await {
+                rejections.push(r);
+            }
+        }
+        // Keep the device's order: declared services first, as declared.
+        let order: Vec<&ServiceId> = status.services.iter().map(|d| &d.id).collect();
+        self.services.sort_by_key(|s| {
+            order
+                .iter()
+                .position(|id| **id == s.id)
+                .unwrap_or(usize::MAX)
+        });
+
+        self.last_status = Some(status);
+        self.silent = false;
+        self.touch();
+        self.reject_all(&rejections, "Status");
+        self.send_reply();
+    }
+
+    async fn register(
+        &mut self,
+        decl: &ServiceDecl,
+        service_type: &ServiceType,
+    ) -> Result<(), Rejection> {
+        if !self.ctx.budget.reserve() {
+            return Err(Rejection::new(
+                RejectionCode::TooManyDevices,
+                format!(
+                    "this GX already serves {} MQTT device services, the configured limit",
+                    self.ctx.budget.used()
+                ),
+            )
+            .for_service(decl.id.as_str()));
+        }
+        let registration = Registration {
+            bus: &self.ctx.bus,
+            settings: &self.ctx.settings,
+            client: &self.client,
+            version: self.version.as_ref(),
+            events: self.bus_tx.clone(),
+        };
+        match DeviceService::register(registration, decl, service_type).await {
+            Ok(s) => {
+                self.services.push(s);
+                Ok(())
+            }
+            Err(e) => {
+                self.ctx.budget.release();
+                Err(Rejection::new(
+                    RejectionCode::RegistrationFailed,
+                    error_chain(&e),
+                )
+                .for_service(decl.id.as_str()))
+            }
+        }
+    }
+
+    async fn close_service(&self, s: DeviceService) {
+        s.close().await;
+        self.ctx.budget.release();
+    }
+
+    async fn remove_all(&mut self) {
+        for s in std::mem::take(&mut self.services) {
+            self.close_service(s).await;
+        }
+    }
+
+    /// Publishes the `DBus` (v2) and `DeviceInstance` (v1) replies.
+    fn send_reply(&mut self) {
+        let portal = self.ctx.portal.borrow().clone();
+        let Some(portal) = portal else {
+            if !self.reply_pending {
+                warn!(
+                    client_id = %self.client,
+                    "no portal id known yet: the reply waits (set --portal-id, or run where /data/venus/unique-id exists)"
+                );
+            }
+            self.reply_pending = true;
+            return;
+        };
+        self.reply_pending = false;
+        let services = self.service_replies();
+        let raw = self.client.raw();
+        self.ctx.mqtt.publish(
+            &device_topic(raw, "DBus"),
+            protocol::dbus_reply(portal.as_str(), &services),
+            false,
+        );
+        self.ctx.mqtt.publish(
+            &device_topic(raw, "DeviceInstance"),
+            protocol::device_instance_reply(&services),
+            false,
+        );
+    }
+
+    fn service_replies(&self) -> Vec<ServiceReply> {
+        self.services
+            .iter()
+            .map(|s| ServiceReply {
+                service_id: s.id.to_string(),
+                service_type: s.service_type.name.clone(),
+                device_instance: s.instance,
+            })
+            .collect()
+    }
+
+    // ---- Proxy (v2) ------------------------------------------------------
+
+    async fn on_proxy(&mut self, request: ProxyRequest) {
+        let levels: Vec<&str> = request.topic_path.split('/').collect();
+        let portal = self.ctx.portal.borrow().clone();
+        let own = self.services.iter().any(|s| {
+            levels.get(2) == Some(&s.service_type.name.as_str())
+                && levels.get(3) == Some(&s.instance.to_string().as_str())
+                && portal
+                    .as_ref()
+                    .is_none_or(|p| levels.get(1) == Some(&p.as_str()))
+        });
+        if !own {
+            let rejection = Rejection::new(
+                RejectionCode::InvalidTopicPath,
+                format!(
+                    "topicPath {:?} is not the W path of one of this device's registered services",
+                    request.topic_path
+                ),
+            );
+            self.reject_all(&[rejection], "Proxy");
+            return;
+        }
+        for (key, value) in &request.values {
+            let mut payload = serde_json::Map::new();
+            payload.insert("value".into(), value.clone());
+            self.ctx.mqtt.publish(
+                &format!("{}/{key}", request.topic_path),
+                pyjson::dumps(&serde_json::Value::Object(payload)),
+                false,
+            );
+        }
+        debug!(client_id = %self.client, count = request.values.len(), "proxied values");
+        self.on_activity().await;
+    }
+
+    // ---- Values (v3) -----------------------------------------------------
+
+    async fn on_values(&mut self, message: ValuesMessage) {
+        if self.services.is_empty() && self.silent && self.liveness == Liveness::Remove {
+            if let Some(status) = self.last_status.clone() {
+                self.on_status(status).await;
+            }
+        }
+        let mut rejections = message.rejections;
+        self.on_activity().await;
+        for (service_id, paths) in message.services {
+            let Some(s) = self.services.iter().find(|s| s.id.as_str() == service_id) else {
+                rejections.push(
+                    Rejection::new(
+                        RejectionCode::NotRegistered,
+                        "no registered service with this id; send a Status first",
+                    )
+                    .for_service(service_id.as_str()),
+                );
+                continue;
+            };
+            let mut changes = Vec::with_capacity(paths.len());
+            let mut settings = Vec::new();
+            for (path, json) in paths {
+                let Some(spec) = s.path_spec(&path) else {
+                    rejections.push(
+                        Rejection::new(
+                            RejectionCode::InvalidField,
+                            format!("{} services have no path /{path}", s.service_type.name),
+                        )
+                        .for_service(service_id.as_str())
+                        .for_path(path.as_str()),
+                    );
+                    continue;
+                };
+                match json_to_value(&json, spec.kind) {
+                    Ok(value) => {
+                        let dbus_path = format!("/{path}");
+                        if let Some(setting) = s.persisted.get(&dbus_path) {
+                            settings.push((setting.clone(), value.clone()));
+                        }
+                        changes.push((dbus_path, value));
+                    }
+                    Err(reason) => rejections.push(
+                        Rejection::new(RejectionCode::InvalidValue, reason)
+                            .for_service(service_id.as_str())
+                            .for_path(path.as_str()),
+                    ),
+                }
+            }
+            if let Err(e) = s.service.set_values(changes).await {
+                warn!(client_id = %self.client, service_id, error = %e, "setting values on D-Bus");
+            }
+            for (setting, value) in settings {
+                if let Err(e) = self.ctx.settings.set_value(&setting, value).await {
+                    warn!(client_id = %self.client, path = %setting, error = %e, "storing a setting");
+                }
+            }
+        }
+        self.reject_all(&rejections, "Values");
+    }
+
+    // ---- GX side: D-Bus writes and settings changes ----------------------
+
+    async fn on_remote_write(&mut self, service: ServiceId, path: String, value: Value) {
+        self.on_activity().await;
+        let Some(s) = self.services.iter().find(|s| s.id == service) else {
+            return;
+        };
+        if let Some(setting) = s.persisted.get(&path) {
+            if let Err(e) = self.ctx.settings.set_value(setting, value.clone()).await {
+                warn!(client_id = %self.client, service_id = %service, path = %setting, error = %e, "storing a setting");
+            }
+        }
+        // Two-way control (v3): a setpoint or switch set on the GX reaches
+        // the device. Measured values are what the device itself writes, so
+        // they are not echoed back.
+        let key = path.trim_start_matches('/');
+        let forward = s.path_spec(key).is_some_and(|p| !p.measured);
+        if forward {
+            self.ctx.mqtt.publish(
+                &device_topic(self.client.raw(), "Write"),
+                protocol::write_forward(service.as_str(), key, &value.to_json()),
+                false,
+            );
+        }
+    }
+
+    async fn on_setting_changed(&mut self, service: ServiceId, path: String, value: Value) {
+        let Some(index) = self.services.iter().position(|s| s.id == service) else {
+            return;
+        };
+        let s = &self.services[index];
+        if path == s.unique.instance_setting() {
+            let new_instance = value
+                .as_str()
+                .and_then(parse_class_and_instance)
+                .map(|(_, i)| i);
+            if new_instance.is_some_and(|i| i != s.instance) {
+                // The gateways read /DeviceInstance once per service
+                // appearance: register again under the new instance.
+                info!(client_id = %self.client, service_id = %service, "device instance changed in localsettings; registering again");
+                let s = self.services.remove(index);
+                let (decl, service_type) = (s.decl.clone(), s.service_type.clone());
+                self.close_service(s).await;
+                if let Err(r) = self.register(&decl, &service_type).await {
+                    self.reject_all(&[r], "Status");
+                }
+                self.send_reply();
+            }
+            return;
+        }
+        let dbus_path = s
+            .persisted
+            .iter()
+            .find(|(_, setting)| **setting == path)
+            .map(|(dbus_path, _)| dbus_path.clone());
+        if let Some(dbus_path) = dbus_path {
+            if s.service.value(&dbus_path).as_ref() != Some(&value) {
+                if let Err(e) = s.service.set_value(&dbus_path, value).await {
+                    warn!(client_id = %self.client, service_id = %service, path = %dbus_path, error = %e, "applying a settings change");
+                }
+            }
+        }
+    }
+
+    // ---- Liveness (v3) ---------------------------------------------------
+
+    fn touch(&mut self) {
+        self.deadline = self.timeout.map(|t| Instant::now() + t);
+    }
+
+    async fn on_activity(&mut self) {
+        self.touch();
+        self.restore_deadline = None;
+        if !self.silent {
+            return;
+        }
+        self.silent = false;
+        info!(client_id = %self.client, "device is sending again");
+        for s in &self.services {
+            if let Err(e) = s.service.set_value("/Connected", Value::I32(1)).await {
+                warn!(client_id = %self.client, service_id = %s.id, error = %e, "setting /Connected");
+            }
+        }
+    }
+
+    async fn on_silence(&mut self) {
+        self.deadline = None;
+        self.silent = true;
+        warn!(
+            client_id = %self.client,
+            timeout_s = self.timeout.map(|t| t.as_secs_f64()),
+            policy = ?self.liveness,
+            "no value from the device within its timeout"
+        );
+        match self.liveness {
+            Liveness::Remove => self.remove_all().await,
+            policy => {
+                for s in &self.services {
+                    let mut changes = vec![("/Connected".to_owned(), Value::I32(0))];
+                    if policy == Liveness::Invalidate {
+                        changes.extend(
+                            s.service_type
+                                .paths
+                                .iter()
+                                .filter(|p| p.measured)
+                                .map(|p| (format!("/{}", p.path), Value::Invalid)),
+                        );
+                    }
+                    if let Err(e) = s.service.set_values(changes).await {
+                        warn!(client_id = %self.client, service_id = %s.id, error = %e, "marking the service silent");
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- Rejections --------------------------------------------------------
+
+    /// Logs each rejection with the client id and answers it on `device/<id>/Error`.
+    fn reject_all(&self, rejections: &[Rejection], kind: &str) {
+        let topic = device_topic(self.client.raw(), kind);
+        for r in rejections {
+            warn!(client_id = %self.client, topic, "rejected: {r}");
+            self.ctx.mqtt.publish(
+                &device_topic(self.client.raw(), "Error"),
+                protocol::error_reply(r, &topic),
+                false,
+            );
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// "what failed: why: deeper cause", for messages to devices and logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

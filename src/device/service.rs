@@ -1,0 +1,396 @@
+//! One registered device service: its settings in localsettings (device
+//! instance and persisted paths), its D-Bus service with the mandatory paths
+//! and the paths of its type, and the tasks that carry D-Bus writes and
+//! settings changes back to the device task.
+
+use super::convert::json_to_value;
+use super::DeviceEvent;
+use crate::catalog::{PathSpec, ServiceType, ValueKind};
+use crate::dbus::{self, BusAddress, Item, Service, TextFormat, Value, ValueType};
+use crate::ids::{ClientId, ServiceId, UniqueId};
+use crate::protocol::ServiceDecl;
+use crate::settings::{self, parse_class_and_instance, SettingSpec, SettingsClient};
+use std::collections::HashMap;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// `/Mgmt/ProcessName`, as the Python driver wrote it.
+pub const PROCESS_NAME: &str = "dbus-mqtt-devices";
+
+/// Why a service could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// localsettings did not answer or refused the device instance.
+    #[error("allocating the device instance of {unique} in localsettings")]
+    Settings {
+        unique: String,
+        #[source]
+        source: settings::Error,
+    },
+    /// localsettings answered with something that is not `<class>:<instance>`.
+    #[error("localsettings returned {value:?} for {path}, not <class>:<instance>")]
+    BadInstance { path: String, value: String },
+    /// The D-Bus service could not be registered (name taken, bus gone…).
+    #[error("registering {name} on D-Bus")]
+    Dbus {
+        name: String,
+        #[source]
+        source: dbus::Error,
+    },
+}
+
+/// What registration needs from the device.
+pub struct Registration<'a> {
+    pub bus: &'a BusAddress,
+    pub settings: &'a SettingsClient,
+    pub client: &'a ClientId,
+    /// `version` from the Status message.
+    pub version: Option<&'a serde_json::Value>,
+    /// Where D-Bus writes and settings changes of this service are sent.
+    pub events: mpsc::Sender<DeviceEvent>,
+}
+
+/// A device service that is on D-Bus.
+pub struct DeviceService {
+    pub id: ServiceId,
+    pub decl: ServiceDecl,
+    pub service_type: ServiceType,
+    pub unique: UniqueId,
+    pub instance: u32,
+    pub service: Service,
+    /// D-Bus path (`/CustomName`) → localsettings path of each persisted path.
+    pub persisted: HashMap<String, String>,
+    forwarders: Vec<JoinHandle<()>>,
+}
+
+impl DeviceService {
+    /// Allocates the instance, creates the settings, registers the service.
+    pub async fn register(
+        reg: Registration<'_>,
+        decl: &ServiceDecl,
+        service_type: &ServiceType,
+    ) -> Result<DeviceService, Error> {
+        let unique = UniqueId::new(reg.client, &decl.id);
+        let preferred = decl.instance.unwrap_or(service_type.preferred_instance);
+
+        // One AddSettings call: the instance first, then every persisted path.
+        let mut specs = vec![SettingSpec {
+            path: unique.instance_setting(),
+            default: Value::Str(format!("{}:{preferred}", service_type.name)),
+            min: None,
+            max: None,
+            silent: false,
+        }];
+        let persisted_paths: Vec<&PathSpec> = service_type
+            .paths
+            .iter()
+            .filter(|p| p.persist.is_some())
+            .collect();
+        for spec in &persisted_paths {
+            specs.push(setting_spec(&unique, spec, decl, service_type));
+        }
+        let results = reg
+            .settings
+            .add_settings(&specs)
+            .await
+            .map_err(|source| Error::Settings {
+                unique: unique.to_string(),
+                source,
+            })?;
+
+        let instance_result = results.first();
+        let instance_text = match instance_result {
+            Some(r) if r.error == 0 => r.value.as_str().unwrap_or_default().to_owned(),
+            Some(r) => {
+                return Err(Error::Settings {
+                    unique: unique.to_string(),
+                    source: settings::Error::Rejected {
+                        path: r.path.clone(),
+                        code: r.error,
+                    },
+                })
+            }
+            None => String::new(),
+        };
+        let (class, instance) =
+            parse_class_and_instance(&instance_text).ok_or_else(|| Error::BadInstance {
+                path: unique.instance_setting(),
+                value: instance_text.clone(),
+            })?;
+        if class != service_type.name {
+            warn!(
+                client_id = %reg.client, service_id = %decl.id, class, service_type = %service_type.name,
+                "localsettings holds another class for this device; keeping the declared type"
+            );
+        }
+
+        // Values of persisted paths: what localsettings holds; the default
+        // when it refused the setting (e.g. a type stored differently).
+        let mut stored: HashMap<String, Value> = HashMap::new();
+        let mut persisted = HashMap::new();
+        for (spec, result) in persisted_paths.iter().zip(results.iter().skip(1)) {
+            if result.error == 0 {
+                stored.insert(spec.path.clone(), result.value.clone());
+                persisted.insert(format!("/{}", spec.path), unique.setting_path(&spec.path));
+            } else {
+                warn!(
+                    client_id = %reg.client, service_id = %decl.id, path = %result.path, code = result.error,
+                    "localsettings refused a setting; the path works but is not persisted"
+                );
+            }
+        }
+
+        let items = build_items(reg.client, decl, service_type, &unique, instance, reg.version, &stored);
+        let name = unique.bus_name(&service_type.name);
+        let (service, writes) = Service::register(reg.bus, &name, items, None)
+            .await
+            .map_err(|source| Error::Dbus {
+                name: name.clone(),
+                source,
+            })?;
+        info!(
+            client_id = %reg.client, service_id = %decl.id, service = %name, instance,
+            "registered"
+        );
+
+        let forwarders = vec![
+            forward_writes(decl.id.clone(), writes, reg.events.clone()),
+            forward_settings(
+                decl.id.clone(),
+                reg.settings.subscribe(&unique.settings_prefix()),
+                reg.events.clone(),
+            ),
+            forward_settings(
+                decl.id.clone(),
+                reg.settings.subscribe(&unique.instance_setting()),
+                reg.events,
+            ),
+        ];
+        Ok(DeviceService {
+            id: decl.id.clone(),
+            decl: decl.clone(),
+            service_type: service_type.clone(),
+            unique,
+            instance,
+            service,
+            persisted,
+            forwarders,
+        })
+    }
+
+    /// The catalog entry of a path given without the leading slash.
+    pub fn path_spec(&self, path: &str) -> Option<&PathSpec> {
+        self.service_type.paths.iter().find(|p| p.path == path)
+    }
+
+    /// Removes the service from D-Bus (its settings stay).
+    pub async fn close(self) {
+        for f in &self.forwarders {
+            f.abort();
+        }
+        let name = self.service.name().to_owned();
+        if let Err(e) = self.service.close().await {
+            warn!(service = %name, error = %e, "closing the D-Bus service failed");
+        }
+    }
+}
+
+/// The localsettings entry of one persisted path. The default's D-Bus type
+/// decides the setting's type, so it follows the path's kind.
+fn setting_spec(
+    unique: &UniqueId,
+    spec: &PathSpec,
+    decl: &ServiceDecl,
+    service_type: &ServiceType,
+) -> SettingSpec {
+    let declared = decl
+        .settings
+        .get(&spec.path)
+        .and_then(|v| json_to_value(v, spec.kind).ok())
+        .filter(Value::is_valid);
+    let named = (spec.path == "CustomName")
+        .then(|| decl.name.clone().map(Value::Str))
+        .flatten();
+    let catalog = spec
+        .default
+        .as_ref()
+        .and_then(|v| json_to_value(v, spec.kind).ok())
+        .filter(Value::is_valid);
+    let fallback = || match spec.kind {
+        ValueKind::Int => Value::I32(0),
+        ValueKind::Float => Value::F64(0.0),
+        ValueKind::Str | ValueKind::Any => {
+            if spec.path == "CustomName" {
+                Value::Str(service_type.custom_name.clone())
+            } else {
+                Value::Str(String::new())
+            }
+        }
+    };
+    let default = declared.or(named).or(catalog).unwrap_or_else(fallback);
+    let limit = |l: Option<f64>| {
+        l.map(|v| match default {
+            Value::F64(_) => Value::F64(v),
+            _ => Value::int(v as i64),
+        })
+    };
+    let limits = spec.persist.as_ref();
+    SettingSpec {
+        path: unique.setting_path(&spec.path),
+        default: default.clone(),
+        min: limit(limits.and_then(|p| p.min).or(spec.min)),
+        max: limit(limits.and_then(|p| p.max).or(spec.max)),
+        silent: false,
+    }
+}
+
+/// The mandatory paths (as velib's `add_mandatory_paths` and the Python
+/// driver add them), then the paths of the type.
+fn build_items(
+    client: &ClientId,
+    decl: &ServiceDecl,
+    service_type: &ServiceType,
+    unique: &UniqueId,
+    instance: u32,
+    version: Option<&serde_json::Value>,
+    stored: &HashMap<String, Value>,
+) -> Vec<Item> {
+    let product_name = decl
+        .product
+        .clone()
+        .unwrap_or_else(|| service_type.product_name.clone());
+    let mut items = vec![
+        Item::new("/Mgmt/ProcessName", Value::Str(PROCESS_NAME.into())),
+        Item::new(
+            "/Mgmt/ProcessVersion",
+            Value::Str(env!("CARGO_PKG_VERSION").into()),
+        ),
+        Item::new(
+            "/Mgmt/Connection",
+            Value::Str(format!("MQTT:{}", client.raw())),
+        ),
+        Item::new("/DeviceInstance", Value::int(i64::from(instance))),
+        Item::new(
+            "/DeviceName",
+            Value::Str(format!("{}:{}", client.raw(), decl.id)),
+        ),
+        Item::new("/ProductId", Value::int(i64::from(service_type.product_id))),
+        Item::new("/ProductName", Value::Str(product_name)),
+        Item::new(
+            "/FirmwareVersion",
+            firmware_value(version, service_type.numeric_firmware),
+        ),
+        Item::new("/HardwareVersion", Value::Invalid),
+        Item::new("/Connected", Value::I32(1)),
+        Item::new("/Serial", Value::Str(unique.to_string())),
+    ];
+    for spec in &service_type.paths {
+        let value = stored.get(&spec.path).cloned().unwrap_or_else(|| {
+            spec.default
+                .as_ref()
+                .and_then(|d| json_to_value(d, spec.kind).ok())
+                .unwrap_or(Value::Invalid)
+        });
+        items.push(catalog_item(spec, value));
+    }
+    items
+}
+
+/// The D-Bus item of a catalog path.
+pub fn catalog_item(spec: &PathSpec, value: Value) -> Item {
+    let mut item = Item::new(format!("/{}", spec.path), value)
+        .with_type(value_type(spec.kind))
+        .with_limits(spec.min, spec.max)
+        .with_description(spec.description.clone());
+    if spec.unit.is_some() || spec.decimals.is_some() {
+        item = item.with_text(TextFormat::Fixed {
+            decimals: spec.decimals,
+            unit: spec.unit.clone(),
+        });
+    }
+    if spec.writeable {
+        item = item.writeable();
+    }
+    item
+}
+
+fn value_type(kind: ValueKind) -> ValueType {
+    match kind {
+        ValueKind::Any => ValueType::Any,
+        ValueKind::Int => ValueType::Int,
+        ValueKind::Float => ValueType::Float,
+        ValueKind::Str => ValueType::Str,
+    }
+}
+
+/// `/FirmwareVersion`: the device's `version`. Where systemcalc compares it
+/// as a number, only an integer is published (else it stays invalid).
+pub fn firmware_value(version: Option<&serde_json::Value>, numeric: bool) -> Value {
+    match version {
+        None => Value::Invalid,
+        Some(serde_json::Value::Number(n)) => n.as_i64().map(Value::int).unwrap_or(Value::Invalid),
+        Some(serde_json::Value::String(s)) if numeric => {
+            let digits = s.trim().trim_start_matches(['v', 'V']);
+            match digits.strip_prefix("0x") {
+                Some(hex) => i64::from_str_radix(hex, 16).map(Value::int).unwrap_or(Value::Invalid),
+                None => digits.parse::<i64>().map(Value::int).unwrap_or(Value::Invalid),
+            }
+        }
+        Some(serde_json::Value::String(s)) => Value::Str(s.clone()),
+        Some(_) => Value::Invalid,
+    }
+}
+
+fn forward_writes(
+    service: ServiceId,
+    mut writes: mpsc::Receiver<dbus::RemoteWrite>,
+    events: mpsc::Sender<DeviceEvent>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(w) = writes.recv().await {
+            let event = DeviceEvent::RemoteWrite {
+                service: service.clone(),
+                path: w.path,
+                value: w.value,
+            };
+            if events.send(event).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+fn forward_settings(
+    service: ServiceId,
+    mut changes: mpsc::Receiver<settings::SettingChange>,
+    events: mpsc::Sender<DeviceEvent>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(c) = changes.recv().await {
+            let event = DeviceEvent::SettingChanged {
+                service: service.clone(),
+                path: c.path,
+                value: c.value,
+            };
+            if events.send(event).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn firmware_is_the_device_version_or_a_number_where_systemcalc_compares() {
+        assert_eq!(firmware_value(Some(&json!("v1.0")), false), Value::Str("v1.0".into()));
+        assert_eq!(firmware_value(Some(&json!("v1.0")), true), Value::Invalid);
+        assert_eq!(firmware_value(Some(&json!("0x422")), true), Value::I32(0x422));
+        assert_eq!(firmware_value(Some(&json!(1062)), true), Value::I32(1062));
+        assert_eq!(firmware_value(None, false), Value::Invalid);
+    }
+}

@@ -1,0 +1,116 @@
+//! Log output: lines on stderr (multilog stamps them on a GX; a terminal gets
+//! its own timestamps), or syslog with `--syslog`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. `filter` is a level (`info`) or a full
+/// tracing filter (`dbus_mqtt_devices=debug,zbus=warn`).
+pub fn init(filter: &str, syslog: bool) -> Result<(), String> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("--log-level {filter:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if syslog {
+        let writer = SyslogWriter::connect()?;
+        builder
+            .without_time()
+            .with_ansi(false)
+            .with_level(false)
+            .with_writer(writer)
+            .try_init()
+            .map_err(|e| e.to_string())
+    } else if std::io::stderr().is_terminal() {
+        builder.with_writer(std::io::stderr).try_init().map_err(|e| e.to_string())
+    } else {
+        builder
+            .without_time()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init()
+            .map_err(|e| e.to_string())
+    }
+}
+
+type Logger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+/// Sends each formatted line to syslog at the level of its event.
+#[derive(Clone)]
+struct SyslogWriter {
+    logger: Arc<Mutex<Logger>>,
+}
+
+impl SyslogWriter {
+    fn connect() -> Result<SyslogWriter, String> {
+        let formatter = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_DAEMON,
+            hostname: None,
+            process: "dbus-mqtt-devices".into(),
+            pid: std::process::id(),
+        };
+        let logger = syslog::unix(formatter).map_err(|e| format!("connecting to syslog: {e}"))?;
+        Ok(SyslogWriter {
+            logger: Arc::new(Mutex::new(logger)),
+        })
+    }
+}
+
+/// One event's text, sent to syslog when dropped.
+struct SyslogLine {
+    logger: Arc<Mutex<Logger>>,
+    level: Level,
+    buffer: Vec<u8>,
+}
+
+impl Write for SyslogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buffer);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        // A poisoned lock only means another thread panicked mid-log; the
+        // logger itself is still usable.
+        let mut logger = self.logger.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = match self.level {
+            Level::ERROR => logger.err(text),
+            Level::WARN => logger.warning(text),
+            Level::INFO => logger.info(text),
+            _ => logger.debug(text),
+        };
+    }
+}
+
+impl<'a> MakeWriter<'a> for SyslogWriter {
+    type Writer = SyslogLine;
+
+    fn make_writer(&'a self) -> SyslogLine {
+        self.line(Level::INFO)
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> SyslogLine {
+        self.line(*meta.level())
+    }
+}
+
+impl SyslogWriter {
+    fn line(&self, level: Level) -> SyslogLine {
+        SyslogLine {
+            logger: self.logger.clone(),
+            level,
+            buffer: Vec::new(),
+        }
+    }
+}

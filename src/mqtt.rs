@@ -1,0 +1,258 @@
+//! The MQTT connection (rumqttc): connects, reconnects with backoff forever,
+//! resubscribes after every reconnect, and hands received messages to the
+//! registry through a bounded channel. Knows no D-Bus and no devices.
+
+use crate::config::MqttConfig;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Largest packet accepted from the broker. rumqttc drops the whole
+/// connection on a larger one, so this is far above the protocol's own limit
+/// (which rejects a single message instead) to keep one device from cutting
+/// every other device off.
+pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+
+/// Requests (publish, subscribe) queued towards the broker. Past this,
+/// publishes are dropped with a warning rather than piling up while the
+/// broker is away.
+const REQUEST_QUEUE: usize = 1024;
+
+/// Received messages queued towards the registry.
+const INBOUND_QUEUE: usize = 1024;
+
+/// Reconnect backoff: first and longest wait.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+/// What the connection reports to its owner.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// The broker accepted the connection (first time or after a reconnect);
+    /// subscriptions are renewed.
+    Connected,
+    /// A message arrived.
+    Message(Message),
+}
+
+/// A received message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    pub retained: bool,
+}
+
+/// A message to publish when the connection is lost (the daemon's own presence topic).
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+}
+
+/// Publishes and subscribes; cheap to clone.
+#[derive(Clone)]
+pub struct MqttHandle {
+    client: AsyncClient,
+    subscriptions: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl MqttHandle {
+    /// Queues a publish; drops it with a warning when the queue is full
+    /// (the broker is away or far behind), so callers never block.
+    pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        let payload = payload.into();
+        debug!(topic, payload = %String::from_utf8_lossy(&payload), "publish");
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
+            warn!(topic, error = %e, "dropping a publish: the broker queue is full");
+        }
+    }
+
+    /// Subscribes now and after every reconnect.
+    pub fn subscribe(&self, topic: &str) {
+        let added = lock(&self.subscriptions).insert(topic.to_owned());
+        if added {
+            if let Err(e) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
+                warn!(topic, error = %e, "subscribe not sent now; it is renewed on reconnect");
+            }
+        }
+    }
+
+    /// Stops a subscription made with [`MqttHandle::subscribe`].
+    pub fn unsubscribe(&self, topic: &str) {
+        let removed = lock(&self.subscriptions).remove(topic);
+        if removed {
+            if let Err(e) = self.client.try_unsubscribe(topic) {
+                warn!(topic, error = %e, "unsubscribe not sent");
+            }
+        }
+    }
+
+    /// Sends DISCONNECT (the broker then does not publish the will).
+    pub async fn disconnect(&self) {
+        let _ = self.client.disconnect().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the set half-updated
+    // (insert/remove are atomic), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds the client options from the configuration.
+pub fn options(
+    config: &MqttConfig,
+    client_id: &str,
+    will: Option<&Will>,
+) -> Result<MqttOptions, String> {
+    let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET)
+        .set_request_channel_capacity(REQUEST_QUEUE);
+    if let (Some(user), password) = (&config.user, &config.password) {
+        options.set_credentials(user.clone(), password.clone().unwrap_or_default());
+    }
+    if let Some(will) = will {
+        options.set_last_will(LastWill::new(
+            will.topic.clone(),
+            will.payload.clone(),
+            QoS::AtLeastOnce,
+            will.retain,
+        ));
+    }
+    if config.tls {
+        options.set_transport(tls_transport(config)?);
+    }
+    Ok(options)
+}
+
+#[cfg(feature = "tls")]
+fn tls_transport(config: &MqttConfig) -> Result<rumqttc::Transport, String> {
+    // rustls needs one process-wide crypto provider; ring keeps the static
+    // ARM builds small. Installing twice is harmless (the second call fails).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match &config.ca_file {
+        Some(path) => {
+            let ca = std::fs::read(path)
+                .map_err(|e| format!("reading the CA file {}: {e}", path.display()))?;
+            Ok(rumqttc::Transport::tls(ca, None, None))
+        }
+        None => Ok(rumqttc::Transport::tls_with_default_config()),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_transport(_config: &MqttConfig) -> Result<rumqttc::Transport, String> {
+    Err("this build has no TLS support (built without the `tls` feature)".into())
+}
+
+/// Starts the connection task. It runs until `cancel` fires, then sends
+/// DISCONNECT and returns.
+pub fn start(
+    options: MqttOptions,
+    subscriptions: &[&str],
+    cancel: CancellationToken,
+) -> (
+    MqttHandle,
+    mpsc::Receiver<Inbound>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+    let handle = MqttHandle {
+        client,
+        subscriptions: Arc::new(Mutex::new(
+            subscriptions.iter().map(|s| s.to_string()).collect(),
+        )),
+    };
+    let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+    let task = tokio::spawn(run(handle.clone(), eventloop, tx, cancel));
+    (handle, rx, task)
+}
+
+async fn run(
+    handle: MqttHandle,
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Inbound>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut connected_once = false;
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = BACKOFF_MIN;
+                info!(
+                    broker = %broker(&eventloop),
+                    "connected to the MQTT broker{}",
+                    if connected_once { " again" } else { "" }
+                );
+                connected_once = true;
+                let topics: Vec<String> = lock(&handle.subscriptions).iter().cloned().collect();
+                for topic in topics {
+                    if let Err(e) = handle.client.try_subscribe(&topic, QoS::AtLeastOnce) {
+                        warn!(topic, error = %e, "could not queue a subscription");
+                    }
+                }
+                if tx.send(Inbound::Connected).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let message = Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    retained: p.retain,
+                };
+                if tx.send(Inbound::Message(message)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(
+                    broker = %broker(&eventloop),
+                    error = %e,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "MQTT connection failed; retrying"
+                );
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    // Send DISCONNECT and give it a moment to leave, so the broker does not
+    // publish our last will for a clean stop.
+    let _ = handle.client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+fn broker(eventloop: &EventLoop) -> String {
+    let (host, port) = eventloop.mqtt_options.broker_address();
+    format!("{host}:{port}")
+}

@@ -1,0 +1,72 @@
+//! Finding the GX's portal id (VRM id), which devices need for their W/
+//! topics: the command line, `/data/venus/unique-id`, `/Serial` of
+//! `com.victronenergy.system`, or the retained `N/<id>/system/0/Serial`.
+
+use crate::ids::PortalId;
+use std::path::Path;
+use tracing::debug;
+
+/// The topic on which both Venus MQTT gateways keep the portal id retained.
+pub const SERIAL_SUBSCRIPTION: &str = "N/+/system/0/Serial";
+
+/// Reads the portal id from a file such as `/data/venus/unique-id`.
+pub fn from_file(path: &Path) -> Option<PortalId> {
+    let text = std::fs::read_to_string(path).ok()?;
+    PortalId::parse(&text).ok()
+}
+
+/// Asks systemcalc (`com.victronenergy.system /Serial`), as the Python driver did.
+pub async fn from_system_service(conn: &zbus::Connection) -> Option<PortalId> {
+    let reply = conn
+        .call_method(
+            Some("com.victronenergy.system"),
+            "/Serial",
+            Some("com.victronenergy.BusItem"),
+            "GetValue",
+            &(),
+        )
+        .await;
+    let message = match reply {
+        Ok(m) => m,
+        Err(e) => {
+            debug!(error = %e, "no portal id from com.victronenergy.system");
+            return None;
+        }
+    };
+    let value: zbus::zvariant::OwnedValue = message.body().deserialize().ok()?;
+    let text: String = String::try_from(value).ok()?;
+    PortalId::parse(&text).ok()
+}
+
+/// `N/<portal id>/system/0/Serial` → the portal id in the topic.
+pub fn from_serial_topic(topic: &str) -> Option<PortalId> {
+    let rest = topic.strip_prefix("N/")?;
+    let (id, tail) = rest.split_once('/')?;
+    (tail == "system/0/Serial")
+        .then(|| PortalId::parse(id).ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_topic_names_the_portal() {
+        assert_eq!(
+            from_serial_topic("N/c0ffee000001/system/0/Serial").map(|p| p.to_string()),
+            Some("c0ffee000001".into())
+        );
+        assert_eq!(from_serial_topic("N/c0ffee000001/system/0/Other"), None);
+        assert_eq!(from_serial_topic("device/x/Status"), None);
+    }
+
+    #[test]
+    fn unique_id_file_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unique-id");
+        std::fs::write(&path, "c0ffee000001\n").unwrap();
+        assert_eq!(from_file(&path).unwrap().as_str(), "c0ffee000001");
+        assert!(from_file(&dir.path().join("missing")).is_none());
+    }
+}

@@ -1,0 +1,525 @@
+//! Fixtures for the daemon: a real mosquitto on a free port, the daemon
+//! running in-process with its own stop handle, and a test device that
+//! speaks the protocol over a real MQTT connection.
+
+#![allow(dead_code)]
+
+use super::support::TestBus;
+use dbus_mqtt_devices::config::Config;
+use dbus_mqtt_devices::ids::PortalId;
+use dbus_mqtt_devices::settings::SettingsService;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use zbus::zvariant::OwnedValue;
+
+/// How long a test waits for one expected event.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The portal id the daemon is given in tests.
+pub const PORTAL: &str = "c0ffee000001";
+
+/// A mosquitto broker on 127.0.0.1, killed on drop.
+pub struct TestBroker {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    /// Starts mosquitto on a free port and waits until it listens.
+    pub async fn start() -> TestBroker {
+        let port = free_port();
+        TestBroker::start_on(port).await
+    }
+
+    /// Starts mosquitto on `port` (used to restart a broker on the same port).
+    pub async fn start_on(port: u16) -> TestBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            ),
+        )
+        .expect("writing mosquitto.conf");
+        let binary = ["/usr/sbin/mosquitto", "mosquitto"]
+            .into_iter()
+            .find(|b| !b.starts_with('/') || Path::new(b).exists())
+            .unwrap_or("mosquitto");
+        let mut child = match Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("mosquitto not found: install package mosquitto (apt-get install mosquitto)")
+            }
+            Err(e) => panic!("starting mosquitto: {e}"),
+        };
+        // Mosquitto says when its socket is open; wait for that line.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let ready = tokio::time::timeout(WAIT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("Opening ipv4 listen socket") {
+                    return true;
+                }
+                if line.contains("Error") {
+                    panic!("mosquitto failed: {line}");
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(ready, Ok(true), "mosquitto did not open its port {port}");
+        // Keep draining its log so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        TestBroker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the broker and waits until it has exited.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Our settings service on a bus, with its data directory.
+pub struct Settings {
+    pub service: Option<SettingsService>,
+    pub dir: PathBuf,
+}
+
+impl Settings {
+    /// Starts the settings service, persisting into `dir`.
+    pub async fn start(bus: &TestBus, dir: &Path) -> Settings {
+        let service = SettingsService::start(&bus.bus(), dir)
+            .await
+            .expect("starting the settings service");
+        Settings {
+            service: Some(service),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Stops it (flushing its file).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.service.take() {
+            s.stop().await.expect("stopping the settings service");
+        }
+    }
+}
+
+/// The daemon, running in this process on the test's runtime.
+pub struct Daemon {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Daemon {
+    /// The configuration tests use: the test bus and broker, a fixed portal id.
+    pub fn config(bus: &TestBus, broker_port: u16, data_dir: &Path) -> Config {
+        let mut config = Config::for_local(&bus.address, broker_port, data_dir);
+        config.portal_id = Some(PortalId::parse(PORTAL).expect("portal id"));
+        config
+    }
+
+    /// Starts the daemon with `config`.
+    pub fn start(config: Config) -> Daemon {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(dbus_mqtt_devices::app::run(config, async {
+            let _ = stopped.await;
+        }));
+        Daemon {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the daemon as SIGTERM would and waits for it; it must finish
+    /// within the 2 s a supervisor allows.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .expect("daemon did not stop within 2 s")
+                .expect("daemon task panicked");
+            result.expect("daemon returned an error");
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A received message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: String,
+    pub retained: bool,
+}
+
+/// A device (or any MQTT client) with its own connection.
+pub struct TestDevice {
+    pub id: String,
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Received>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestDevice {
+    /// Connects with client id `id` and subscribes to `device/<id>/#`.
+    pub async fn connect(port: u16, id: &str) -> TestDevice {
+        TestDevice::connect_with(port, id, None, &[&format!("device/{id}/#")]).await
+    }
+
+    /// Connects with an optional last will and the given subscriptions,
+    /// returning once they are acknowledged.
+    pub async fn connect_with(
+        port: u16,
+        id: &str,
+        will: Option<(&str, &str)>,
+        subscriptions: &[&str],
+    ) -> TestDevice {
+        let mut options = MqttOptions::new(format!("test-{id}"), "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(5));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((topic, payload)) = will {
+            options.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, false));
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (subscribed_tx, mut subscribed_rx) = mpsc::unbounded_channel();
+        for topic in subscriptions {
+            client
+                .subscribe(*topic, QoS::AtLeastOnce)
+                .await
+                .expect("queue subscribe");
+        }
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(Received {
+                            topic: p.topic,
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            retained: p.retain,
+                        });
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = subscribed_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        for _ in subscriptions {
+            tokio::time::timeout(WAIT, subscribed_rx.recv())
+                .await
+                .expect("subscription acknowledged");
+        }
+        TestDevice {
+            id: id.to_owned(),
+            client,
+            rx,
+            task,
+        }
+    }
+
+    /// Publishes `payload` on `topic` (QoS 1, not retained).
+    pub async fn publish(&self, topic: &str, payload: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .await
+            .expect("publish");
+    }
+
+    /// Publishes on `device/<id>/<leaf>`.
+    pub async fn send(&self, leaf: &str, payload: &str) {
+        self.publish(&format!("device/{}/{leaf}", self.id), payload)
+            .await;
+    }
+
+    /// Waits for the next message on `topic`, skipping others.
+    pub async fn expect(&mut self, topic: &str) -> Received {
+        let wait = async {
+            loop {
+                let m = self.rx.recv().await.expect("device connection ended");
+                if m.topic == topic {
+                    return m;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no message on {topic} within {WAIT:?}"))
+    }
+
+    /// Waits for the `DBus` reply and returns it parsed.
+    pub async fn expect_dbus_reply(&mut self) -> serde_json::Value {
+        let topic = format!("device/{}/DBus", self.id);
+        let m = self.expect(&topic).await;
+        serde_json::from_str(&m.payload).expect("DBus reply is JSON")
+    }
+
+    /// Registers with a v2 Status and returns the `DBus` reply.
+    pub async fn register(&mut self, services: &str) -> serde_json::Value {
+        let status = format!(
+            r#"{{"clientId": "{}", "connected": 1, "version": "v1.0", "services": {services}}}"#,
+            self.id
+        );
+        self.send("Status", &status).await;
+        self.expect_dbus_reply().await
+    }
+
+    /// Waits for the next `Error` answer, parsed.
+    pub async fn expect_error(&mut self) -> serde_json::Value {
+        let topic = format!("device/{}/Error", self.id);
+        let m = self.expect(&topic).await;
+        serde_json::from_str(&m.payload).expect("Error payload is JSON")
+    }
+
+    /// Messages received and not yet consumed.
+    pub fn drain(&mut self) -> Vec<Received> {
+        let mut all = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            all.push(m);
+        }
+        all
+    }
+
+    /// Disconnects cleanly (no last will).
+    pub async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+        self.task.abort();
+    }
+
+    /// Drops the connection without DISCONNECT, so the broker publishes the will.
+    pub fn vanish(self) {
+        self.task.abort();
+    }
+}
+
+/// `GetValue` on a path of a service.
+pub async fn get_value(conn: &zbus::Connection, service: &str, path: &str) -> OwnedValue {
+    let reply = conn
+        .call_method(
+            Some(service),
+            path,
+            Some("com.victronenergy.BusItem"),
+            "GetValue",
+            &(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("GetValue {service} {path}: {e}"));
+    reply.body().deserialize().expect("GetValue returns a variant")
+}
+
+/// `SetValue` on a path; returns its code.
+pub async fn set_value(
+    conn: &zbus::Connection,
+    service: &str,
+    path: &str,
+    value: zbus::zvariant::Value<'_>,
+) -> i32 {
+    let reply = conn
+        .call_method(
+            Some(service),
+            path,
+            Some("com.victronenergy.BusItem"),
+            "SetValue",
+            &(value,),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("SetValue {service} {path}: {e}"));
+    reply.body().deserialize().expect("SetValue returns an int")
+}
+
+/// Every bus name owned now.
+pub async fn names(conn: &zbus::Connection) -> Vec<String> {
+    let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
+    proxy
+        .list_names()
+        .await
+        .expect("ListNames")
+        .into_iter()
+        .map(|n| n.to_string())
+        .collect()
+}
+
+/// The owner (unique name) of a well-known name, if any.
+pub async fn owner(conn: &zbus::Connection, name: &str) -> Option<String> {
+    let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
+    let name = zbus::names::BusName::try_from(name.to_owned()).ok()?;
+    proxy.get_name_owner(name).await.ok().map(|o| o.to_string())
+}
+
+/// Waits until `name` has no owner, by its NameOwnerChanged signal.
+pub async fn wait_name_gone(conn: &zbus::Connection, name: &str) {
+    let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
+    let mut changes = proxy
+        .receive_name_owner_changed_with_args(&[(0, name)])
+        .await
+        .expect("NameOwnerChanged stream");
+    if owner(conn, name).await.is_none() {
+        return;
+    }
+    let wait = async {
+        use futures_util::StreamExt;
+        while let Some(signal) = changes.next().await {
+            let args = signal.args().expect("NameOwnerChanged args");
+            if args.new_owner().is_none() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{name} still owned after {WAIT:?}"));
+}
+
+/// Waits until `name` has an owner, by its NameOwnerChanged signal.
+pub async fn wait_name_owned(conn: &zbus::Connection, name: &str) {
+    let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
+    let mut changes = proxy
+        .receive_name_owner_changed_with_args(&[(0, name)])
+        .await
+        .expect("NameOwnerChanged stream");
+    if owner(conn, name).await.is_some() {
+        return;
+    }
+    let wait = async {
+        use futures_util::StreamExt;
+        while let Some(signal) = changes.next().await {
+            let args = signal.args().expect("NameOwnerChanged args");
+            if args.new_owner().is_some() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{name} not owned after {WAIT:?}"));
+}
+
+/// The bus names of our device services now on the bus.
+pub async fn device_services(conn: &zbus::Connection) -> Vec<String> {
+    let mut all: Vec<String> = names(conn)
+        .await
+        .into_iter()
+        .filter(|n| n.starts_with("com.victronenergy.") && n.contains(".mqtt_"))
+        .collect();
+    all.sort();
+    all
+}
+
+/// A whole world for one test: bus, settings service, broker, daemon.
+pub struct World {
+    pub bus: TestBus,
+    pub broker: Option<TestBroker>,
+    pub settings: Option<Settings>,
+    pub daemon: Option<Daemon>,
+    pub dir: tempfile::TempDir,
+    pub conn: zbus::Connection,
+}
+
+impl World {
+    /// Starts everything and waits until the daemon is connected to the broker
+    /// (its presence topic is online).
+    pub async fn start() -> World {
+        let bus = TestBus::start().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("settings")).expect("settings dir");
+        std::fs::create_dir_all(dir.path().join("daemon")).expect("daemon dir");
+        let settings = Settings::start(&bus, &dir.path().join("settings")).await;
+        let broker = TestBroker::start().await;
+        let conn = bus.client().await;
+        let mut world = World {
+            bus,
+            broker: Some(broker),
+            settings: Some(settings),
+            daemon: None,
+            dir,
+            conn,
+        };
+        world.start_daemon().await;
+        world
+    }
+
+    /// The broker's port.
+    pub fn port(&self) -> u16 {
+        self.broker.as_ref().expect("broker running").port
+    }
+
+    /// The daemon's configuration in this world.
+    pub fn config(&self) -> Config {
+        Daemon::config(&self.bus, self.port(), &self.dir.path().join("daemon"))
+    }
+
+    /// Starts the daemon and waits for its presence topic to say online.
+    pub async fn start_daemon(&mut self) {
+        self.start_daemon_with(self.config()).await;
+    }
+
+    /// Starts the daemon with a given configuration and waits until it is online.
+    pub async fn start_daemon_with(&mut self, config: Config) {
+        let mut watcher =
+            TestDevice::connect_with(self.port(), "presence-watch", None, &["dbus-mqtt-devices/status"])
+                .await;
+        // A retained "online" from an earlier daemon may come first.
+        let _ = watcher.drain();
+        self.daemon = Some(Daemon::start(config));
+        let wait = async {
+            loop {
+                let m = watcher.expect("dbus-mqtt-devices/status").await;
+                if m.payload.contains("\"online\": 1") && !m.retained {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .expect("daemon did not come online");
+        watcher.disconnect().await;
+    }
+
+    /// Stops the daemon (as SIGTERM would).
+    pub async fn stop_daemon(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await;
+        }
+    }
+
+    /// A connected test device.
+    pub async fn device(&self, id: &str) -> TestDevice {
+        TestDevice::connect(self.port(), id).await
+    }
+}
