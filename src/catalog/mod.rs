@@ -576,7 +576,8 @@ fn build(user: Option<(&str, &str)>) -> (Catalog, Vec<CatalogError>) {
 fn toml_message(e: &toml::de::Error, text: &str) -> String {
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            // Spans lie on token boundaries; fall back to the start if not.
+            let before = text.get(..span.start).unwrap_or_default();
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             format!("line {line}, column {column}: {}", e.message())
@@ -986,20 +987,32 @@ fn resolve_type(
         }
     }
 
-    // A path cannot also be a node holding other paths.
-    let names: BTreeSet<&str> = paths.iter().map(|p| p.path.as_str()).collect();
-    let nodes: Vec<String> = paths
-        .iter()
-        .filter(|p| names.iter().any(|n| n.starts_with(&format!("{}/", p.path))))
-        .map(|p| p.path.clone())
-        .collect();
-    for node in nodes {
-        errors.push(
-            origin
-                .path(&node)
-                .error(Some("path"), "other paths lie below it; left out"),
-        );
-        paths.retain(|p| p.path != node);
+    // A path cannot also be a node holding other paths. Of such a pair the
+    // path the user added is left out, so a built-in path never disappears.
+    let in_base = |path: &str| base.is_some_and(|b| b.paths.iter().any(|p| p.path == path));
+    let mut left_out = BTreeSet::new();
+    for node in &paths {
+        let prefix = format!("{}/", node.path);
+        for leaf in paths.iter().filter(|p| p.path.starts_with(&prefix)) {
+            if in_base(&node.path) && !in_base(&leaf.path) {
+                left_out.insert((
+                    leaf.path.clone(),
+                    format!("'{}' is a path, not a node", node.path),
+                ));
+            } else {
+                left_out.insert((node.path.clone(), format!("'{}' lies below it", leaf.path)));
+            }
+        }
+    }
+    for (path, reason) in left_out {
+        if paths.iter().any(|p| p.path == path) {
+            errors.push(
+                origin
+                    .path(&path)
+                    .error(Some("path"), format!("{reason}; left out")),
+            );
+            paths.retain(|p| p.path != path);
+        }
     }
 
     Ok((

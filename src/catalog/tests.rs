@@ -724,14 +724,26 @@ fn persist_limits_can_differ_from_the_write_limits() {
 }
 
 #[test]
-fn a_path_cannot_also_be_a_node() {
-    let user = "[[grid.path]]\npath = \"Ac/L1\"\nkind = \"float\"\n";
+fn a_path_cannot_also_be_a_node_and_built_in_paths_win() {
+    let user = r#"
+        [[grid.path]]
+        path = "Ac/L1"
+        kind = "float"
+
+        [[grid.path]]
+        path = "Ac/Power/Max"
+        kind = "float"
+    "#;
     let (catalog, errors) = Catalog::load_str(user, "catalog.toml");
-    assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert_eq!(errors[0].path.as_deref(), Some("Ac/L1"));
-    assert!(catalog
-        .get("grid")
-        .is_some_and(|t| t.path("Ac/L1").is_none() && t.path("Ac/L1/Power").is_some()));
+    let paths: BTreeSet<_> = errors.iter().filter_map(|e| e.path.as_deref()).collect();
+    assert_eq!(
+        paths,
+        BTreeSet::from(["Ac/L1", "Ac/Power/Max"]),
+        "{errors:#?}"
+    );
+    let grid = catalog.get("grid").expect("grid");
+    assert!(grid.path("Ac/L1").is_none() && grid.path("Ac/Power/Max").is_none());
+    assert!(grid.path("Ac/L1/Power").is_some() && grid.path("Ac/Power").is_some());
 }
 
 #[test]
@@ -809,4 +821,42 @@ fn catalog_error_display_leaves_out_what_does_not_apply() {
         ..e
     };
     assert_eq!(e.to_string(), "catalog.toml: key 'k': bad");
+}
+
+#[test]
+fn the_user_documentation_lists_every_type_and_path() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/catalog.md"))
+            .expect("docs/catalog.md");
+    for t in Catalog::embedded().iter() {
+        let section = doc
+            .split_once(&format!("\n### {}\n", t.name))
+            .map(|(_, rest)| rest.split("\n### ").next().unwrap_or(rest))
+            .unwrap_or_else(|| panic!("docs/catalog.md has no section for {}", t.name));
+        for p in &t.paths {
+            assert!(
+                section.contains(&format!("| `{}` |", p.path)),
+                "docs/catalog.md: {} lacks {}",
+                t.name,
+                p.path
+            );
+        }
+    }
+}
+
+#[test]
+fn the_user_documentation_example_loads_cleanly() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/catalog.md"))
+            .expect("docs/catalog.md");
+    let example = doc
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("a toml example in docs/catalog.md");
+    let (catalog, errors) = Catalog::load_str(example, "docs example");
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(catalog
+        .get("watermaker")
+        .is_some_and(|t| t.paths.len() == 3));
 }
