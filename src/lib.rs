@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`dbus`]: the Venus BusItem dialect on zbus (services, values, dispatcher).
 //!   Knows nothing of MQTT or devices; usable by any Rust driver on Venus OS.
-//! - [`catalog`]: service types as data (embedded TOML, user override).
+//! - [`catalog`]: service types as data (paths, units, defaults, persisted
+//!   settings), built in and overridable by a user file. Knows no bus, no broker.
 //! - [`settings`]: localsettings client, and our own localsettings-compatible service.
 //! - [`cli`] and [`config`]: the command line, the configuration file, defaults.
 //! - [`app`]: wires everything together and owns shutdown.
@@ -19,6 +20,7 @@
 //! - [`pyjson`]: JSON text byte-for-byte as Python's `json.dumps` writes it.
 
 pub mod app;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod device;
