@@ -191,6 +191,8 @@ pub struct TestDevice {
     pub id: String,
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<Received>,
+    /// Messages passed over by [`TestDevice::expect`], kept for [`TestDevice::drain`].
+    skipped: Vec<Received>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -250,6 +252,7 @@ impl TestDevice {
             id: id.to_owned(),
             client,
             rx,
+            skipped: Vec::new(),
             task,
         }
     }
@@ -270,12 +273,18 @@ impl TestDevice {
 
     /// Waits for the next message on `topic`, skipping others.
     pub async fn expect(&mut self, topic: &str) -> Received {
+        if let Some(i) = self.skipped.iter().position(|m| m.topic == topic) {
+            return self.skipped.remove(i);
+        }
+        let skipped = &mut self.skipped;
+        let rx = &mut self.rx;
         let wait = async {
             loop {
-                let m = self.rx.recv().await.expect("device connection ended");
+                let m = rx.recv().await.expect("device connection ended");
                 if m.topic == topic {
                     return m;
                 }
+                skipped.push(m);
             }
         };
         tokio::time::timeout(WAIT, wait)
@@ -309,7 +318,7 @@ impl TestDevice {
 
     /// Messages received and not yet consumed.
     pub fn drain(&mut self) -> Vec<Received> {
-        let mut all = Vec::new();
+        let mut all = std::mem::take(&mut self.skipped);
         while let Ok(m) = self.rx.try_recv() {
             all.push(m);
         }
