@@ -208,14 +208,15 @@ fn answer(msg: &Message, handler: &dyn Handler) -> zbus::Result<Vec<Message>> {
 /// Answers `Introspect`, `Ping` and `GetMachineId`; `None` for everything else.
 fn standard(call: &Call<'_>, handler: &dyn Handler) -> Option<Response> {
     let reply = match call.member {
-        "Introspect" if call.is_for(INTROSPECTABLE_INTERFACE) => match handler.introspect(call.path)
-        {
-            Some(i) => Reply::Str(introspection_xml(call.path, &i)),
-            None => Reply::Error(ErrorReply::UnknownObject(format!(
-                "no object at {}",
-                call.path
-            ))),
-        },
+        "Introspect" if call.is_for(INTROSPECTABLE_INTERFACE) => {
+            match handler.introspect(call.path) {
+                Some(i) => Reply::Str(introspection_xml(call.path, &i)),
+                None => Reply::Error(ErrorReply::UnknownObject(format!(
+                    "no object at {}",
+                    call.path
+                ))),
+            }
+        }
         // Ping is answered on any path, as libdbus does.
         "Ping" if call.is_for(PEER_INTERFACE) => Reply::Unit,
         "GetMachineId" if call.is_for(PEER_INTERFACE) => match machine_id() {

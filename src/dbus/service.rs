@@ -243,7 +243,8 @@ impl Service {
         let mut tree = Tree::new();
         for item in items {
             let path = item.path.clone();
-            tree.insert(item).map_err(|e| insert_error(name, &path, e))?;
+            tree.insert(item)
+                .map_err(|e| insert_error(name, &path, e))?;
         }
         let conn = bus.connect().await.map_err(|source| Error::Connect {
             bus: bus.to_string(),
@@ -258,13 +259,10 @@ impl Service {
             .msg_type(Type::MethodCall)
             .build()
             .map_err(bus_err("building the method-call match rule"))?;
-        let stream = MessageStream::for_match_rule(
-            rule,
-            &conn,
-            std::num::NonZeroUsize::new(CALL_QUEUE),
-        )
-        .await
-        .map_err(bus_err("subscribing to method calls"))?;
+        let stream =
+            MessageStream::for_match_rule(rule, &conn, std::num::NonZeroUsize::new(CALL_QUEUE))
+                .await
+                .map_err(bus_err("subscribing to method calls"))?;
         let (tx, rx) = mpsc::channel(REMOTE_WRITE_QUEUE);
         let shared = Arc::new(Shared {
             name: name.to_string(),
@@ -396,7 +394,10 @@ impl Service {
         Ok(n)
     }
 
-    async fn items_changed(&self, entries: HashMap<String, super::VariantMap>) -> Result<(), Error> {
+    async fn items_changed(
+        &self,
+        entries: HashMap<String, super::VariantMap>,
+    ) -> Result<(), Error> {
         self.emit(
             Emit {
                 path: "/".to_string(),
@@ -477,11 +478,16 @@ impl Service {
             task.abort();
             let _ = task.await;
         }
-        let closed = self.conn.clone().close().await.map_err(|source| Error::Bus {
-            what: "closing the connection",
-            name: self.shared.name.clone(),
-            source,
-        });
+        let closed = self
+            .conn
+            .clone()
+            .close()
+            .await
+            .map_err(|source| Error::Bus {
+                what: "closing the connection",
+                name: self.shared.name.clone(),
+                source,
+            });
         released.and(closed)
     }
 

@@ -332,7 +332,10 @@ mod tests {
             t.insert(Item::new("/bad//path", Value::I32(1))),
             Err(InsertError::InvalidPath)
         );
-        assert_eq!(t.insert(Item::new("/", Value::I32(1))), Err(InsertError::InvalidPath));
+        assert_eq!(
+            t.insert(Item::new("/", Value::I32(1))),
+            Err(InsertError::InvalidPath)
+        );
     }
 
     #[test]
@@ -341,12 +344,18 @@ mod tests {
             .writeable()
             .with_type(ValueType::Float)
             .with_limits(Some(0.0), Some(10.0));
-        assert_eq!(item.check_remote_write(Value::I32(1)), WriteCheck::Unchanged);
+        assert_eq!(
+            item.check_remote_write(Value::I32(1)),
+            WriteCheck::Unchanged
+        );
         assert_eq!(
             item.check_remote_write(Value::I32(2)),
             WriteCheck::Changed(Value::F64(2.0))
         );
-        assert_eq!(item.check_remote_write(Value::I32(11)), WriteCheck::OutOfRange);
+        assert_eq!(
+            item.check_remote_write(Value::I32(11)),
+            WriteCheck::OutOfRange
+        );
         assert_eq!(
             item.check_remote_write(Value::Str("a".into())),
             WriteCheck::WrongType

@@ -220,9 +220,9 @@ impl Value {
             Variant::I32(x) => Value::I32(*x),
             Variant::U32(x) => Value::int(i64::from(*x)),
             Variant::I64(x) => Value::int(*x),
-            Variant::U64(x) => Value::int(
-                i64::try_from(*x).map_err(|_| ValueError::UnsupportedType("t".into()))?,
-            ),
+            Variant::U64(x) => {
+                Value::int(i64::try_from(*x).map_err(|_| ValueError::UnsupportedType("t".into()))?)
+            }
             Variant::F64(x) => Value::F64(*x),
             Variant::Str(s) => Value::Str(s.as_str().to_string()),
             Variant::ObjectPath(p) => Value::Str(p.as_str().to_string()),
@@ -497,17 +497,31 @@ mod tests {
         let j: serde_json::Value =
             serde_json::from_str(r#"{"a":[1,2.5,true,"s",null],"b":4294967296}"#).unwrap();
         let v = Value::from_json(&j).unwrap();
-        let Value::Dict(d) = &v else { panic!("got {v:?}") };
+        let Value::Dict(d) = &v else {
+            panic!("got {v:?}")
+        };
         assert_eq!(d["b"], Value::I64(4294967296));
         assert_eq!(v.to_json(), j);
     }
 
     #[test]
     fn encoding_signatures() {
-        assert_eq!(Value::Invalid.to_variant().value_signature().to_string(), "ai");
-        assert_eq!(Value::List(vec![]).to_variant().value_signature().to_string(), "au");
         assert_eq!(
-            Value::List(vec![Value::I32(1)]).to_variant().value_signature().to_string(),
+            Value::Invalid.to_variant().value_signature().to_string(),
+            "ai"
+        );
+        assert_eq!(
+            Value::List(vec![])
+                .to_variant()
+                .value_signature()
+                .to_string(),
+            "au"
+        );
+        assert_eq!(
+            Value::List(vec![Value::I32(1)])
+                .to_variant()
+                .value_signature()
+                .to_string(),
             "av"
         );
         assert_eq!(
@@ -524,7 +538,10 @@ mod tests {
 
     #[test]
     fn coercion_rules() {
-        assert_eq!(Value::I32(2).coerce(ValueType::Float), Some(Value::F64(2.0)));
+        assert_eq!(
+            Value::I32(2).coerce(ValueType::Float),
+            Some(Value::F64(2.0))
+        );
         assert_eq!(Value::F64(3.0).coerce(ValueType::Int), Some(Value::I32(3)));
         assert_eq!(Value::F64(3.5).coerce(ValueType::Int), None);
         assert_eq!(Value::Str("a".into()).coerce(ValueType::Float), None);
