@@ -8,3 +8,4 @@
 //!   service of our own that behaves like it (test peer and PC-mode settings store).
 
 pub mod dbus;
+pub mod settings;
