@@ -46,7 +46,10 @@ pub fn bus_address(choice: &BusChoice) -> BusAddress {
 /// service from D-Bus and disconnects from the broker.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     tokio::pin!(shutdown);
-    info!(version = env!("CARGO_PKG_VERSION"), "dbus-mqtt-devices starting");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "dbus-mqtt-devices starting"
+    );
 
     let (catalog, errors) = Catalog::load(Some(&config.data_dir.join(CATALOG_FILE)));
     for e in errors {
@@ -101,7 +104,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     match persist::load(&config.data_dir) {
         Ok(saved) => {
             if !saved.is_empty() {
-                info!(devices = saved.len(), "restoring devices from the state file");
+                info!(
+                    devices = saved.len(),
+                    "restoring devices from the state file"
+                );
             }
             for device in &saved {
                 registry.restore(device);
@@ -182,7 +188,11 @@ fn presence_payload(online: bool, portal: Option<&PortalId>) -> String {
 }
 
 fn publish_presence(mqtt: &MqttHandle, portal: &Option<PortalId>) {
-    mqtt.publish(PRESENCE_TOPIC, presence_payload(true, portal.as_ref()), true);
+    mqtt.publish(
+        PRESENCE_TOPIC,
+        presence_payload(true, portal.as_ref()),
+        true,
+    );
 }
 
 /// Unique per running daemon, so that two daemons (or this one beside the
@@ -192,5 +202,9 @@ fn mqtt_client_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("dbus-mqtt-devices-{}-{:05x}", std::process::id(), nanos & 0xfffff)
+    format!(
+        "dbus-mqtt-devices-{}-{:05x}",
+        std::process::id(),
+        nanos & 0xfffff
+    )
 }

@@ -151,8 +151,7 @@ impl Config {
             ));
         }
         let default_timeout = match args.default_timeout.or(file.default_timeout) {
-            None => None,
-            Some(t) if t == 0.0 => None,
+            None | Some(0.0) => None,
             Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => {
                 Some(Duration::from_secs_f64(t))
             }
@@ -165,9 +164,7 @@ impl Config {
         let user = args.mqtt_user.clone().or(file.mqtt_user);
         let password = args.mqtt_password.clone().or(file.mqtt_password);
         if password.is_some() && user.is_none() {
-            return Err(Error::Invalid(
-                "--mqtt-password needs --mqtt-user".into(),
-            ));
+            return Err(Error::Invalid("--mqtt-password needs --mqtt-user".into()));
         }
         Ok(Config {
             mqtt: MqttConfig {
@@ -272,7 +269,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            Config::merge(&args, FileConfig::default()).unwrap().mqtt.port,
+            Config::merge(&args, FileConfig::default())
+                .unwrap()
+                .mqtt
+                .port,
             8883
         );
     }

@@ -6,7 +6,8 @@
 //!   Knows nothing of MQTT or devices; usable by any Rust driver on Venus OS.
 //! - [`catalog`]: service types as data (paths, units, defaults, persisted
 //!   settings), built in and overridable by a user file. Knows no bus, no broker.
-//! - [`settings`]: localsettings client, and our own localsettings-compatible service.
+//! - [`settings`]: localsettings (`com.victronenergy.settings`): a client for drivers, and a
+//!   service of our own that behaves like it (test peer and PC-mode settings store).
 //! - [`cli`] and [`config`]: the command line, the configuration file, defaults.
 //! - [`app`]: wires everything together and owns shutdown.
 //! - [`mqtt`]: the broker connection (rumqttc), reconnects and resubscribes.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod dbus;
 pub mod device;
 pub mod ids;
 pub mod logging;
@@ -32,3 +34,4 @@ pub mod portal;
 pub mod protocol;
 pub mod pyjson;
 pub mod registry;
+pub mod settings;

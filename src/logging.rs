@@ -11,7 +11,9 @@ use tracing_subscriber::EnvFilter;
 /// tracing filter (`dbus_mqtt_devices=debug,zbus=warn`).
 pub fn init(filter: &str, syslog: bool) -> Result<(), String> {
     let filter = EnvFilter::try_new(filter).map_err(|e| format!("--log-level {filter:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if syslog {
         let writer = SyslogWriter::connect()?;
         builder
@@ -22,7 +24,10 @@ pub fn init(filter: &str, syslog: bool) -> Result<(), String> {
             .try_init()
             .map_err(|e| e.to_string())
     } else if std::io::stderr().is_terminal() {
-        builder.with_writer(std::io::stderr).try_init().map_err(|e| e.to_string())
+        builder
+            .with_writer(std::io::stderr)
+            .try_init()
+            .map_err(|e| e.to_string())
     } else {
         builder
             .without_time()

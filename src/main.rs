@@ -37,7 +37,9 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::new)
             }
             #[cfg(feature = "sim")]
-            Some(Command::Sim(args)) => dbus_mqtt_devices::sim::run(config, args, stop_signal()).await,
+            Some(Command::Sim(args)) => {
+                dbus_mqtt_devices::sim::run(config, args, stop_signal()).await
+            }
         }
     });
     match result {

@@ -33,9 +33,9 @@ pub async fn from_system_service(conn: &zbus::Connection) -> Option<PortalId> {
             return None;
         }
     };
-    let value: zbus::zvariant::OwnedValue = message.body().deserialize().ok()?;
-    let text: String = String::try_from(value).ok()?;
-    PortalId::parse(&text).ok()
+    let value: zbus::zvariant::OwnedVariant = message.body().deserialize().ok()?;
+    let value = crate::dbus::Value::from_variant(&value).ok()?;
+    PortalId::parse(value.as_str()?).ok()
 }
 
 /// `N/<portal id>/system/0/Serial` → the portal id in the topic.

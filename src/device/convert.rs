@@ -29,14 +29,11 @@ pub fn json_to_value(json: &Json, kind: ValueKind) -> Result<Value, String> {
                     if let Some(i) = n.as_i64() {
                         return Ok(int_value(i));
                     }
-                    n.as_f64()
-                        .ok_or_else(|| format!("{n} is out of range"))?
+                    n.as_f64().ok_or_else(|| format!("{n} is out of range"))?
                 }
                 Json::Bool(b) => return Ok(Value::I32(i32::from(*b))),
                 Json::String(s) => parse_number_text(s)?,
-                other => {
-                    return Err(format!("expected an integer, got {}", kind_name(other)))
-                }
+                other => return Err(format!("expected an integer, got {}", kind_name(other))),
             };
             if f.fract() == 0.0 && f.abs() < 9.0e15 {
                 Ok(int_value(f as i64))
@@ -86,9 +83,18 @@ mod tests {
 
     #[test]
     fn float_paths_take_integers_and_numeric_text() {
-        assert_eq!(json_to_value(&json!(21), ValueKind::Float), Ok(Value::F64(21.0)));
-        assert_eq!(json_to_value(&json!(21.5), ValueKind::Float), Ok(Value::F64(21.5)));
-        assert_eq!(json_to_value(&json!("100"), ValueKind::Float), Ok(Value::F64(100.0)));
+        assert_eq!(
+            json_to_value(&json!(21), ValueKind::Float),
+            Ok(Value::F64(21.0))
+        );
+        assert_eq!(
+            json_to_value(&json!(21.5), ValueKind::Float),
+            Ok(Value::F64(21.5))
+        );
+        assert_eq!(
+            json_to_value(&json!("100"), ValueKind::Float),
+            Ok(Value::F64(100.0))
+        );
         assert!(json_to_value(&json!("NaN"), ValueKind::Float).is_err());
         assert!(json_to_value(&json!("inf"), ValueKind::Float).is_err());
         assert!(json_to_value(&json!("warm"), ValueKind::Float).is_err());
@@ -98,8 +104,14 @@ mod tests {
     #[test]
     fn int_paths_take_integral_numbers_only() {
         assert_eq!(json_to_value(&json!(3), ValueKind::Int), Ok(Value::I32(3)));
-        assert_eq!(json_to_value(&json!(3.0), ValueKind::Int), Ok(Value::I32(3)));
-        assert_eq!(json_to_value(&json!("100"), ValueKind::Int), Ok(Value::I32(100)));
+        assert_eq!(
+            json_to_value(&json!(3.0), ValueKind::Int),
+            Ok(Value::I32(3))
+        );
+        assert_eq!(
+            json_to_value(&json!("100"), ValueKind::Int),
+            Ok(Value::I32(100))
+        );
         assert_eq!(
             json_to_value(&json!(4_294_967_296i64), ValueKind::Int),
             Ok(Value::I64(4_294_967_296))
@@ -109,15 +121,26 @@ mod tests {
 
     #[test]
     fn null_is_invalid_everywhere() {
-        for kind in [ValueKind::Any, ValueKind::Int, ValueKind::Float, ValueKind::Str] {
+        for kind in [
+            ValueKind::Any,
+            ValueKind::Int,
+            ValueKind::Float,
+            ValueKind::Str,
+        ] {
             assert_eq!(json_to_value(&Json::Null, kind), Ok(Value::Invalid));
         }
     }
 
     #[test]
     fn strings_and_any() {
-        assert_eq!(json_to_value(&json!("x"), ValueKind::Str), Ok(Value::Str("x".into())));
+        assert_eq!(
+            json_to_value(&json!("x"), ValueKind::Str),
+            Ok(Value::Str("x".into()))
+        );
         assert!(json_to_value(&json!({}), ValueKind::Str).is_err());
-        assert_eq!(json_to_value(&json!(true), ValueKind::Any), Ok(Value::Bool(true)));
+        assert_eq!(
+            json_to_value(&json!(true), ValueKind::Any),
+            Ok(Value::Bool(true))
+        );
     }
 }

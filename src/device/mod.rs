@@ -304,10 +304,8 @@ impl Device {
         self.services = kept;
         if version_changed {
             for s in &self.services {
-                let value = service::firmware_value(
-                    self.version.as_ref(),
-                    s.service_type.numeric_firmware,
-                );
+                let value =
+                    service::firmware_value(self.version.as_ref(), s.service_type.numeric_firmware);
                 if let Err(e) = s.service.set_value("/FirmwareVersion", value).await {
                     warn!(client_id = %self.client, service_id = %s.id, error = %e, "updating /FirmwareVersion");
                 }
@@ -367,11 +365,10 @@ impl Device {
             }
             Err(e) => {
                 self.ctx.budget.release();
-                Err(Rejection::new(
-                    RejectionCode::RegistrationFailed,
-                    error_chain(&e),
+                Err(
+                    Rejection::new(RejectionCode::RegistrationFailed, error_chain(&e))
+                        .for_service(decl.id.as_str()),
                 )
-                .for_service(decl.id.as_str()))
             }
         }
     }

@@ -90,14 +90,14 @@ impl DeviceService {
         for spec in &persisted_paths {
             specs.push(setting_spec(&unique, spec, decl, service_type));
         }
-        let results = reg
-            .settings
-            .add_settings(&specs)
-            .await
-            .map_err(|source| Error::Settings {
-                unique: unique.to_string(),
-                source,
-            })?;
+        let results =
+            reg.settings
+                .add_settings(&specs)
+                .await
+                .map_err(|source| Error::Settings {
+                    unique: unique.to_string(),
+                    source,
+                })?;
 
         let instance_result = results.first();
         let instance_text = match instance_result {
@@ -141,7 +141,15 @@ impl DeviceService {
             }
         }
 
-        let items = build_items(reg.client, decl, service_type, &unique, instance, reg.version, &stored);
+        let items = build_items(
+            reg.client,
+            decl,
+            service_type,
+            &unique,
+            instance,
+            reg.version,
+            &stored,
+        );
         let name = unique.bus_name(&service_type.name);
         let (service, writes) = Service::register(reg.bus, &name, items, None)
             .await
@@ -333,8 +341,13 @@ pub fn firmware_value(version: Option<&serde_json::Value>, numeric: bool) -> Val
         Some(serde_json::Value::String(s)) if numeric => {
             let digits = s.trim().trim_start_matches(['v', 'V']);
             match digits.strip_prefix("0x") {
-                Some(hex) => i64::from_str_radix(hex, 16).map(Value::int).unwrap_or(Value::Invalid),
-                None => digits.parse::<i64>().map(Value::int).unwrap_or(Value::Invalid),
+                Some(hex) => i64::from_str_radix(hex, 16)
+                    .map(Value::int)
+                    .unwrap_or(Value::Invalid),
+                None => digits
+                    .parse::<i64>()
+                    .map(Value::int)
+                    .unwrap_or(Value::Invalid),
             }
         }
         Some(serde_json::Value::String(s)) => Value::Str(s.clone()),
@@ -387,9 +400,15 @@ mod tests {
 
     #[test]
     fn firmware_is_the_device_version_or_a_number_where_systemcalc_compares() {
-        assert_eq!(firmware_value(Some(&json!("v1.0")), false), Value::Str("v1.0".into()));
+        assert_eq!(
+            firmware_value(Some(&json!("v1.0")), false),
+            Value::Str("v1.0".into())
+        );
         assert_eq!(firmware_value(Some(&json!("v1.0")), true), Value::Invalid);
-        assert_eq!(firmware_value(Some(&json!("0x422")), true), Value::I32(0x422));
+        assert_eq!(
+            firmware_value(Some(&json!("0x422")), true),
+            Value::I32(0x422)
+        );
         assert_eq!(firmware_value(Some(&json!(1062)), true), Value::I32(1062));
         assert_eq!(firmware_value(None, false), Value::Invalid);
     }

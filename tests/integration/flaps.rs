@@ -8,14 +8,18 @@ async fn two_hundred_flaps_leave_no_service_connection_or_task_behind() {
     let world = World::start().await;
     let mut device = world.device("flappy").await;
     // Warm up once, so that every lazily started task already exists.
-    device.register(r#"{"t1": "temperature", "t2": "tank"}"#).await;
+    device
+        .register(r#"{"t1": "temperature", "t2": "tank"}"#)
+        .await;
     device
         .send("Status", r#"{"clientId": "flappy", "connected": 0}"#)
         .await;
     wait_name_gone(&world.conn, "com.victronenergy.temperature.mqtt_flappy_t1").await;
     wait_name_gone(&world.conn, "com.victronenergy.tank.mqtt_flappy_t2").await;
     let names_before = names(&world.conn).await.len();
-    let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks_before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
 
     let connect = r#"{"clientId": "flappy", "connected": 1, "services": {"t1": "temperature", "t2": "tank"}}"#;
     let disconnect = r#"{"clientId": "flappy", "connected": 0}"#;
@@ -25,7 +29,9 @@ async fn two_hundred_flaps_leave_no_service_connection_or_task_behind() {
     }
     // A last registration proves the daemon is still serving, and its
     // reply comes after every flap before it was handled.
-    let reply = device.register(r#"{"t1": "temperature", "t2": "tank"}"#).await;
+    let reply = device
+        .register(r#"{"t1": "temperature", "t2": "tank"}"#)
+        .await;
     assert!(reply["deviceInstance"]["t1"].is_u64());
     device.send("Status", disconnect).await;
     wait_name_gone(&world.conn, "com.victronenergy.temperature.mqtt_flappy_t1").await;
@@ -65,7 +71,7 @@ async fn wait_until_names(conn: &zbus::Connection, count: usize) {
             changes.next().await;
         }
     };
-    tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| {
-        panic!("bus connections not released: expected at most {count}")
-    });
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("bus connections not released: expected at most {count}"));
 }

@@ -14,7 +14,9 @@ async fn proxy_republishes_each_value_to_the_w_topic() {
     device
         .send(
             "Proxy",
-            &format!(r#"{{"topicPath": "{w}", "values": {{"Temperature": 23, "Humidity": 56.5}}}}"#),
+            &format!(
+                r#"{{"topicPath": "{w}", "values": {{"Temperature": 23, "Humidity": 56.5}}}}"#
+            ),
         )
         .await;
     let t = gateway.expect(&format!("{w}/Temperature")).await;
@@ -33,7 +35,10 @@ async fn proxy_refuses_another_devices_topic_path() {
 
     let mut intruder = world.device("px_intruder").await;
     let own_reply = intruder.register(r#"{"t1": "temperature"}"#).await;
-    let own = own_reply["topicPath"]["t1"]["W"].as_str().unwrap().to_owned();
+    let own = own_reply["topicPath"]["t1"]["W"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut gateway = TestDevice::connect_with(world.port(), "gw2", None, &["W/#"]).await;
     intruder
         .send(
@@ -53,7 +58,10 @@ async fn proxy_refuses_another_devices_topic_path() {
     let m = gateway.expect(&format!("{own}/Temperature")).await;
     assert_eq!(m.payload, r#"{"value": 1}"#);
     let foreign_prefix = format!("{foreign}/");
-    assert!(gateway.drain().iter().all(|m| !m.topic.starts_with(&foreign_prefix)));
+    assert!(gateway
+        .drain()
+        .iter()
+        .all(|m| !m.topic.starts_with(&foreign_prefix)));
 }
 
 #[tokio::test]
@@ -65,9 +73,18 @@ async fn proxy_refuses_malformed_messages() {
     let cases = [
         ("{", "invalid_json"),
         (r#"{"values": {"Temperature": 1}}"#, "invalid_topic_path"),
-        (&format!(r#"{{"topicPath": "{w}", "values": {{}}}}"#) as &str, "invalid_field"),
-        (&format!(r#"{{"topicPath": "{w}", "values": {{"temperature": 1}}}}"#), "invalid_field"),
-        (&format!(r#"{{"topicPath": "{w}", "values": {{"Temperature": Infinity}}}}"#), "invalid_json"),
+        (
+            &format!(r#"{{"topicPath": "{w}", "values": {{}}}}"#) as &str,
+            "invalid_field",
+        ),
+        (
+            &format!(r#"{{"topicPath": "{w}", "values": {{"temperature": 1}}}}"#),
+            "invalid_field",
+        ),
+        (
+            &format!(r#"{{"topicPath": "{w}", "values": {{"Temperature": Infinity}}}}"#),
+            "invalid_json",
+        ),
     ];
     for (payload, code) in cases {
         device.send("Proxy", payload).await;

@@ -3,13 +3,13 @@
 
 use super::world::*;
 use serde_json::json;
-use zbus::zvariant::{OwnedValue, Value};
+use zbus::{OwnedVariant, Variant};
 
-fn text(v: &OwnedValue) -> String {
+fn text(v: &OwnedVariant) -> String {
     String::try_from(v.clone()).expect("a string value")
 }
 
-fn int(v: &OwnedValue) -> i32 {
+fn int(v: &OwnedVariant) -> i32 {
     i32::try_from(v.clone()).expect("an int32 value")
 }
 
@@ -48,16 +48,30 @@ async fn v2_device_registers_and_gets_the_python_drivers_reply() {
     let c = &world.conn;
     assert_eq!(int(&get_value(c, name, "/DeviceInstance").await) as u64, t1);
     assert_eq!(int(&get_value(c, name, "/Connected").await), 1);
-    assert_eq!(text(&get_value(c, name, "/Mgmt/Connection").await), "MQTT:fe001");
-    assert_eq!(text(&get_value(c, name, "/Mgmt/ProcessName").await), "dbus-mqtt-devices");
+    assert_eq!(
+        text(&get_value(c, name, "/Mgmt/Connection").await),
+        "MQTT:fe001"
+    );
+    assert_eq!(
+        text(&get_value(c, name, "/Mgmt/ProcessName").await),
+        "dbus-mqtt-devices"
+    );
     assert_eq!(text(&get_value(c, name, "/DeviceName").await), "fe001:t1");
     assert_eq!(text(&get_value(c, name, "/FirmwareVersion").await), "v1.0");
-    assert_eq!(text(&get_value(c, name, "/CustomName").await), "My Temperature Sensor");
+    assert_eq!(
+        text(&get_value(c, name, "/CustomName").await),
+        "My Temperature Sensor"
+    );
     assert!(!text(&get_value(c, name, "/ProductName").await).is_empty());
-    assert!(owner(c, "com.victronenergy.tank.mqtt_fe001_tk1").await.is_some());
+    assert!(owner(c, "com.victronenergy.tank.mqtt_fe001_tk1")
+        .await
+        .is_some());
 
     // A value written the way the gateway writes it (int32 on a float path).
-    assert_eq!(set_value(c, name, "/Temperature", Value::I32(22)).await, 0);
+    assert_eq!(
+        set_value(c, name, "/Temperature", Variant::I32(22)).await,
+        0
+    );
     assert_eq!(
         f64::try_from(get_value(c, name, "/Temperature").await).unwrap(),
         22.0
@@ -115,7 +129,7 @@ async fn instances_and_custom_names_survive_a_daemon_restart() {
     let name = "com.victronenergy.temperature.mqtt_fe003_t1";
     // The GUI renames the sensor.
     assert_eq!(
-        set_value(&world.conn, name, "/CustomName", Value::from("Fridge")).await,
+        set_value(&world.conn, name, "/CustomName", Variant::from("Fridge")).await,
         0
     );
     let stored = get_setting(&world, "/Settings/MqttDevices/mqtt_fe003_t1/CustomName").await;
@@ -126,7 +140,10 @@ async fn instances_and_custom_names_survive_a_daemon_restart() {
     world.start_daemon().await;
     let again = device.register(r#"{"t1": "temperature"}"#).await;
     assert_eq!(first["deviceInstance"], again["deviceInstance"]);
-    assert_eq!(text(&get_value(&world.conn, name, "/CustomName").await), "Fridge");
+    assert_eq!(
+        text(&get_value(&world.conn, name, "/CustomName").await),
+        "Fridge"
+    );
 }
 
 async fn get_setting(world: &World, path: &str) -> String {
@@ -140,7 +157,13 @@ async fn a_settings_change_made_elsewhere_reaches_the_service() {
     device.register(r#"{"t1": "temperature"}"#).await;
     let setting = "/Settings/MqttDevices/mqtt_fe004_t1/CustomName";
     assert_eq!(
-        set_value(&world.conn, "com.victronenergy.settings", setting, Value::from("Freezer")).await,
+        set_value(
+            &world.conn,
+            "com.victronenergy.settings",
+            setting,
+            Variant::from("Freezer")
+        )
+        .await,
         0
     );
     let name = "com.victronenergy.temperature.mqtt_fe004_t1";
@@ -150,7 +173,10 @@ async fn a_settings_change_made_elsewhere_reaches_the_service() {
         if text(&get_value(&world.conn, name, "/CustomName").await) == "Freezer" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "custom name not applied");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "custom name not applied"
+        );
         wait_properties_changed(&world.conn, name, "/CustomName").await;
     }
 }
@@ -161,14 +187,11 @@ async fn wait_properties_changed(conn: &zbus::Connection, service: &str, path: &
     let rule = zbus::MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .sender(service)
-        .unwrap()
         .interface("com.victronenergy.BusItem")
-        .unwrap()
         .member("PropertiesChanged")
-        .unwrap()
         .path(path)
-        .unwrap()
-        .build();
+        .build()
+        .expect("match rule");
     let mut stream = zbus::MessageStream::for_match_rule(rule, conn, None)
         .await
         .unwrap();
@@ -197,8 +220,16 @@ async fn re_registration_reconciles_without_touching_unchanged_services() {
         .await;
     wait_name_gone(&world.conn, "com.victronenergy.tank.mqtt_fe005_t2").await;
     assert_eq!(owner(&world.conn, t1).await.unwrap(), owner_before);
-    assert!(owner(&world.conn, "com.victronenergy.pvinverter.mqtt_fe005_t3").await.is_some());
-    let ids: Vec<&String> = reply["deviceInstance"].as_object().unwrap().keys().collect();
+    assert!(
+        owner(&world.conn, "com.victronenergy.pvinverter.mqtt_fe005_t3")
+            .await
+            .is_some()
+    );
+    let ids: Vec<&String> = reply["deviceInstance"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
     assert_eq!(ids, ["t1", "t3"]);
 }
 
@@ -237,9 +268,12 @@ async fn mqtt_last_will_status_removes_the_device() {
     assert!(owner(&world.conn, name).await.is_some());
     device.vanish();
     // The broker publishes the will after the keep-alive runs out.
-    tokio::time::timeout(std::time::Duration::from_secs(20), wait_name_gone(&world.conn, name))
-        .await
-        .expect("last will removed the device");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        wait_name_gone(&world.conn, name),
+    )
+    .await
+    .expect("last will removed the device");
 }
 
 #[tokio::test]
@@ -278,7 +312,11 @@ async fn the_daemon_reconnects_after_the_broker_restarts() {
     let mut watcher =
         TestDevice::connect_with(port, "watch", None, &["dbus-mqtt-devices/status"]).await;
     let online = watcher.expect("dbus-mqtt-devices/status").await;
-    assert!(online.payload.contains("\"online\": 1"), "{}", online.payload);
+    assert!(
+        online.payload.contains("\"online\": 1"),
+        "{}",
+        online.payload
+    );
     let mut other = world.device("fe008").await;
     let reply = other.register(r#"{"t1": "temperature"}"#).await;
     assert!(reply["deviceInstance"]["t1"].is_u64());

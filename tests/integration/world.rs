@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
-use zbus::zvariant::OwnedValue;
+use zbus::{OwnedVariant, Variant};
 
 /// How long a test waits for one expected event.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -338,7 +338,7 @@ impl TestDevice {
 }
 
 /// `GetValue` on a path of a service.
-pub async fn get_value(conn: &zbus::Connection, service: &str, path: &str) -> OwnedValue {
+pub async fn get_value(conn: &zbus::Connection, service: &str, path: &str) -> OwnedVariant {
     let reply = conn
         .call_method(
             Some(service),
@@ -349,7 +349,10 @@ pub async fn get_value(conn: &zbus::Connection, service: &str, path: &str) -> Ow
         )
         .await
         .unwrap_or_else(|e| panic!("GetValue {service} {path}: {e}"));
-    reply.body().deserialize().expect("GetValue returns a variant")
+    reply
+        .body()
+        .deserialize()
+        .expect("GetValue returns a variant")
 }
 
 /// `SetValue` on a path; returns its code.
@@ -357,7 +360,7 @@ pub async fn set_value(
     conn: &zbus::Connection,
     service: &str,
     path: &str,
-    value: zbus::zvariant::Value<'_>,
+    value: Variant<'_>,
 ) -> i32 {
     let reply = conn
         .call_method(
@@ -500,9 +503,13 @@ impl World {
 
     /// Starts the daemon with a given configuration and waits until it is online.
     pub async fn start_daemon_with(&mut self, config: Config) {
-        let mut watcher =
-            TestDevice::connect_with(self.port(), "presence-watch", None, &["dbus-mqtt-devices/status"])
-                .await;
+        let mut watcher = TestDevice::connect_with(
+            self.port(),
+            "presence-watch",
+            None,
+            &["dbus-mqtt-devices/status"],
+        )
+        .await;
         // A retained "online" from an earlier daemon may come first.
         let _ = watcher.drain();
         self.daemon = Some(Daemon::start(config));

@@ -1,0 +1,265 @@
+//! The method-call dispatcher: reads a connection's `MessageStream`, answers
+//! `Introspectable`/`Peer` itself and hands everything else to a [`Handler`], accepting calls
+//! with or without an interface header. Never uses zbus' ObjectServer (it refuses calls without
+//! an interface header, which velib, dbus-mqtt and old dbusmonitor send).
+//! Knows no item tree and no settings: the handlers own those.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use futures_util::StreamExt;
+use zbus::message::{Body, Flags, Type};
+use zbus::{Connection, Message, MessageStream, Variant};
+
+use super::error::ErrorReply;
+use super::value::VariantMap;
+
+/// The interface of every Venus object (values, nodes, root).
+pub const BUSITEM_INTERFACE: &str = "com.victronenergy.BusItem";
+/// The standard introspection interface, answered by the dispatcher.
+pub const INTROSPECTABLE_INTERFACE: &str = "org.freedesktop.DBus.Introspectable";
+/// The standard peer interface (`Ping`, `GetMachineId`), answered by the dispatcher.
+pub const PEER_INTERFACE: &str = "org.freedesktop.DBus.Peer";
+
+/// One incoming method call, as a handler sees it.
+pub struct Call<'a> {
+    /// Object path (`/` when the header has none, which the bus never lets through).
+    pub path: &'a str,
+    /// Interface header, if the caller sent one.
+    pub interface: Option<&'a str>,
+    /// Method name.
+    pub member: &'a str,
+    /// Arguments.
+    pub body: &'a Body,
+}
+
+impl Call<'_> {
+    /// True when the call has no interface header or names `iface` (D-Bus allows omitting it;
+    /// Victron's Python callers do).
+    pub fn is_for(&self, iface: &str) -> bool {
+        self.interface.is_none_or(|i| i == iface)
+    }
+
+    /// The `UnknownMethod` reply for this call.
+    pub fn unknown_method(&self) -> ErrorReply {
+        ErrorReply::UnknownMethod(format!(
+            "no method {}.{} on object {}",
+            self.interface.unwrap_or("(no interface)"),
+            self.member,
+            self.path
+        ))
+    }
+}
+
+/// A method reply body; each variant fixes the reply's signature.
+pub enum Reply {
+    /// `v`: a value, or a node's `a{sv}`/`a{ss}` inside a variant.
+    Variant(Variant<'static>),
+    /// `s`.
+    Str(String),
+    /// `i`.
+    I32(i32),
+    /// `b`.
+    Bool(bool),
+    /// `a{sa{sv}}` (GetItems).
+    Items(HashMap<String, VariantMap>),
+    /// `aa{sv}` (AddSettings).
+    DictList(Vec<VariantMap>),
+    /// `ai` (RemoveSettings).
+    I32List(Vec<i32>),
+    /// `vvvi` (localsettings `GetAttributes`).
+    Attributes(Variant<'static>, Variant<'static>, Variant<'static>, i32),
+    /// No arguments.
+    Unit,
+    /// An error reply.
+    Error(ErrorReply),
+}
+
+/// A signal to emit on interface `com.victronenergy.BusItem`.
+pub struct Emit {
+    /// Object path the signal comes from.
+    pub path: String,
+    /// The body: decides the member name.
+    pub body: SignalBody,
+}
+
+/// Body of a BusItem signal.
+pub enum SignalBody {
+    /// `PropertiesChanged(a{sv})` on an item's path.
+    Properties(VariantMap),
+    /// `ItemsChanged(a{sa{sv}})` on `/`.
+    Items(HashMap<String, VariantMap>),
+}
+
+/// What a handler answers: the reply, plus signals to emit just before it (as velib emits
+/// PropertiesChanged inside SetValue, before returning).
+pub struct Response {
+    /// The reply.
+    pub reply: Reply,
+    /// Signals caused by the call.
+    pub signals: Vec<Emit>,
+}
+
+impl From<Reply> for Response {
+    fn from(reply: Reply) -> Self {
+        Response {
+            reply,
+            signals: Vec::new(),
+        }
+    }
+}
+
+/// What an object looks like to `Introspect`.
+pub struct Introspection {
+    /// XML `<interface>` elements for the object (besides the standard ones).
+    pub interfaces: &'static str,
+    /// Names of the direct child nodes.
+    pub children: Vec<String>,
+}
+
+/// The object model behind one connection.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one call (not Introspectable/Peer). Must not block: it runs on the dispatcher.
+    fn handle(&self, call: &Call<'_>) -> Response;
+    /// Describes the object at `path`, or `None` when there is none (→ UnknownObject).
+    fn introspect(&self, path: &str) -> Option<Introspection>;
+}
+
+/// Builds a BusItem signal message.
+pub fn signal_message(emit: &Emit) -> zbus::Result<Message> {
+    let member = match emit.body {
+        SignalBody::Properties(_) => "PropertiesChanged",
+        SignalBody::Items(_) => "ItemsChanged",
+    };
+    let b = Message::signal(emit.path.as_str(), BUSITEM_INTERFACE, member);
+    match &emit.body {
+        SignalBody::Properties(m) => b.build(&(m,)),
+        SignalBody::Items(m) => b.build(&(m,)),
+    }
+}
+
+/// Reads method calls from `stream` until it ends (connection closed) and answers each one.
+/// Calls are answered in arrival order, one at a time, so a reply never overtakes an earlier one.
+pub async fn serve(conn: Connection, mut stream: MessageStream, handler: Arc<dyn Handler>) {
+    while let Some(msg) = stream.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "unreadable message skipped");
+                continue;
+            }
+        };
+        if msg.message_type() != Type::MethodCall {
+            continue;
+        }
+        let msgs = match answer(&msg, handler.as_ref()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "building a reply failed");
+                continue;
+            }
+        };
+        if let Err(e) = conn.send_all(&msgs).await {
+            tracing::debug!(error = %e, "sending a reply failed");
+            if conn.is_closed() {
+                break;
+            }
+        }
+    }
+}
+
+/// The messages (signals, then the reply) that answer one call.
+fn answer(msg: &Message, handler: &dyn Handler) -> zbus::Result<Vec<Message>> {
+    let hdr = msg.header();
+    let path = hdr.path().map(|p| p.as_str()).unwrap_or("/");
+    let member = hdr.member().map(|m| m.as_str()).unwrap_or("");
+    let body = msg.body();
+    let call = Call {
+        path,
+        interface: hdr.interface().map(|i| i.as_str()),
+        member,
+        body: &body,
+    };
+    let response = standard(&call, handler).unwrap_or_else(|| handler.handle(&call));
+    let mut out = Vec::with_capacity(response.signals.len() + 1);
+    for s in &response.signals {
+        out.push(signal_message(s)?);
+    }
+    if hdr.primary().flags().contains(Flags::NO_REPLY_EXPECTED) {
+        return Ok(out);
+    }
+    let ret = Message::method_return(&hdr);
+    let reply = match response.reply {
+        Reply::Variant(v) => ret.build(&(v,)),
+        Reply::Str(s) => ret.build(&(s,)),
+        Reply::I32(i) => ret.build(&(i,)),
+        Reply::Bool(b) => ret.build(&(b,)),
+        Reply::Items(m) => ret.build(&(m,)),
+        Reply::DictList(l) => ret.build(&(l,)),
+        Reply::I32List(l) => ret.build(&(l,)),
+        Reply::Attributes(a, b, c, d) => ret.build(&(a, b, c, d)),
+        Reply::Unit => ret.build(&()),
+        Reply::Error(e) => Message::error(&hdr, e.name()).build(&(e.message(),)),
+    }?;
+    out.push(reply);
+    Ok(out)
+}
+
+/// Answers `Introspect`, `Ping` and `GetMachineId`; `None` for everything else.
+fn standard(call: &Call<'_>, handler: &dyn Handler) -> Option<Response> {
+    let reply = match call.member {
+        "Introspect" if call.is_for(INTROSPECTABLE_INTERFACE) => {
+            match handler.introspect(call.path) {
+                Some(i) => Reply::Str(introspection_xml(call.path, &i)),
+                None => Reply::Error(ErrorReply::UnknownObject(format!(
+                    "no object at {}",
+                    call.path
+                ))),
+            }
+        }
+        // Ping is answered on any path, as libdbus does.
+        "Ping" if call.is_for(PEER_INTERFACE) => Reply::Unit,
+        "GetMachineId" if call.is_for(PEER_INTERFACE) => match machine_id() {
+            Some(id) => Reply::Str(id.to_string()),
+            None => Reply::Error(ErrorReply::Failed("no machine id on this system".into())),
+        },
+        _ => return None,
+    };
+    Some(reply.into())
+}
+
+fn machine_id() -> Option<&'static str> {
+    static ID: OnceLock<Option<String>> = OnceLock::new();
+    ID.get_or_init(|| {
+        ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    })
+    .as_deref()
+}
+
+const STANDARD_INTERFACES_XML: &str = r#"  <interface name="org.freedesktop.DBus.Introspectable">
+    <method name="Introspect"><arg name="xml_data" type="s" direction="out"/></method>
+  </interface>
+  <interface name="org.freedesktop.DBus.Peer">
+    <method name="Ping"/>
+    <method name="GetMachineId"><arg name="machine_uuid" type="s" direction="out"/></method>
+  </interface>
+"#;
+
+fn introspection_xml(path: &str, i: &Introspection) -> String {
+    let mut xml = String::from(
+        "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n\
+         \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n",
+    );
+    xml.push_str(&format!("<node name=\"{path}\">\n"));
+    xml.push_str(STANDARD_INTERFACES_XML);
+    xml.push_str(i.interfaces);
+    for c in &i.children {
+        xml.push_str(&format!("  <node name=\"{c}\"/>\n"));
+    }
+    xml.push_str("</node>\n");
+    xml
+}

@@ -1,0 +1,368 @@
+//! The items of one service and the BusItem key rules: leaf values and texts, node
+//! `GetValue`/`GetText` with keys relative to the node, root `GetItems` with absolute keys, and the
+//! remote-write checks behind SetValue. Pure: knows no connection and no MQTT.
+
+use std::collections::{BTreeMap, HashMap};
+
+use zbus::{Dict, Signature, Variant};
+
+use super::value::{TextFormat, Value, ValueType, VariantMap};
+
+/// One value path of a service (velib's `add_path`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    /// Absolute object path, e.g. `/Ac/L1/Power`.
+    pub path: String,
+    /// Current value.
+    pub value: Value,
+    /// Whether remote `SetValue` may change it (else SetValue returns 1).
+    pub writeable: bool,
+    /// Type remote writes are coerced to.
+    pub value_type: ValueType,
+    /// How `GetText` renders the value.
+    pub text: TextFormat,
+    /// Lowest value a remote write may set (else SetValue returns 2); also answers `GetMin`.
+    pub min: Option<f64>,
+    /// Highest value a remote write may set (else SetValue returns 2); also answers `GetMax`.
+    pub max: Option<f64>,
+    /// Answer of `GetDescription`.
+    pub description: String,
+}
+
+impl Item {
+    /// A read-only item with Python text, no type and no limits.
+    pub fn new(path: impl Into<String>, value: Value) -> Item {
+        Item {
+            path: path.into(),
+            value,
+            writeable: false,
+            value_type: ValueType::Any,
+            text: TextFormat::Python,
+            min: None,
+            max: None,
+            description: String::new(),
+        }
+    }
+
+    /// The same item, writeable by remote `SetValue`.
+    pub fn writeable(mut self) -> Item {
+        self.writeable = true;
+        self
+    }
+
+    /// The same item with a value type for remote writes.
+    pub fn with_type(mut self, value_type: ValueType) -> Item {
+        self.value_type = value_type;
+        self
+    }
+
+    /// The same item with a text format.
+    pub fn with_text(mut self, text: TextFormat) -> Item {
+        self.text = text;
+        self
+    }
+
+    /// The same item with limits for remote writes.
+    pub fn with_limits(mut self, min: Option<f64>, max: Option<f64>) -> Item {
+        self.min = min;
+        self.max = max;
+        self
+    }
+
+    /// The same item with a description.
+    pub fn with_description(mut self, description: impl Into<String>) -> Item {
+        self.description = description.into();
+        self
+    }
+
+    /// The `GetText` answer.
+    pub fn text(&self) -> String {
+        self.text.text(&self.path, &self.value)
+    }
+
+    /// `{"Value": v, "Text": s}`: the entry of GetItems, ItemsChanged and PropertiesChanged.
+    pub fn entry(&self) -> VariantMap {
+        value_text_entry(&self.value, self.text())
+    }
+
+    /// A limit as a value of the item's type (`GetMin`/`GetMax`).
+    pub fn limit_value(&self, limit: f64) -> Value {
+        match self.value_type {
+            ValueType::Int if limit.fract() == 0.0 => Value::int(limit as i64),
+            _ => Value::F64(limit),
+        }
+    }
+
+    /// Checks a remote write (after decoding) as velib's `SetValue` does, plus min/max.
+    pub fn check_remote_write(&self, value: Value) -> WriteCheck {
+        if !self.writeable {
+            return WriteCheck::NotWriteable;
+        }
+        let Some(value) = value.coerce(self.value_type) else {
+            return WriteCheck::WrongType;
+        };
+        if let Some(f) = value.as_f64().filter(|_| !matches!(value, Value::Bool(_))) {
+            if self.min.is_some_and(|m| f < m) || self.max.is_some_and(|m| f > m) {
+                return WriteCheck::OutOfRange;
+            }
+        }
+        if value == self.value {
+            WriteCheck::Unchanged
+        } else {
+            WriteCheck::Changed(value)
+        }
+    }
+}
+
+/// `{"Value": v, "Text": s}` for any value.
+pub fn value_text_entry(value: &Value, text: String) -> VariantMap {
+    HashMap::from([
+        ("Value".to_string(), value.to_variant()),
+        ("Text".to_string(), Variant::Str(text.into())),
+    ])
+}
+
+/// The outcome of checking a remote write against an item.
+#[derive(Debug, PartialEq)]
+pub enum WriteCheck {
+    /// Not writeable: SetValue returns 1.
+    NotWriteable,
+    /// Cannot be coerced to the item's type: SetValue returns 1.
+    WrongType,
+    /// Outside min/max: SetValue returns 2.
+    OutOfRange,
+    /// Equal to the current value: SetValue returns 0, nothing happens.
+    Unchanged,
+    /// A changed value, coerced, to be validated by the owner's hook.
+    Changed(Value),
+}
+
+/// Why an item cannot be added to a tree.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// Not an object path, or `/`.
+    InvalidPath,
+    /// Already an item, or a node of other items, or below an item.
+    Clash,
+}
+
+/// The items of one service, keyed by absolute path.
+#[derive(Debug, Default)]
+pub struct Tree {
+    items: BTreeMap<String, Item>,
+}
+
+/// Is `path` a valid D-Bus object path other than `/`?
+pub fn is_item_path(path: &str) -> bool {
+    path != "/" && zbus::ObjectPath::try_from(path).is_ok()
+}
+
+impl Tree {
+    /// An empty tree.
+    pub fn new() -> Tree {
+        Tree::default()
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True if there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Adds an item; nothing changes on error.
+    pub fn insert(&mut self, item: Item) -> Result<(), InsertError> {
+        if !is_item_path(&item.path) {
+            return Err(InsertError::InvalidPath);
+        }
+        if self.items.contains_key(&item.path) || self.is_node(&item.path) {
+            return Err(InsertError::Clash);
+        }
+        // No ancestor may be an item: a path is either a value or a node.
+        let mut p = item.path.as_str();
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            if !p.is_empty() && self.items.contains_key(p) {
+                return Err(InsertError::Clash);
+            }
+        }
+        self.items.insert(item.path.clone(), item);
+        Ok(())
+    }
+
+    /// Removes an item.
+    pub fn remove(&mut self, path: &str) -> Option<Item> {
+        self.items.remove(path)
+    }
+
+    /// The item at `path`.
+    pub fn get(&self, path: &str) -> Option<&Item> {
+        self.items.get(path)
+    }
+
+    /// The item at `path`, mutably.
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Item> {
+        self.items.get_mut(path)
+    }
+
+    /// All items in path order.
+    pub fn iter(&self) -> impl Iterator<Item = &Item> {
+        self.items.values()
+    }
+
+    /// Is `path` `/` or an intermediate node (a strict prefix of an item path)?
+    pub fn is_node(&self, path: &str) -> bool {
+        path == "/" || self.under(path).next().is_some()
+    }
+
+    /// Items below node `node`, with their keys relative to it (no leading slash).
+    pub fn under<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a str, &'a Item)> + 'a {
+        let prefix = if node == "/" {
+            "/".to_string()
+        } else {
+            format!("{node}/")
+        };
+        let start = prefix.clone();
+        self.items
+            .range(start..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(move |(k, v)| (&k[prefix_len(node)..], v))
+    }
+
+    /// Node `GetValue`: a variant holding `a{sv}` with relative keys.
+    pub fn node_value(&self, node: &str) -> Variant<'static> {
+        let mut d = Dict::new(&Signature::Str, &Signature::Variant);
+        for (k, item) in self.under(node) {
+            // Cannot fail: key and value match the dict's signature.
+            let _ = d.append(
+                Variant::Str(k.to_string().into()),
+                Variant::Variant(Box::new(item.value.to_variant())),
+            );
+        }
+        Variant::Dict(d)
+    }
+
+    /// Node `GetText`: a variant holding `a{ss}` with relative keys.
+    pub fn node_text(&self, node: &str) -> Variant<'static> {
+        let mut d = Dict::new(&Signature::Str, &Signature::Str);
+        for (k, item) in self.under(node) {
+            // Cannot fail: key and value match the dict's signature.
+            let _ = d.append(
+                Variant::Str(k.to_string().into()),
+                Variant::Str(item.text().into()),
+            );
+        }
+        Variant::Dict(d)
+    }
+
+    /// Root `GetItems`: absolute keys, each `{Value, Text}`.
+    pub fn items(&self) -> HashMap<String, VariantMap> {
+        self.items
+            .values()
+            .map(|i| (i.path.clone(), i.entry()))
+            .collect()
+    }
+
+    /// Names of the direct children of node `path`, for introspection.
+    pub fn children(&self, path: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (rel, _) in self.under(path) {
+            let first = rel.split('/').next().unwrap_or(rel);
+            if out.last().map(String::as_str) != Some(first) {
+                out.push(first.to_string());
+            }
+        }
+        out
+    }
+}
+
+fn prefix_len(node: &str) -> usize {
+    if node == "/" {
+        1
+    } else {
+        node.len() + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> Tree {
+        let mut t = Tree::new();
+        for (p, v) in [
+            ("/Mgmt/ProcessName", Value::Str("x".into())),
+            ("/Mgmt/Connection", Value::Str("c".into())),
+            ("/DeviceInstance", Value::I32(20)),
+            ("/Ac/L1/Power", Value::F64(1.5)),
+            ("/Ac/L10/Power", Value::F64(2.5)),
+        ] {
+            t.insert(Item::new(p, v)).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn node_keys_are_relative_and_prefixes_exact() {
+        let t = tree();
+        let keys: Vec<_> = t.under("/Ac/L1").map(|(k, _)| k.to_string()).collect();
+        assert_eq!(keys, vec!["Power"]);
+        let keys: Vec<_> = t.under("/").map(|(k, _)| k.to_string()).collect();
+        assert!(keys.contains(&"Mgmt/ProcessName".to_string()), "{keys:?}");
+        assert!(t.is_node("/Ac") && t.is_node("/") && !t.is_node("/Ac/L1/Power"));
+        assert!(!t.is_node("/Ac/L"));
+        assert_eq!(t.children("/"), vec!["Ac", "DeviceInstance", "Mgmt"]);
+    }
+
+    #[test]
+    fn clashes_are_refused() {
+        let mut t = tree();
+        assert_eq!(
+            t.insert(Item::new("/Mgmt", Value::I32(1))),
+            Err(InsertError::Clash)
+        );
+        assert_eq!(
+            t.insert(Item::new("/DeviceInstance/X", Value::I32(1))),
+            Err(InsertError::Clash)
+        );
+        assert_eq!(
+            t.insert(Item::new("/bad//path", Value::I32(1))),
+            Err(InsertError::InvalidPath)
+        );
+        assert_eq!(
+            t.insert(Item::new("/", Value::I32(1))),
+            Err(InsertError::InvalidPath)
+        );
+    }
+
+    #[test]
+    fn remote_write_checks() {
+        let item = Item::new("/T", Value::F64(1.0))
+            .writeable()
+            .with_type(ValueType::Float)
+            .with_limits(Some(0.0), Some(10.0));
+        assert_eq!(
+            item.check_remote_write(Value::I32(1)),
+            WriteCheck::Unchanged
+        );
+        assert_eq!(
+            item.check_remote_write(Value::I32(2)),
+            WriteCheck::Changed(Value::F64(2.0))
+        );
+        assert_eq!(
+            item.check_remote_write(Value::I32(11)),
+            WriteCheck::OutOfRange
+        );
+        assert_eq!(
+            item.check_remote_write(Value::Str("a".into())),
+            WriteCheck::WrongType
+        );
+        assert_eq!(
+            Item::new("/R", Value::I32(1)).check_remote_write(Value::I32(2)),
+            WriteCheck::NotWriteable
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! The Venus value model and its one wire mapping (the job of velib's `ve_utils`): values,
+//! their D-Bus encoding, their Python-compatible text, and SetValue type coercion.
+//! Knows no paths (except the `/ProductId` text rule), no connection and no MQTT.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use zbus::{Array, Dict, Signature, Variant};
+
+/// A value as Venus consumers see it. `Invalid` is "not available" (`null` on MQTT).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// Not available: sent as an empty `ai`, text `---`.
+    Invalid,
+    /// `i` on the wire.
+    I32(i32),
+    /// `x` on the wire; only for integers outside the int32 range.
+    I64(i64),
+    /// `d` on the wire.
+    F64(f64),
+    /// `b` on the wire.
+    Bool(bool),
+    /// `s` on the wire.
+    Str(String),
+    /// `av` on the wire, or an empty `au` (an empty `ai` would mean invalid).
+    List(Vec<Value>),
+    /// `a{sv}` on the wire.
+    Dict(BTreeMap<String, Value>),
+}
+
+/// Why a wire or JSON value has no Venus meaning.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// A JSON number that fits neither i64 nor f64 (e.g. above `i64::MAX`).
+    #[error("number {0} does not fit an int64 or a double")]
+    NumberOutOfRange(String),
+    /// A D-Bus type that has no Venus value (struct, fd, dict with non-string keys, u64 > i64).
+    #[error("d-bus type `{0}` has no venus value")]
+    UnsupportedType(String),
+}
+
+/// The type a path accepts from remote writes (velib's `valuetype`). Invalid is always accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ValueType {
+    /// Any value, stored as given.
+    #[default]
+    Any,
+    /// Integers (`i`, `x`, `b`, and `d` when integral), stored as `I32` (or `I64` when outside int32).
+    Int,
+    /// Numbers (`i`, `x`, `d`, `b`), stored as `F64`: MQTT `{"value": 1}` arrives as int32.
+    Float,
+    /// Strings only.
+    Str,
+}
+
+/// How `GetText` renders a path's value.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum TextFormat {
+    /// Python `str()` as velib does (`21.0`, `True`, `1e-05`); `/ProductId` as `0x%X`.
+    #[default]
+    Python,
+    /// A number with a fixed number of decimals and/or a unit, as gui texts (`"21.5 C"`).
+    /// Non-numbers fall back to Python text; invalid is always `---`.
+    Fixed {
+        /// Decimals for numbers; `None` keeps Python text for the number.
+        decimals: Option<u8>,
+        /// Appended after a space, e.g. `"W"`.
+        unit: Option<String>,
+    },
+}
+
+/// The text of an invalid value, as velib's `GetText`.
+pub const INVALID_TEXT: &str = "---";
+
+impl Value {
+    /// True unless `Invalid`.
+    pub fn is_valid(&self) -> bool {
+        !matches!(self, Value::Invalid)
+    }
+
+    /// An integer as `I32` when it fits, else `I64` (velib's `wrap_dbus_value` rule).
+    pub fn int(v: i64) -> Value {
+        match i32::try_from(v) {
+            Ok(i) => Value::I32(i),
+            Err(_) => Value::I64(v),
+        }
+    }
+
+    /// The value as a number, if it is one (bools count as 0/1, as in Python).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::I32(v) => Some(f64::from(*v)),
+            // Precision loss above 2^53 is accepted: only used for range checks and formatting.
+            Value::I64(v) => Some(*v as f64),
+            Value::F64(v) => Some(*v),
+            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            _ => None,
+        }
+    }
+
+    /// The value as an integer, if it is an integer (bools count as 0/1).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::I32(v) => Some(i64::from(*v)),
+            Value::I64(v) => Some(*v),
+            Value::Bool(b) => Some(i64::from(*b)),
+            _ => None,
+        }
+    }
+
+    /// The string, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// From JSON: integer → `I32` (`I64` outside int32), float → `F64`, bool, string,
+    /// null → `Invalid`, array → `List`, object → `Dict`.
+    pub fn from_json(v: &serde_json::Value) -> Result<Value, ValueError> {
+        Ok(match v {
+            serde_json::Value::Null => Value::Invalid,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Value::int(i)
+                } else if n.is_f64() {
+                    // serde_json only yields finite doubles.
+                    Value::F64(n.as_f64().unwrap_or_default())
+                } else {
+                    return Err(ValueError::NumberOutOfRange(n.to_string()));
+                }
+            }
+            serde_json::Value::String(s) => Value::Str(s.clone()),
+            serde_json::Value::Array(a) => {
+                Value::List(a.iter().map(Value::from_json).collect::<Result<_, _>>()?)
+            }
+            serde_json::Value::Object(o) => Value::Dict(
+                o.iter()
+                    .map(|(k, v)| Ok((k.clone(), Value::from_json(v)?)))
+                    .collect::<Result<_, ValueError>>()?,
+            ),
+        })
+    }
+
+    /// To JSON; `Invalid` → `null`, non-finite doubles → `null` (JSON has no NaN).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Invalid => serde_json::Value::Null,
+            Value::I32(v) => (*v).into(),
+            Value::I64(v) => (*v).into(),
+            Value::F64(v) => serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Bool(b) => (*b).into(),
+            Value::Str(s) => s.clone().into(),
+            Value::List(l) => l.iter().map(Value::to_json).collect(),
+            Value::Dict(d) => d.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
+        }
+    }
+
+    /// Python `str()` of the value as velib would hold it: `21.0`, `0.1`, `1e-05`, `True`,
+    /// `[1, 'a']`; `Invalid` → `---`.
+    pub fn python_text(&self) -> String {
+        match self {
+            Value::Invalid => INVALID_TEXT.to_string(),
+            Value::Str(s) => s.clone(),
+            other => {
+                let mut out = String::new();
+                python_repr(other, &mut out);
+                out
+            }
+        }
+    }
+
+    /// Encodes for D-Bus with exactly one variant level (the body of a `v`).
+    pub fn to_variant(&self) -> Variant<'static> {
+        match self {
+            Value::Invalid => Variant::Array(Array::new(&Signature::I32)),
+            Value::I32(v) => Variant::I32(*v),
+            Value::I64(v) => Variant::I64(*v),
+            Value::F64(v) => Variant::F64(*v),
+            Value::Bool(b) => Variant::Bool(*b),
+            Value::Str(s) => Variant::Str(s.clone().into()),
+            // An empty `ai` would read as invalid, so an empty valid list is `au` (as ve_utils).
+            Value::List(l) if l.is_empty() => Variant::Array(Array::new(&Signature::U32)),
+            Value::List(l) => {
+                let mut a = Array::new(&Signature::Variant);
+                for item in l {
+                    // Cannot fail: every element is a variant, the array's element type.
+                    let _ = a.append(Variant::Variant(Box::new(item.to_variant())));
+                }
+                Variant::Array(a)
+            }
+            Value::Dict(d) => {
+                let mut dict = Dict::new(&Signature::Str, &Signature::Variant);
+                for (k, v) in d {
+                    // Cannot fail: key and value match the dict's signature.
+                    let _ = dict.append(
+                        Variant::Str(k.clone().into()),
+                        Variant::Variant(Box::new(v.to_variant())),
+                    );
+                }
+                Variant::Dict(dict)
+            }
+        }
+    }
+
+    /// Decodes a received value: any empty array is `Invalid` (as every consumer does; an empty
+    /// dict stays an empty dict, as in ve_utils), nested
+    /// variants are unwrapped, small integer types widen to `I32`/`I64`.
+    pub fn from_variant(v: &Variant<'_>) -> Result<Value, ValueError> {
+        Ok(match v {
+            Variant::U8(x) => Value::I32(i32::from(*x)),
+            Variant::Bool(b) => Value::Bool(*b),
+            Variant::I16(x) => Value::I32(i32::from(*x)),
+            Variant::U16(x) => Value::I32(i32::from(*x)),
+            Variant::I32(x) => Value::I32(*x),
+            Variant::U32(x) => Value::int(i64::from(*x)),
+            Variant::I64(x) => Value::int(*x),
+            Variant::U64(x) => {
+                Value::int(i64::try_from(*x).map_err(|_| ValueError::UnsupportedType("t".into()))?)
+            }
+            Variant::F64(x) => Value::F64(*x),
+            Variant::Str(s) => Value::Str(s.as_str().to_string()),
+            Variant::ObjectPath(p) => Value::Str(p.as_str().to_string()),
+            Variant::Signature(s) => Value::Str(s.to_string()),
+            Variant::Variant(inner) => Value::from_variant(inner)?,
+            Variant::Array(a) if a.is_empty() => Value::Invalid,
+            Variant::Array(a) => Value::List(
+                a.inner()
+                    .iter()
+                    .map(Value::from_variant)
+                    .collect::<Result<_, _>>()?,
+            ),
+            Variant::Dict(d) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in d.iter() {
+                    let key = match k {
+                        Variant::Str(s) => s.as_str().to_string(),
+                        other => {
+                            return Err(ValueError::UnsupportedType(
+                                other.value_signature().to_string(),
+                            ))
+                        }
+                    };
+                    out.insert(key, Value::from_variant(v)?);
+                }
+                Value::Dict(out)
+            }
+            other => {
+                return Err(ValueError::UnsupportedType(
+                    other.value_signature().to_string(),
+                ))
+            }
+        })
+    }
+
+    /// Coerces a remote write to `ty` as velib's `valuetype(newvalue)` does for the types Venus
+    /// drivers use. `None` means "wrong type" (SetValue returns 1).
+    pub fn coerce(self, ty: ValueType) -> Option<Value> {
+        if !self.is_valid() {
+            return Some(Value::Invalid);
+        }
+        match ty {
+            ValueType::Any => Some(self),
+            ValueType::Float => match self {
+                Value::Str(_) | Value::List(_) | Value::Dict(_) => None,
+                v => v.as_f64().map(Value::F64),
+            },
+            ValueType::Int => match self {
+                Value::F64(f) if f.is_finite() && f.fract() == 0.0 => {
+                    // Integral and finite; `as` saturates outside i64, which the range checks below reject.
+                    if f >= -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 {
+                        Some(Value::int(f as i64))
+                    } else {
+                        None
+                    }
+                }
+                v => v.as_i64().map(Value::int),
+            },
+            ValueType::Str => match self {
+                Value::Str(_) => Some(self),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The dict that a node `GetValue`/`GetItems` entry or a signal carries, ready to serialize.
+pub type VariantMap = HashMap<String, Variant<'static>>;
+
+impl TextFormat {
+    /// The `GetText` of `value` at `path` (path only matters for `/ProductId`).
+    pub fn text(&self, path: &str, value: &Value) -> String {
+        if !value.is_valid() {
+            return INVALID_TEXT.to_string();
+        }
+        match self {
+            TextFormat::Python => {
+                if path == "/ProductId" {
+                    if let Some(i) = value.as_i64() {
+                        if !matches!(value, Value::Bool(_)) {
+                            return if i < 0 {
+                                format!("-0x{:X}", i.unsigned_abs())
+                            } else {
+                                format!("0x{i:X}")
+                            };
+                        }
+                    }
+                }
+                value.python_text()
+            }
+            TextFormat::Fixed { decimals, unit } => {
+                let number = match (decimals, value) {
+                    (Some(d), Value::I32(_) | Value::I64(_) | Value::F64(_)) => {
+                        let f = value.as_f64().unwrap_or_default();
+                        format!("{:.*}", usize::from(*d), f)
+                    }
+                    _ => value.python_text(),
+                };
+                match unit {
+                    Some(u) if !u.is_empty() => format!("{number} {u}"),
+                    _ => number,
+                }
+            }
+        }
+    }
+}
+
+/// Python `repr()` of a value, as `str()` of a list shows its elements.
+fn python_repr(v: &Value, out: &mut String) {
+    match v {
+        Value::Invalid => out.push_str("None"),
+        Value::I32(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::I64(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::F64(f) => out.push_str(&python_float(*f)),
+        Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+        Value::Str(s) => {
+            // Python picks double quotes only when the string holds a single quote and no double.
+            let q = if s.contains('\'') && !s.contains('"') {
+                '"'
+            } else {
+                '\''
+            };
+            out.push(q);
+            for c in s.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c == q => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push(q);
+        }
+        Value::List(l) => {
+            out.push('[');
+            for (i, item) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(item, out);
+            }
+            out.push(']');
+        }
+        Value::Dict(d) => {
+            out.push('{');
+            for (i, (k, item)) in d.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(&Value::Str(k.clone()), out);
+                out.push_str(": ");
+                python_repr(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Python's `repr(float)`: shortest round-trip digits, fixed notation for exponents -4..16,
+/// else `1e-05` / `1.5e+16` style.
+pub fn python_float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+    }
+    // `{:e}` gives the shortest round-trip digits: "1.2345e-5", "-3e16".
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (neg, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    if (-4..16).contains(&exp) {
+        let n = digits.len() as i32;
+        if exp < 0 {
+            out.push_str("0.");
+            for _ in 0..(-exp - 1) {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else if exp + 1 >= n {
+            out.push_str(&digits);
+            for _ in 0..(exp + 1 - n) {
+                out.push('0');
+            }
+            out.push_str(".0");
+        } else {
+            let (a, b) = digits.split_at((exp + 1) as usize);
+            out.push_str(a);
+            out.push('.');
+            out.push_str(b);
+        }
+    } else {
+        out.push_str(mantissa);
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_float_text_matches_python_repr() {
+        for (f, want) in [
+            (21.0, "21.0"),
+            (0.1, "0.1"),
+            (1e-5, "1e-05"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (1e15, "1000000000000000.0"),
+            (0.0001, "0.0001"),
+            (123.456, "123.456"),
+            (-2.5, "-2.5"),
+            (0.0, "0.0"),
+            (1.2345e-7, "1.2345e-07"),
+            (230.0, "230.0"),
+        ] {
+            assert_eq!(python_float(f), want, "for {f:?}");
+        }
+    }
+
+    #[test]
+    fn python_text_of_other_types() {
+        assert_eq!(Value::Bool(true).python_text(), "True");
+        assert_eq!(Value::Invalid.python_text(), "---");
+        assert_eq!(Value::List(vec![]).python_text(), "[]");
+        assert_eq!(
+            Value::List(vec![Value::I32(1), Value::Str("a".into())]).python_text(),
+            "[1, 'a']"
+        );
+        assert_eq!(Value::Str("x y".into()).python_text(), "x y");
+    }
+
+    #[test]
+    fn product_id_and_fixed_text() {
+        assert_eq!(
+            TextFormat::Python.text("/ProductId", &Value::I32(0xA162)),
+            "0xA162"
+        );
+        let f = TextFormat::Fixed {
+            decimals: Some(1),
+            unit: Some("C".into()),
+        };
+        assert_eq!(f.text("/T", &Value::F64(21.54)), "21.5 C");
+        assert_eq!(f.text("/T", &Value::Invalid), "---");
+    }
+
+    #[test]
+    fn json_round_trip_and_int_widths() {
+        let j: serde_json::Value =
+            serde_json::from_str(r#"{"a":[1,2.5,true,"s",null],"b":4294967296}"#).unwrap();
+        let v = Value::from_json(&j).unwrap();
+        let Value::Dict(d) = &v else {
+            panic!("got {v:?}")
+        };
+        assert_eq!(d["b"], Value::I64(4294967296));
+        assert_eq!(v.to_json(), j);
+    }
+
+    #[test]
+    fn encoding_signatures() {
+        assert_eq!(
+            Value::Invalid.to_variant().value_signature().to_string(),
+            "ai"
+        );
+        assert_eq!(
+            Value::List(vec![])
+                .to_variant()
+                .value_signature()
+                .to_string(),
+            "au"
+        );
+        assert_eq!(
+            Value::List(vec![Value::I32(1)])
+                .to_variant()
+                .value_signature()
+                .to_string(),
+            "av"
+        );
+        assert_eq!(
+            Value::Dict(BTreeMap::from([("k".into(), Value::I32(1))]))
+                .to_variant()
+                .value_signature()
+                .to_string(),
+            "a{sv}"
+        );
+        // any empty array decodes as invalid
+        let au = Variant::Array(Array::new(&Signature::U32));
+        assert_eq!(Value::from_variant(&au).unwrap(), Value::Invalid);
+    }
+
+    #[test]
+    fn coercion_rules() {
+        assert_eq!(
+            Value::I32(2).coerce(ValueType::Float),
+            Some(Value::F64(2.0))
+        );
+        assert_eq!(Value::F64(3.0).coerce(ValueType::Int), Some(Value::I32(3)));
+        assert_eq!(Value::F64(3.5).coerce(ValueType::Int), None);
+        assert_eq!(Value::Str("a".into()).coerce(ValueType::Float), None);
+        assert_eq!(Value::I32(1).coerce(ValueType::Str), None);
+        assert_eq!(Value::Invalid.coerce(ValueType::Str), Some(Value::Invalid));
+    }
+}

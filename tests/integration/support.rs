@@ -1,0 +1,81 @@
+//! Fixtures: a private dbus-daemon per test, and our settings service on it.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use dbus_mqtt_devices::dbus::BusAddress;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Every test's overall limit.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `f` under [`TEST_TIMEOUT`], failing the test when it takes longer.
+pub async fn timed<F: Future>(f: F) -> F::Output {
+    match tokio::time::timeout(TEST_TIMEOUT, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("test did not finish within {TEST_TIMEOUT:?}"),
+    }
+}
+
+/// A private dbus-daemon, killed on drop.
+pub struct TestBus {
+    child: Child,
+    /// The bus address printed by the daemon.
+    pub address: String,
+}
+
+/// The config of the private bus, checked in under tests/fixtures.
+pub fn bus_config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/private-bus.conf")
+}
+
+impl TestBus {
+    /// Starts a daemon and waits for it to print its address.
+    pub async fn start() -> TestBus {
+        let mut child = match Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", bus_config().display()))
+            .arg("--print-address")
+            .arg("--nofork")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("dbus-daemon not found: install package dbus (apt-get install dbus)")
+            }
+            Err(e) => panic!("starting dbus-daemon: {e}"),
+        };
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .expect("reading the bus address");
+        let address = line.trim().to_string();
+        assert!(!address.is_empty(), "dbus-daemon printed no address");
+        TestBus { child, address }
+    }
+
+    /// The bus as the library names it.
+    pub fn bus(&self) -> BusAddress {
+        BusAddress::Address(self.address.clone())
+    }
+
+    /// A plain client connection.
+    pub async fn client(&self) -> zbus::Connection {
+        self.bus().connect().await.expect("client connection")
+    }
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
