@@ -245,9 +245,10 @@ impl Store {
         self.settings.iter()
     }
 
-    /// Is `path` a group (`/` or a strict prefix of a setting path)?
+    /// Is `path` a group: `/`, `/Settings`, `/Settings/Devices` (always there, as in
+    /// localsettings, so drivers can add relative to it), or a strict prefix of a setting path?
     pub fn is_group(&self, path: &str) -> bool {
-        path == "/" || path == "/Settings" || self.under(path).next().is_some()
+        matches!(path, "/" | "/Settings" | "/Settings/Devices") || self.under(path).next().is_some()
     }
 
     /// Settings below group `group`, with keys relative to it.
@@ -318,7 +319,7 @@ impl Store {
             Some(k) => k,
             None => Kind::of_default(default).ok_or(codes::UNKNOWN_TYPE)?,
         };
-        if self.under(path).next().is_some() {
+        if self.is_group(path) {
             return Err(codes::IS_GROUP);
         }
         // Below an existing setting: not a valid place for a setting.

@@ -2,5 +2,5 @@
 //! dbus-daemon (see `support`).
 
 mod busitem;
-
+mod settings;
 mod support;
