@@ -269,7 +269,7 @@ impl Shared {
         let entry = {
             let mut store = self.store();
             match store.set(call.path, &value) {
-                Err(()) => return Reply::I32(-1).into(),
+                Err(_refused) => return Reply::I32(-1).into(),
                 Ok(false) => return Reply::I32(0).into(),
                 Ok(true) => match store.get(call.path) {
                     Some(s) => {
