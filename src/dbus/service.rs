@@ -118,11 +118,9 @@ impl Shared {
             path: call.path.to_string(),
             value,
         };
-        if let Err(e) = self.writes.try_send(write) {
-            if let mpsc::error::TrySendError::Full(w) = e {
-                tracing::warn!(service = %self.name, path = %w.path,
-                    "owner is not reading remote writes; notification dropped (value is stored)");
-            }
+        if let Err(mpsc::error::TrySendError::Full(w)) = self.writes.try_send(write) {
+            tracing::warn!(service = %self.name, path = %w.path,
+                "owner is not reading remote writes; notification dropped (value is stored)");
         }
         Response {
             reply: Reply::I32(0),
@@ -238,7 +236,7 @@ impl Service {
         let well_known =
             zbus::names::WellKnownName::try_from(name).map_err(|e| Error::InvalidName {
                 name: name.to_string(),
-                source: e.into(),
+                source: e,
             })?;
         let mut tree = Tree::new();
         for item in items {

@@ -273,7 +273,7 @@ impl Value {
             ValueType::Int => match self {
                 Value::F64(f) if f.is_finite() && f.fract() == 0.0 => {
                     // Integral and finite; `as` saturates outside i64, which the range checks below reject.
-                    if f >= -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 {
+                    if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
                         Some(Value::int(f as i64))
                     } else {
                         None

@@ -16,7 +16,7 @@ use zbus::fdo::{RequestNameFlags, RequestNameReply};
 use zbus::message::Type;
 use zbus::{Connection, Dict, MatchRule, MessageStream, OwnedVariant, Signature, Variant};
 
-use super::store::{codes, join, Added, Kind, Store};
+use super::store::{check_path, codes, join, Added, Kind, Store};
 use super::{Error, SETTINGS_INTERFACE, SETTINGS_SERVICE};
 use crate::dbus::dispatch::{
     self, Call, Emit, Handler, Introspection, Reply, Response, SignalBody,
@@ -123,6 +123,15 @@ impl Shared {
                 let (code, abs) = match (&given, get("default")) {
                     (None, _) => (codes::INVALID_PATH, None),
                     (Some(_), None) => (codes::UNKNOWN_TYPE, None),
+                    (Some(p), Some(_)) if wire_kind(entry.get("default")).is_none() => {
+                        // The D-Bus type decides: u, y, b, arrays... are unknown types.
+                        (
+                            check_path(&join(call.path, p))
+                                .err()
+                                .unwrap_or(codes::UNKNOWN_TYPE),
+                            None,
+                        )
+                    }
                     (Some(p), Some(default)) => {
                         let abs = join(call.path, p);
                         let silent = match get("silent") {
@@ -260,7 +269,7 @@ impl Shared {
         let entry = {
             let mut store = self.store();
             match store.set(call.path, &value) {
-                Err(()) => return Reply::I32(-1).into(),
+                Err(_refused) => return Reply::I32(-1).into(),
                 Ok(false) => return Reply::I32(0).into(),
                 Ok(true) => match store.get(call.path) {
                     Some(s) => {
@@ -281,6 +290,20 @@ impl Shared {
                 body: SignalBody::Properties(entry),
             }],
         }
+    }
+}
+
+/// The setting type a default's D-Bus type gives (`i`/`x`, `d`, `s`), before any widening.
+fn wire_kind(v: Option<&OwnedVariant>) -> Option<Kind> {
+    let mut v: &Variant<'_> = v?;
+    while let Variant::Variant(inner) = v {
+        v = inner;
+    }
+    match v {
+        Variant::I32(_) | Variant::I64(_) => Some(Kind::Int),
+        Variant::F64(_) => Some(Kind::Float),
+        Variant::Str(_) => Some(Kind::Str),
+        _ => None,
     }
 }
 

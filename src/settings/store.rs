@@ -162,6 +162,11 @@ impl Setting {
     }
 }
 
+/// localsettings' SetValue -1: no such setting, a value that does not convert to the setting's
+/// type, outside min/max, or (for ClassAndVrmInstance) not `<class>:<n>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused;
+
 /// What an add did.
 #[derive(Debug, PartialEq)]
 pub enum Added {
@@ -245,9 +250,10 @@ impl Store {
         self.settings.iter()
     }
 
-    /// Is `path` a group (`/` or a strict prefix of a setting path)?
+    /// Is `path` a group: `/`, `/Settings`, `/Settings/Devices` (always there, as in
+    /// localsettings, so drivers can add relative to it), or a strict prefix of a setting path?
     pub fn is_group(&self, path: &str) -> bool {
-        path == "/" || path == "/Settings" || self.under(path).next().is_some()
+        matches!(path, "/" | "/Settings" | "/Settings/Devices") || self.under(path).next().is_some()
     }
 
     /// Settings below group `group`, with keys relative to it.
@@ -318,7 +324,7 @@ impl Store {
             Some(k) => k,
             None => Kind::of_default(default).ok_or(codes::UNKNOWN_TYPE)?,
         };
-        if self.under(path).next().is_some() {
+        if self.is_group(path) {
             return Err(codes::IS_GROUP);
         }
         // Below an existing setting: not a valid place for a setting.
@@ -347,10 +353,8 @@ impl Store {
             _ => None,
         };
         let instance = is_instance_path(path);
-        if instance {
-            if parse_class_and_instance(default.as_str().unwrap_or("")).is_none() {
-                return Err(codes::INVALID_DEFAULT);
-            }
+        if instance && parse_class_and_instance(default.as_str().unwrap_or("")).is_none() {
+            return Err(codes::INVALID_DEFAULT);
         }
         let mut setting = Setting {
             kind,
@@ -383,18 +387,18 @@ impl Store {
     }
 
     /// `SetValue` on a setting: converts, checks limits and the instance rule. `Ok(true)` when
-    /// the value changed, `Err(())` for localsettings' -1.
-    pub fn set(&mut self, path: &str, value: &Value) -> Result<bool, ()> {
-        let setting = self.settings.get(path).ok_or(())?;
-        let mut v = setting.kind.convert(value).ok_or(())?;
+    /// the value changed.
+    pub fn set(&mut self, path: &str, value: &Value) -> Result<bool, Refused> {
+        let setting = self.settings.get(path).ok_or(Refused)?;
+        let mut v = setting.kind.convert(value).ok_or(Refused)?;
         if !setting.in_range(&v) {
-            return Err(());
+            return Err(Refused);
         }
         if is_instance_path(path) {
-            let (class, n) = parse_class_and_instance(v.as_str().unwrap_or("")).ok_or(())?;
+            let (class, n) = parse_class_and_instance(v.as_str().unwrap_or("")).ok_or(Refused)?;
             v = Value::Str(self.free_instance(path, &class, n));
         }
-        let setting = self.settings.get_mut(path).ok_or(())?;
+        let setting = self.settings.get_mut(path).ok_or(Refused)?;
         if setting.value == v {
             return Ok(false);
         }
@@ -613,7 +617,7 @@ mod tests {
         assert_eq!(st.get(p1).unwrap().value, s("temperature:22"));
         assert_eq!(st.set(p2, &s("tank:20")), Ok(true));
         assert_eq!(st.get(p2).unwrap().value, s("tank:20"));
-        assert_eq!(st.set(p2, &s("nonsense")), Err(()));
+        assert_eq!(st.set(p2, &s("nonsense")), Err(Refused));
     }
 
     #[test]
@@ -630,9 +634,9 @@ mod tests {
         .unwrap();
         assert_eq!(st.set("/Settings/F", &Value::I32(2)), Ok(true));
         assert_eq!(st.get("/Settings/F").unwrap().value, Value::F64(2.0));
-        assert_eq!(st.set("/Settings/F", &Value::I32(11)), Err(()));
-        assert_eq!(st.set("/Settings/F", &s("abc")), Err(()));
-        assert_eq!(st.set("/Settings/F", &Value::Invalid), Err(()));
+        assert_eq!(st.set("/Settings/F", &Value::I32(11)), Err(Refused));
+        assert_eq!(st.set("/Settings/F", &s("abc")), Err(Refused));
+        assert_eq!(st.set("/Settings/F", &Value::Invalid), Err(Refused));
         st.add("/Settings/I", &Value::I32(1), None, None, None, false)
             .unwrap();
         assert_eq!(st.set("/Settings/I", &Value::F64(2.7)), Ok(true));

@@ -622,3 +622,45 @@ async fn bus_address_follows_velib_rule() {
     };
     assert_eq!(BusAddress::from_env(), want);
 }
+
+/// Victron's Python side: dbus-python proxies without `dbus_interface` (VeDbusItemImport),
+/// `call_blocking` with interface None (old dbusmonitor), SettingsDevice's AddSettings.
+#[tokio::test]
+async fn dbus_python_proxies_without_interface_work() {
+    let has_dbus = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import dbus"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_dbus {
+        eprintln!(
+            "SKIP dbus_python_proxies_without_interface_work: /usr/bin/python3 cannot import dbus; \
+             install package python3-dbus (scripts/install-test-deps does)"
+        );
+        return;
+    }
+    timed(async {
+        let bus = TestBus::start().await;
+        let _settings = crate::support::TestSettings::start(&bus).await;
+        let (_svc, _rx) = start(&bus, None).await;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/python/test_vedbus_compat.py");
+        let out = tokio::process::Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(&bus.address)
+            .arg(NAME)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("running /usr/bin/python3");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && stdout.trim() == "OK",
+            "python test failed ({}):\n{stdout}\n{stderr}",
+            out.status
+        );
+    })
+    .await
+}

@@ -1,11 +1,12 @@
 //! Integration tests: one binary, a module per feature, each test on its own private
-//! dbus-daemon (see `support`).
+//! dbus-daemon (see `support`) and, for the daemon, its own mosquitto (see `world`).
 
 mod bad_input;
 mod busitem;
 mod flaps;
 mod proxy;
 mod registration;
+mod settings;
 
 mod support;
 mod world;

@@ -79,3 +79,37 @@ impl Drop for TestBus {
         let _ = self.child.start_kill();
     }
 }
+
+/// Our settings service on a test bus, with its data in a temporary directory.
+pub struct TestSettings {
+    /// The running service (taken by `stop`).
+    pub service: Option<dbus_mqtt_devices::settings::SettingsService>,
+    /// Its data directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestSettings {
+    /// Starts the settings service on `bus` with an empty data directory.
+    pub async fn start(bus: &TestBus) -> TestSettings {
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        let service = dbus_mqtt_devices::settings::SettingsService::start(&bus.bus(), dir.path())
+            .await
+            .expect("starting the settings service");
+        TestSettings {
+            service: Some(service),
+            dir,
+        }
+    }
+
+    /// Stops the service (writing its file) and starts it again on the same directory.
+    pub async fn restart(&mut self, bus: &TestBus) {
+        if let Some(s) = self.service.take() {
+            s.stop().await.expect("stopping the settings service");
+        }
+        self.service = Some(
+            dbus_mqtt_devices::settings::SettingsService::start(&bus.bus(), self.dir.path())
+                .await
+                .expect("restarting the settings service"),
+        );
+    }
+}
