@@ -7,6 +7,7 @@ mod flaps;
 mod proxy;
 mod registration;
 mod settings;
+mod v3;
 
 mod support;
 mod world;

@@ -265,6 +265,14 @@ impl TestDevice {
             .expect("publish");
     }
 
+    /// Publishes `payload` on `topic`, retained.
+    pub async fn publish_retained(&self, topic: &str, payload: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec())
+            .await
+            .expect("publish");
+    }
+
     /// Publishes on `device/<id>/<leaf>`.
     pub async fn send(&self, leaf: &str, payload: &str) {
         self.publish(&format!("device/{}/{leaf}", self.id), payload)
