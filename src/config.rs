@@ -25,11 +25,11 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The configuration file is not valid TOML or has unknown keys.
-    #[error("parsing the configuration file {path}")]
+    #[error("parsing the configuration file {path}, line {line}: {message}")]
     Parse {
         path: PathBuf,
-        #[source]
-        source: toml::de::Error,
+        line: usize,
+        message: String,
     },
     /// A value is out of range.
     #[error("{0}")]
@@ -227,9 +227,14 @@ fn read_file(path: &Path) -> Result<FileConfig, Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| Error::Parse {
+    toml::from_str(&text).map_err(|e| Error::Parse {
         path: path.to_path_buf(),
-        source,
+        // One line for the log and the terminal: the message and where.
+        line: e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(1),
+        message: e.message().replace('\n', " "),
     })
 }
 

@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod busitem;
+mod cli;
+mod example;
 mod flaps;
 mod proxy;
 mod registration;
