@@ -440,6 +440,10 @@ async fn changes_emit_properties_changed_and_items_changed() {
         assert_eq!(text, "30.0 C");
         assert_eq!(body.len(), 2);
 
+        // a local integer on a float path is stored as a double
+        assert!(svc.set_value("/Temperature", Value::I32(30)).await.is_ok());
+        assert_eq!(svc.value("/Temperature"), Some(Value::F64(30.0)));
+
         // local write → PropertiesChanged; unchanged → nothing
         assert!(svc
             .set_value("/TemperatureType", Value::I32(4))
