@@ -59,7 +59,7 @@ where
 }
 
 fn sig(m: &Message) -> String {
-    m.body().signature().to_string()
+    m.body().signature().to_string_no_parens()
 }
 
 fn value_of(m: &Message) -> Value {
