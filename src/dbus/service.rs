@@ -241,7 +241,7 @@ impl Service {
         let mut tree = Tree::new();
         for item in items {
             let path = item.path.clone();
-            tree.insert(item)
+            tree.insert(item.with_local_value())
                 .map_err(|e| insert_error(name, &path, e))?;
         }
         let conn = bus.connect().await.map_err(|source| Error::Connect {
@@ -342,12 +342,14 @@ impl Service {
         self.conn.send(&msg).await.map_err(bus_err)
     }
 
-    /// A local write (no hook, no coercion). Emits `PropertiesChanged {Value, Text}` on the
+    /// A local write (no hook, no limits; coerced to the item's type when possible, e.g. an
+    /// integer on a Float path becomes a double, else stored as given). Emits `PropertiesChanged {Value, Text}` on the
     /// path when the value changed; returns whether it did.
     pub async fn set_value(&self, path: &str, value: Value) -> Result<bool, Error> {
         let entry = {
             let mut tree = self.shared.tree();
             let item = tree.get_mut(path).ok_or_else(|| self.unknown_path(path))?;
+            let value = item.local_value(value);
             if item.value == value {
                 return Ok(false);
             }
@@ -377,6 +379,7 @@ impl Service {
             let mut entries = HashMap::new();
             for (path, value) in changes {
                 if let Some(item) = tree.get_mut(&path) {
+                    let value = item.local_value(value);
                     if item.value != value {
                         item.value = value;
                         entries.insert(path, item.entry());
@@ -414,7 +417,7 @@ impl Service {
             let mut added: Vec<String> = Vec::new();
             for item in items {
                 let path = item.path.clone();
-                if let Err(e) = tree.insert(item) {
+                if let Err(e) = tree.insert(item.with_local_value()) {
                     for p in &added {
                         tree.remove(p);
                     }

@@ -75,6 +75,19 @@ impl Item {
         self
     }
 
+    /// A value from the program side, in the item's type when it converts (an integer on a
+    /// Float path is sent as `d`, as consumers expect), else as given: the owner is trusted.
+    pub fn local_value(&self, value: Value) -> Value {
+        value.clone().coerce(self.value_type).unwrap_or(value)
+    }
+
+    /// The same item with its value in its type (see [`Item::local_value`]).
+    pub fn with_local_value(mut self) -> Item {
+        let v = std::mem::replace(&mut self.value, Value::Invalid);
+        self.value = self.local_value(v);
+        self
+    }
+
     /// The `GetText` answer.
     pub fn text(&self) -> String {
         self.text.text(&self.path, &self.value)

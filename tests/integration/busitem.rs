@@ -59,7 +59,7 @@ where
 }
 
 fn sig(m: &Message) -> String {
-    m.body().signature().to_string()
+    m.body().signature().to_string_no_parens()
 }
 
 fn value_of(m: &Message) -> Value {
@@ -204,6 +204,11 @@ async fn every_method_answers_with_and_without_interface_header() {
         for iface in [None, Some("org.freedesktop.DBus.Peer")] {
             let r = call(&c, "/", iface, "Ping", &()).await.unwrap();
             assert_eq!(sig(&r), "");
+            // A machine id when the system has one, else a D-Bus error: never silence.
+            match call(&c, "/", iface, "GetMachineId", &()).await {
+                Ok(r) => assert_eq!(sig(&r), "s"),
+                Err(e) => assert!(e.to_string().contains("machine id"), "{e}"),
+            }
         }
     })
     .await
@@ -435,6 +440,10 @@ async fn changes_emit_properties_changed_and_items_changed() {
         assert_eq!(text, "30.0 C");
         assert_eq!(body.len(), 2);
 
+        // a local integer on a float path is stored as a double
+        assert!(svc.set_value("/Temperature", Value::I32(30)).await.is_ok());
+        assert_eq!(svc.value("/Temperature"), Some(Value::F64(30.0)));
+
         // local write → PropertiesChanged; unchanged → nothing
         assert!(svc
             .set_value("/TemperatureType", Value::I32(4))
@@ -660,6 +669,64 @@ async fn dbus_python_proxies_without_interface_work() {
             out.status.success() && stdout.trim() == "OK",
             "python test failed ({}):\n{stdout}\n{stderr}",
             out.status
+        );
+    })
+    .await
+}
+
+async fn name_owner_changes(c: &Connection, name: &str) -> MessageStream {
+    let rule = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus")
+        .member("NameOwnerChanged")
+        .arg(0, name)
+        .build()
+        .unwrap();
+    MessageStream::for_match_rule(rule, c, None).await.unwrap()
+}
+
+#[tokio::test]
+async fn dropping_a_service_without_close_frees_its_name() {
+    timed(async {
+        let bus = TestBus::start().await;
+        let c = bus.client().await;
+        let mut changes = name_owner_changes(&c, NAME).await;
+        let (svc, _rx) = start(&bus, None).await;
+        let m = changes.next().await.unwrap().unwrap();
+        let (_, _, new): (String, String, String) = m.body().deserialize().unwrap();
+        assert_eq!(Some(new), svc.unique_name());
+        drop(svc);
+        // The dispatcher is stopped and the connection closes: the bus drops the name.
+        let m = changes.next().await.unwrap().unwrap();
+        let (_, _, new): (String, String, String) = m.body().deserialize().unwrap();
+        assert_eq!(new, "");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_owner_that_does_not_read_writes_never_blocks_the_dispatcher() {
+    timed(async {
+        let bus = TestBus::start().await;
+        let (svc, _rx_never_read) = start(&bus, None).await;
+        let c = bus.client().await;
+        let n = dbus_mqtt_devices::dbus::REMOTE_WRITE_QUEUE + 50;
+        for i in 0..n {
+            let r = call(
+                &c,
+                "/Temperature",
+                None,
+                "SetValue",
+                &(Variant::F64(i as f64 / 10.0),),
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.body().deserialize::<i32>().unwrap(), 0, "write {i}");
+        }
+        assert_eq!(
+            svc.value("/Temperature"),
+            Some(Value::F64((n - 1) as f64 / 10.0))
         );
     })
     .await

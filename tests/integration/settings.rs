@@ -48,7 +48,7 @@ async fn add_raw(
     )
     .await
     .unwrap();
-    assert_eq!(r.body().signature().to_string(), "aa{sv}");
+    assert_eq!(r.body().signature().to_string_no_parens(), "aa{sv}");
     let results: Vec<HashMap<String, OwnedVariant>> = r.body().deserialize().unwrap();
     results
         .iter()
@@ -228,6 +228,38 @@ async fn add_settings_error_codes_match_localsettings() {
             "{err}"
         );
 
+        // the Settings methods without an interface header too
+        let r = call(
+            &c,
+            "/",
+            None,
+            "AddSettings",
+            &(vec![entry("/Settings/Lab/NoIface", Variant::I32(7))],),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.body().signature().to_string_no_parens(), "aa{sv}");
+        for iface in [None, Some(SETTINGS_INTERFACE)] {
+            let r = call(&c, "/Settings/Lab/NoIface", iface, "GetSilent", &())
+                .await
+                .unwrap();
+            assert!(!r.body().deserialize::<bool>().unwrap());
+            let r = call(&c, "/Settings/Lab/NoIface", iface, "GetAttributes", &())
+                .await
+                .unwrap();
+            assert_eq!(r.body().signature().to_string_no_parens(), "vvvi");
+        }
+        let err = call(
+            &c,
+            "/",
+            Some(BUSITEM_INTERFACE),
+            "AddSettings",
+            &(Vec::<HashMap<&str, Variant<'static>>>::new(),),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("UnknownMethod"), "{err}");
+
         // RemoveSettings: 0 removed, -1 not there
         let removed = client
             .remove_settings(&["/Settings/Lab/Int".into(), "/Settings/Lab/Nope".into()])
@@ -294,7 +326,7 @@ async fn set_value_converts_checks_min_max_and_answers_busitem_calls() {
             Value::Dict([("Offset".to_string(), Value::F64(1.0))].into())
         );
         let r = call(&c, "/", None, "GetItems", &()).await.unwrap();
-        assert_eq!(r.body().signature().to_string(), "a{sa{sv}}");
+        assert_eq!(r.body().signature().to_string_no_parens(), "a{sa{sv}}");
         let items: HashMap<String, HashMap<String, OwnedVariant>> = r.body().deserialize().unwrap();
         let keys: BTreeSet<&str> = items[path].keys().map(String::as_str).collect();
         assert_eq!(keys, ["Default", "Max", "Min", "Text", "Value"].into());
