@@ -79,58 +79,10 @@ fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Python's `repr(float)`: the shortest text that reads back to the same
-/// number, in fixed notation when the decimal exponent is in `-4..16`, else
-/// in exponent notation with a sign and at least two exponent digits
-/// (`1e-05`, `1e+16`, `1.5e+300`); integral values keep a `.0`.
+/// Python's `repr(float)`, which `json.dumps` uses for finite floats (the
+/// only kind JSON has): shared with the D-Bus layer's `str()` texts.
 pub fn float_repr(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e3".
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if (-4..16).contains(&exp) {
-        // Fixed notation; the decimal point goes after `exp + 1` digits.
-        let point = exp + 1;
-        let mut text = String::from(sign);
-        if point <= 0 {
-            text.push_str("0.");
-            text.extend(std::iter::repeat_n('0', (-point) as usize));
-            text.push_str(&digits);
-        } else {
-            let point = point as usize;
-            if digits.len() <= point {
-                text.push_str(&digits);
-                text.extend(std::iter::repeat_n('0', point - digits.len()));
-                text.push_str(".0");
-            } else {
-                text.push_str(&digits[..point]);
-                text.push('.');
-                text.push_str(&digits[point..]);
-            }
-        }
-        text
-    } else {
-        let mut text = String::from(sign);
-        text.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            text.push('.');
-            text.push_str(&digits[1..]);
-        }
-        let exp_sign = if exp < 0 { '-' } else { '+' };
-        let _ = write!(text, "e{exp_sign}{:02}", exp.abs());
-        text
-    }
+    crate::dbus::value::python_float(f)
 }
 
 #[cfg(test)]

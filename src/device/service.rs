@@ -162,17 +162,29 @@ impl DeviceService {
             "registered"
         );
 
+        let id = decl.id.clone();
+        let write_event = move |w: dbus::RemoteWrite| DeviceEvent::RemoteWrite {
+            service: id.clone(),
+            path: w.path,
+            value: w.value,
+        };
+        let id = decl.id.clone();
+        let setting_event = move |c: settings::SettingChange| DeviceEvent::SettingChanged {
+            service: id.clone(),
+            path: c.path,
+            value: c.value,
+        };
         let forwarders = vec![
-            forward_writes(decl.id.clone(), writes, reg.events.clone()),
-            forward_settings(
-                decl.id.clone(),
+            forward(writes, reg.events.clone(), write_event),
+            forward(
                 reg.settings.subscribe(&unique.settings_prefix()),
                 reg.events.clone(),
+                setting_event.clone(),
             ),
-            forward_settings(
-                decl.id.clone(),
+            forward(
                 reg.settings.subscribe(&unique.instance_setting()),
                 reg.events,
+                setting_event,
             ),
         ];
         Ok(DeviceService {
@@ -355,38 +367,16 @@ pub fn firmware_value(version: Option<&serde_json::Value>, numeric: bool) -> Val
     }
 }
 
-fn forward_writes(
-    service: ServiceId,
-    mut writes: mpsc::Receiver<dbus::RemoteWrite>,
+/// Carries what a channel of the D-Bus layer reports to the device task, as
+/// device events, until either side is gone.
+fn forward<T: Send + 'static>(
+    mut source: mpsc::Receiver<T>,
     events: mpsc::Sender<DeviceEvent>,
+    to_event: impl Fn(T) -> DeviceEvent + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        while let Some(w) = writes.recv().await {
-            let event = DeviceEvent::RemoteWrite {
-                service: service.clone(),
-                path: w.path,
-                value: w.value,
-            };
-            if events.send(event).await.is_err() {
-                break;
-            }
-        }
-    })
-}
-
-fn forward_settings(
-    service: ServiceId,
-    mut changes: mpsc::Receiver<settings::SettingChange>,
-    events: mpsc::Sender<DeviceEvent>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(c) = changes.recv().await {
-            let event = DeviceEvent::SettingChanged {
-                service: service.clone(),
-                path: c.path,
-                value: c.value,
-            };
-            if events.send(event).await.is_err() {
+        while let Some(item) = source.recv().await {
+            if events.send(to_event(item)).await.is_err() {
                 break;
             }
         }

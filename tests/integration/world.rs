@@ -404,50 +404,37 @@ pub async fn owner(conn: &zbus::Connection, name: &str) -> Option<String> {
 
 /// Waits until `name` has no owner, by its NameOwnerChanged signal.
 pub async fn wait_name_gone(conn: &zbus::Connection, name: &str) {
-    let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
-    let mut changes = proxy
-        .receive_name_owner_changed_with_args(&[(0, name)])
-        .await
-        .expect("NameOwnerChanged stream");
-    if owner(conn, name).await.is_none() {
-        return;
-    }
-    let wait = async {
-        use futures_util::StreamExt;
-        while let Some(signal) = changes.next().await {
-            let args = signal.args().expect("NameOwnerChanged args");
-            if args.new_owner().is_none() {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, wait)
-        .await
-        .unwrap_or_else(|_| panic!("{name} still owned after {WAIT:?}"));
+    wait_name(conn, name, false).await
 }
 
 /// Waits until `name` has an owner, by its NameOwnerChanged signal.
 pub async fn wait_name_owned(conn: &zbus::Connection, name: &str) {
+    wait_name(conn, name, true).await
+}
+
+async fn wait_name(conn: &zbus::Connection, name: &str, owned: bool) {
+    use futures_util::StreamExt;
     let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
+    // Subscribe before looking, so that no change falls between the two.
     let mut changes = proxy
         .receive_name_owner_changed_with_args(&[(0, name)])
         .await
         .expect("NameOwnerChanged stream");
-    if owner(conn, name).await.is_some() {
+    if owner(conn, name).await.is_some() == owned {
         return;
     }
     let wait = async {
-        use futures_util::StreamExt;
         while let Some(signal) = changes.next().await {
             let args = signal.args().expect("NameOwnerChanged args");
-            if args.new_owner().is_some() {
+            if args.new_owner().is_some() == owned {
                 return;
             }
         }
     };
+    let state = if owned { "not owned" } else { "still owned" };
     tokio::time::timeout(WAIT, wait)
         .await
-        .unwrap_or_else(|_| panic!("{name} not owned after {WAIT:?}"));
+        .unwrap_or_else(|_| panic!("{name} {state} after {WAIT:?}"));
 }
 
 /// The bus names of our device services now on the bus.
