@@ -84,3 +84,26 @@ async fn sigterm_unregisters_and_exits_0_within_two_seconds() {
     assert!(device_services(&conn).await.is_empty());
     settings.stop().await;
 }
+
+#[tokio::test]
+async fn the_daemon_connects_to_a_tls_broker() {
+    let bus = TestBus::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::start(&bus, &dir.path().join("settings")).await;
+    let broker = TestBroker::start_tls().await;
+    let (tls_port, ca) = broker.tls.clone().unwrap();
+    let mut config = Daemon::config(&bus, tls_port, &dir.path().join("daemon"));
+    config.mqtt.tls = true;
+    config.mqtt.ca_file = Some(ca);
+    let mut watcher =
+        TestDevice::connect_with(broker.port, "watch", None, &["dbus-mqtt-devices/status"]).await;
+    let daemon = Daemon::start(config);
+    let online = watcher.expect("dbus-mqtt-devices/status").await;
+    assert!(online.payload.contains("\"online\": 1"));
+    // A device on the plain listener of the same broker registers.
+    let mut device = TestDevice::connect(broker.port, "tls1").await;
+    let reply = device.register(r#"{"t1": "temperature"}"#).await;
+    assert!(reply["deviceInstance"]["t1"].is_u64());
+    daemon.stop().await;
+    settings.stop().await;
+}

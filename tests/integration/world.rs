@@ -27,6 +27,8 @@ pub const PORTAL: &str = "c0ffee000001";
 pub struct TestBroker {
     child: Child,
     pub port: u16,
+    /// With [`TestBroker::start_tls`]: the TLS port and the CA that signed its certificate.
+    pub tls: Option<(u16, PathBuf)>,
     _dir: tempfile::TempDir,
 }
 
@@ -40,11 +42,100 @@ impl TestBroker {
     /// Starts mosquitto on `port` (used to restart a broker on the same port).
     pub async fn start_on(port: u16) -> TestBroker {
         let dir = tempfile::tempdir().expect("temp dir");
+        TestBroker::start_in(dir, port, "", None).await
+    }
+
+    /// Starts mosquitto with a plain listener and a TLS listener whose
+    /// certificate (for 127.0.0.1) is signed by a CA made for this test.
+    pub async fn start_tls() -> TestBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl not found: install package openssl");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            d.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        // Mosquitto started as root reads its files as the `mosquitto` user.
+        for file in ["ca.crt", "server.crt", "server.key"] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let tls_port = free_port();
+        let extra = format!(
+            "listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {crt}\nkeyfile {key}\n",
+            ca = d.join("ca.crt").display(),
+            crt = d.join("server.crt").display(),
+            key = d.join("server.key").display(),
+        );
+        let ca = d.join("ca.crt");
+        TestBroker::start_in(dir, free_port(), &extra, Some((tls_port, ca))).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        port: u16,
+        extra: &str,
+        tls: Option<(u16, PathBuf)>,
+    ) -> TestBroker {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n{extra}"
             ),
         )
         .expect("writing mosquitto.conf");
@@ -69,10 +160,15 @@ impl TestBroker {
         // Mosquitto says when its socket is open; wait for that line.
         let stderr = child.stderr.take().expect("piped stderr");
         let mut lines = BufReader::new(stderr).lines();
+        let listeners = if tls.is_some() { 2 } else { 1 };
         let ready = tokio::time::timeout(WAIT, async {
+            let mut opened = 0;
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains("Opening ipv4 listen socket") {
-                    return true;
+                    opened += 1;
+                    if opened == listeners {
+                        return true;
+                    }
                 }
                 if line.contains("Error") {
                     panic!("mosquitto failed: {line}");
@@ -87,6 +183,7 @@ impl TestBroker {
         TestBroker {
             child,
             port,
+            tls,
             _dir: dir,
         }
     }
