@@ -15,8 +15,9 @@
 //! 5. Values: 100 devices × 5 paths at 1 Hz (daemon CPU), then the ceiling (values that reach
 //!    D-Bus as `ItemsChanged` entries per second), then one `SetValue` per value from a
 //!    separate client process (the D-Bus side of the gateway's `W/` path).
-//! 6. The default dbus-daemon limits: how many services one daemon gets on a bus configured
-//!    with dbus-daemon's built-in (system bus) limits.
+//! 6. dbus-daemon's built-in limits (what a system bus has unless configured otherwise): how
+//!    many services fit under the connections-per-UID limit, and what the pending-replies limit
+//!    does to a burst of 200 one-service devices and to their restoration after a restart.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
