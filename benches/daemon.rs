@@ -1,0 +1,1207 @@
+//! Measures the daemon as a separate process, with real parts around it, and prints figures;
+//! it asserts nothing. Run with `cargo bench --bench daemon` (or `scripts/bench`).
+//!
+//! The world: a private dbus-daemon, our settings service (`settings-service` subcommand), a
+//! mosquitto on a free port, and the release binary of the daemon. The devices are MQTT
+//! clients in this process (many devices share one connection: the protocol only looks at
+//! topics). Readiness is awaited by events: the daemon's retained presence topic, the `DBus`
+//! replies, and NameOwnerChanged on the bus.
+//!
+//! 1. Status → `DBus` reply latency, one device with two services, 100 register/unregister
+//!    cycles; after each unregister the bench waits for NameOwnerChanged of both names.
+//! 2. A burst of 100 devices × 2 services: time to the last reply, daemon CPU seconds.
+//! 3. Daemon RSS idle and with 200 services.
+//! 4. Restart recovery: SIGTERM, start again, time until all 200 names are owned again.
+//! 5. Values: 100 devices × 5 paths at 1 Hz (daemon CPU), then the ceiling (values that reach
+//!    D-Bus as `ItemsChanged` entries per second), then one `SetValue` per value from a
+//!    separate client process (the D-Bus side of the gateway's `W/` path).
+//! 6. dbus-daemon's built-in limits (what a system bus has unless configured otherwise): how
+//!    many services fit under the connections-per-UID limit, and what the pending-replies limit
+//!    does to a burst of 200 one-service devices and to their restoration after a restart.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use zbus::message::Type;
+use zbus::{MatchRule, MessageStream};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-mqtt-devices");
+const PORTAL: &str = "c0ffee000001";
+const BUSITEM: &str = "com.victronenergy.BusItem";
+const PRESENCE: &str = "dbus-mqtt-devices/status";
+/// Longest wait for any one expected event.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Client mode: this binary re-executed as a separate D-Bus client doing `SetValue`.
+const CLIENT_BUS_ENV: &str = "BENCH_SETVALUE_BUS";
+const CLIENT_SERVICES_ENV: &str = "BENCH_SETVALUE_SERVICES";
+const CLIENT_RUN_FOR: Duration = Duration::from_secs(3);
+const IN_FLIGHT: usize = 32;
+
+/// Optional command prefix for the daemon (see [`Daemon::spawn`]).
+const WRAPPER_ENV: &str = "BENCH_DAEMON_WRAPPER";
+
+const CYCLES: usize = 100;
+const DEVICES: usize = 100;
+const REALISTIC_FOR: Duration = Duration::from_secs(10);
+const BLAST_FOR: Duration = Duration::from_secs(5);
+const LIMIT_DEVICES: usize = 150;
+const SMALL_DEVICES: usize = 200;
+const PATHS: [&str; 5] = [
+    "Temperature",
+    "Humidity",
+    "Pressure",
+    "BatteryVoltage",
+    "TxPower",
+];
+
+/// Limits high enough for hundreds of services (each service is one bus connection).
+const ROOMY_LIMITS: &str = r#"
+  <limit name="max_connections_per_user">10000</limit>
+  <limit name="max_completed_connections">10000</limit>
+  <limit name="max_incomplete_connections">10000</limit>
+  <limit name="max_match_rules_per_connection">1024</limit>
+  <limit name="max_replies_per_connection">50000</limit>"#;
+
+/// dbus-daemon's built-in limits, which a system bus gets unless its configuration raises them.
+const SYSTEM_DEFAULT_LIMITS: &str = r#"
+  <limit name="max_completed_connections">2048</limit>
+  <limit name="max_incomplete_connections">64</limit>
+  <limit name="max_connections_per_user">256</limit>
+  <limit name="max_match_rules_per_connection">512</limit>
+  <limit name="max_replies_per_connection">128</limit>"#;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Ok(address) = std::env::var(CLIENT_BUS_ENV) {
+        let services = std::env::var(CLIENT_SERVICES_ENV).unwrap_or_default();
+        runtime.block_on(set_value_client(address, services));
+    } else {
+        runtime.block_on(bench());
+    }
+}
+
+// ---- processes ---------------------------------------------------------------------------
+
+/// Clock ticks of user + system CPU time of a process.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the command name: state is field 3 of the line, utime 14, stime 15.
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(11) + get(12)
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 {
+        n as f64
+    } else {
+        100.0
+    }
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    cpu_ticks(pid) as f64 / ticks_per_second()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A private dbus-daemon with the given limits.
+async fn start_bus(dir: &Path, limits: &str) -> (Child, String) {
+    let config = dir.join("bus.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>{limits}
+</busconfig>
+"#
+        ),
+    )
+    .expect("writing the bus config");
+    let mut child = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", config.display()))
+        .args(["--print-address", "--nofork"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("dbus-daemon (install package dbus)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .await
+        .expect("bus address");
+    (child, line.trim().to_string())
+}
+
+/// Mosquitto on a free port, once it says it listens.
+async fn start_broker(dir: &Path) -> (Child, u16) {
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    // No queue or in-flight limits towards the daemon, and TCP_NODELAY on the broker's side:
+    // the bench measures the daemon, not mosquitto's defaults (1000 queued, 20 in flight,
+    // Nagle's algorithm on).
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n\
+             log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+        ),
+    )
+    .expect("writing mosquitto.conf");
+    let binary = if Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    };
+    let mut child = Command::new(binary)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto (install package mosquitto)");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let ready = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("Opening ipv4 listen socket") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "mosquitto did not open its port");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+/// Our localsettings twin, once its name is owned.
+async fn start_settings(address: &str, dir: &Path, names: &mut NameWatch) -> Child {
+    let child = Command::new(DAEMON)
+        .args(["settings-service", "--dbus-address", address, "--data-dir"])
+        .arg(dir)
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("settings service");
+    names
+        .until("the settings service", |owned| {
+            owned.contains("com.victronenergy.settings")
+        })
+        .await;
+    child
+}
+
+/// The daemon process and what its warnings said.
+struct Daemon {
+    child: Child,
+    pid: u32,
+    dropped: Arc<AtomicU64>,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Spawns the daemon (it finds its way onto the bus and the broker by itself).
+    fn spawn(address: &str, port: u16, data_dir: &Path) -> Daemon {
+        // An optional command prefix for experiments, e.g. `env LD_PRELOAD=…` (it must exec the
+        // daemon in place, so that the pid read for CPU and RSS is the daemon's).
+        let wrapper = std::env::var(WRAPPER_ENV).unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(first) => {
+                let mut c = Command::new(first);
+                c.args(words).arg(DAEMON);
+                c
+            }
+            None => Command::new(DAEMON),
+        };
+        let mut child = command
+            .args(["--dbus-address", address, "--mqtt-port", &port.to_string()])
+            .args(["--portal-id", PORTAL, "--data-dir"])
+            .arg(data_dir)
+            .args(["--max-devices", "1000", "--max-services", "1000"])
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the daemon");
+        let pid = child.id().expect("daemon pid");
+        let dropped = Arc::new(AtomicU64::new(0));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let (d, w) = (dropped.clone(), warnings.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("message dropped") {
+                    d.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let mut w = w.lock().unwrap();
+                    if w.len() < 1000 {
+                        w.push(line);
+                    }
+                }
+            }
+        });
+        Daemon {
+            child,
+            pid,
+            dropped,
+            warnings,
+        }
+    }
+
+    /// Spawns the daemon and waits for its (non-retained) presence message saying online.
+    async fn start(
+        address: &str,
+        port: u16,
+        data_dir: &Path,
+        watch: &mut Mqtt,
+    ) -> (Daemon, Instant) {
+        let t0 = Instant::now();
+        let daemon = Daemon::spawn(address, port, data_dir);
+        watch
+            .expect("the daemon online", |m| {
+                m.topic == PRESENCE && !m.retained && m.payload.contains("\"online\": 1")
+            })
+            .await;
+        (daemon, t0)
+    }
+
+    /// SIGTERM; returns how long it took to exit.
+    async fn stop(mut self) -> Duration {
+        let t = Instant::now();
+        // SAFETY: kill has no memory preconditions; the pid is our own child's.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGTERM);
+        }
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+        t.elapsed()
+    }
+
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap())
+    }
+}
+
+// ---- MQTT --------------------------------------------------------------------------------
+
+struct Received {
+    topic: String,
+    payload: String,
+    retained: bool,
+}
+
+/// One MQTT connection (for any number of devices).
+struct Mqtt {
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Received>,
+}
+
+impl Mqtt {
+    async fn connect(port: u16, id: &str, subscriptions: &[&str]) -> Mqtt {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1 << 20, 1 << 20)
+            .set_request_channel_capacity(10_000)
+            .set_inflight(1000);
+        let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+        // The bench's own sockets send at once, so that what remains is the daemon's.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (acked_tx, mut acked) = mpsc::unbounded_channel();
+        for topic in subscriptions {
+            client
+                .subscribe(*topic, QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
+        }
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(Received {
+                            topic: p.topic,
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            retained: p.retain,
+                        });
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = acked_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        for _ in subscriptions {
+            tokio::time::timeout(WAIT, acked.recv())
+                .await
+                .expect("subscription acknowledged");
+        }
+        Mqtt { client, rx }
+    }
+
+    async fn publish(&self, topic: String, payload: String) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into_bytes())
+            .await
+            .expect("publish");
+    }
+
+    /// The next message matching `want`, skipping others.
+    async fn expect(&mut self, what: &str, want: impl Fn(&Received) -> bool) -> Received {
+        let rx = &mut self.rx;
+        let wait = async {
+            loop {
+                let m = rx.recv().await.expect("MQTT connection task ended");
+                if want(&m) {
+                    return m;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("waited {WAIT:?} for {what}"))
+    }
+
+    fn drain(&mut self) {
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
+/// The services of a device in most measurements.
+const TWO_SERVICES: &str = r#"{"t1": "temperature", "tk1": "tank"}"#;
+const ONE_SERVICE: &str = r#"{"t1": "temperature"}"#;
+
+fn status(id: &str, services: &str) -> String {
+    format!(r#"{{"clientId": "{id}", "connected": 1, "version": "v1.0", "services": {services}}}"#)
+}
+
+fn goodbye(id: &str) -> String {
+    format!(r#"{{"clientId": "{id}", "connected": 0}}"#)
+}
+
+fn device_names(id: &str) -> [String; 2] {
+    [
+        format!("com.victronenergy.temperature.mqtt_{id}_t1"),
+        format!("com.victronenergy.tank.mqtt_{id}_tk1"),
+    ]
+}
+
+fn burst_id(i: usize) -> String {
+    format!("b{i:03}")
+}
+
+/// Rejections seen on `device/+/Error`, by reason, counted.
+type Reasons = BTreeMap<String, usize>;
+
+/// The reason of an `Error` payload without the names in it: the innermost D-Bus error when
+/// there is one, else the code and message.
+fn add_reason(reasons: &mut Reasons, payload: &str) {
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    let message = v["message"].as_str().unwrap_or(payload);
+    const DBUS_ERROR: &str = "org.freedesktop.DBus.Error.";
+    let reason = match message.rfind(DBUS_ERROR) {
+        Some(i) => message[i..].to_string(),
+        None => format!("{}: {message}", v["error"]),
+    };
+    *reasons.entry(reason).or_default() += 1;
+}
+
+fn print_reasons(reasons: &Reasons) {
+    for (reason, n) in reasons {
+        println!("  {n} × rejected: {reason}");
+    }
+}
+
+/// Registers devices `ids` at once; returns the time to the last `DBus` reply, the number of
+/// services the replies list, and the rejections seen on `Error`.
+async fn burst(
+    publisher: &Mqtt,
+    watch: &mut Mqtt,
+    ids: &[String],
+    services: &str,
+) -> (Duration, usize, Reasons) {
+    watch.drain();
+    let t = Instant::now();
+    for id in ids {
+        publisher
+            .publish(format!("device/{id}/Status"), status(id, services))
+            .await;
+    }
+    let mut waiting: HashSet<String> = ids.iter().map(|id| format!("device/{id}/DBus")).collect();
+    let mut services = 0;
+    let mut reasons = Reasons::new();
+    while !waiting.is_empty() {
+        let m = watch
+            .expect("the DBus replies of the burst", |m| {
+                waiting.contains(&m.topic) || m.topic.ends_with("/Error")
+            })
+            .await;
+        if m.topic.ends_with("/Error") {
+            add_reason(&mut reasons, &m.payload);
+            continue;
+        }
+        waiting.remove(&m.topic);
+        let reply: serde_json::Value = serde_json::from_str(&m.payload).unwrap_or_default();
+        services += reply
+            .get("deviceInstance")
+            .and_then(|d| d.as_object())
+            .map_or(0, |d| d.len());
+    }
+    (t.elapsed(), services, reasons)
+}
+
+// ---- D-Bus -------------------------------------------------------------------------------
+
+/// Follows NameOwnerChanged: which names are owned now.
+struct NameWatch {
+    rx: mpsc::UnboundedReceiver<(String, bool)>,
+    owned: HashSet<String>,
+}
+
+impl NameWatch {
+    async fn start(conn: &zbus::Connection) -> NameWatch {
+        let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
+        let mut changes = proxy
+            .receive_name_owner_changed()
+            .await
+            .expect("NameOwnerChanged stream");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(signal) = changes.next().await {
+                if let Ok(args) = signal.args() {
+                    let name = args.name().to_string();
+                    if !name.starts_with(':') {
+                        let _ = tx.send((name, args.new_owner().is_some()));
+                    }
+                }
+            }
+        });
+        let owned = proxy
+            .list_names()
+            .await
+            .expect("ListNames")
+            .into_iter()
+            .map(|n| n.to_string())
+            .filter(|n| !n.starts_with(':'))
+            .collect();
+        NameWatch { rx, owned }
+    }
+
+    /// Applies NameOwnerChanged until `done` holds for the owned set.
+    async fn until(&mut self, what: &str, done: impl Fn(&HashSet<String>) -> bool) {
+        let wait = async {
+            while !done(&self.owned) {
+                let (name, owned) = self.rx.recv().await.expect("NameOwnerChanged stream");
+                if owned {
+                    self.owned.insert(name);
+                } else {
+                    self.owned.remove(&name);
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("waited {WAIT:?} for {what}"));
+    }
+
+    /// Applies NameOwnerChanged until none came for `quiet`.
+    async fn settle(&mut self, quiet: Duration) {
+        while let Ok(Some((name, owned))) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            if owned {
+                self.owned.insert(name);
+            } else {
+                self.owned.remove(&name);
+            }
+        }
+    }
+
+    fn device_services(&self) -> usize {
+        self.owned.iter().filter(|n| n.contains(".mqtt_")).count()
+    }
+}
+
+/// Counts `ItemsChanged` signals and their entries on the whole bus.
+#[derive(Clone, Default)]
+struct ItemsCounter {
+    signals: Arc<AtomicU64>,
+    entries: Arc<AtomicU64>,
+    /// Milliseconds since `epoch` of the last signal.
+    last_ms: Arc<AtomicU64>,
+}
+
+impl ItemsCounter {
+    async fn start(conn: &zbus::Connection, epoch: Instant) -> ItemsCounter {
+        let rule = MatchRule::builder()
+            .msg_type(Type::Signal)
+            .interface(BUSITEM)
+            .member("ItemsChanged")
+            .build()
+            .expect("ItemsChanged match rule");
+        let mut stream =
+            MessageStream::for_match_rule(rule, conn, std::num::NonZeroUsize::new(100_000))
+                .await
+                .expect("ItemsChanged match rule");
+        let counter = ItemsCounter::default();
+        let c = counter.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let n = msg
+                    .body()
+                    .deserialize::<HashMap<String, HashMap<String, zbus::OwnedVariant>>>()
+                    .map_or(0, |m| m.len());
+                c.signals.fetch_add(1, Ordering::Relaxed);
+                c.entries.fetch_add(n as u64, Ordering::Relaxed);
+                c.last_ms
+                    .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+        });
+        counter
+    }
+
+    fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    fn signals(&self) -> u64 {
+        self.signals.load(Ordering::Relaxed)
+    }
+
+    /// Waits until no signal came for `quiet`.
+    async fn settle(&self, quiet: Duration) {
+        loop {
+            let before = self.signals();
+            tokio::time::sleep(quiet).await;
+            if self.signals() == before {
+                return;
+            }
+        }
+    }
+}
+
+async fn get_f64(conn: &zbus::Connection, service: &str, path: &str) -> Option<f64> {
+    let reply = conn
+        .call_method(Some(service), path, Some(BUSITEM), "GetValue", &())
+        .await
+        .ok()?;
+    let v: zbus::OwnedVariant = reply.body().deserialize().ok()?;
+    match dbus_mqtt_devices::dbus::Value::from_variant(&v).ok()? {
+        dbus_mqtt_devices::dbus::Value::F64(x) => Some(x),
+        _ => None,
+    }
+}
+
+/// The separate client process: `SetValue` on `/<path>` of the given services, round robin.
+/// Prints `sequential <n/s>` and `pipelined <n/s>`.
+async fn set_value_client(address: String, services: String) {
+    let conn = dbus_mqtt_devices::dbus::BusAddress::Address(address.clone())
+        .connect()
+        .await
+        .expect("client connection");
+    let services: Arc<Vec<String>> = Arc::new(services.split(',').map(str::to_owned).collect());
+    let call = |conn: zbus::Connection, services: Arc<Vec<String>>, n: u64| async move {
+        let service = &services[(n as usize / PATHS.len()) % services.len()];
+        let path = format!("/{}", PATHS[n as usize % PATHS.len()]);
+        let value = zbus::Variant::F64(10.0 + (n % 1000) as f64 / 10.0);
+        let r = conn
+            .call_method(
+                Some(service.as_str()),
+                path.as_str(),
+                Some(BUSITEM),
+                "SetValue",
+                &(value,),
+            )
+            .await
+            .expect("SetValue");
+        let code: i32 = r.body().deserialize().expect("SetValue reply");
+        code == 0
+    };
+    let mut failed = 0u64;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < CLIENT_RUN_FOR {
+        failed += u64::from(!call(conn.clone(), services.clone(), n).await);
+        n += 1;
+    }
+    println!("sequential {:.0}", n as f64 / start.elapsed().as_secs_f64());
+
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..IN_FLIGHT {
+        let (conn, services) = (conn.clone(), services.clone());
+        tasks.spawn(async move {
+            let (mut n, mut failed) = (0u64, 0u64);
+            while start.elapsed() < CLIENT_RUN_FOR {
+                let k = t as u64 + n * IN_FLIGHT as u64;
+                failed += u64::from(!call(conn.clone(), services.clone(), k).await);
+                n += 1;
+            }
+            (n, failed)
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (n, f) = r.expect("client task");
+        total += n;
+        failed += f;
+    }
+    println!(
+        "pipelined {:.0}",
+        total as f64 / start.elapsed().as_secs_f64()
+    );
+    println!("failed {failed}");
+}
+
+/// Message `n` (counted over all devices): every value differs from the device's previous
+/// one, so that each reaches D-Bus as a change.
+fn values_payload(n: u64) -> String {
+    let x = (n % 1_000_000) as f64 * 1e-4;
+    format!(
+        r#"{{"t1": {{"Temperature": {:.4}, "Humidity": {:.4}, "Pressure": {:.4}, "BatteryVoltage": {:.4}, "TxPower": {:.4}}}}}"#,
+        10.0 + x,
+        10.0 + x,
+        950.0 + x,
+        3.0 + x / 100.0,
+        -20.0 + x,
+    )
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> f64 {
+    let i = ((sorted.len() * p).div_ceil(100)).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// The 1-minute load average (other work on the machine shows here).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn section(title: &str) {
+    println!("\n== {title}");
+}
+
+// ---- the bench ---------------------------------------------------------------------------
+
+async fn bench() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (settings_dir, data_dir) = (dir.path().join("settings"), dir.path().join("daemon"));
+    for d in [&settings_dir, &data_dir] {
+        std::fs::create_dir_all(d).expect("data dirs");
+    }
+    let epoch = Instant::now();
+
+    let (bus, address) = start_bus(dir.path(), ROOMY_LIMITS).await;
+    let conn = dbus_mqtt_devices::dbus::BusAddress::Address(address.clone())
+        .connect()
+        .await
+        .expect("bench connection");
+    let mut names = NameWatch::start(&conn).await;
+    let items = ItemsCounter::start(&conn, epoch).await;
+    let settings = start_settings(&address, &settings_dir, &mut names).await;
+    let (broker, port) = start_broker(dir.path()).await;
+    let mut watch = Mqtt::connect(
+        port,
+        "bench-watch",
+        &[PRESENCE, "device/+/DBus", "device/+/Error"],
+    )
+    .await;
+    let publisher = Mqtt::connect(port, "bench-devices", &[]).await;
+
+    let (daemon, t0) = Daemon::start(&address, port, &data_dir, &mut watch).await;
+    let online = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_kib(daemon.pid);
+    println!(
+        "machine: {} CPUs, load average {}; daemon online (subscribed) {:.0} ms after spawn",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load(),
+        online.as_secs_f64() * 1e3
+    );
+
+    // 1. Latency.
+    section("1. Status → DBus reply, one device with two services (temperature + tank)");
+    let lat = "lat";
+    let lat_names = device_names(lat);
+    let mut first = Duration::ZERO;
+    let mut times = Vec::with_capacity(CYCLES);
+    let mut leave = Vec::with_capacity(CYCLES);
+    for cycle in 0..=CYCLES {
+        watch.drain();
+        let t = Instant::now();
+        publisher
+            .publish(format!("device/{lat}/Status"), status(lat, TWO_SERVICES))
+            .await;
+        watch
+            .expect("the DBus reply", |m| m.topic == "device/lat/DBus")
+            .await;
+        let took = t.elapsed();
+        names
+            .until("both services owned", |o| {
+                lat_names.iter().all(|n| o.contains(n))
+            })
+            .await;
+        let t = Instant::now();
+        publisher
+            .publish(format!("device/{lat}/Status"), goodbye(lat))
+            .await;
+        names
+            .until("both services gone", |o| {
+                !lat_names.iter().any(|n| o.contains(n))
+            })
+            .await;
+        if cycle == 0 {
+            first = took;
+        } else {
+            times.push(took);
+            leave.push(t.elapsed());
+        }
+    }
+    times.sort();
+    leave.sort();
+    println!(
+        "first registration (instances allocated in localsettings): {:.2} ms",
+        first.as_secs_f64() * 1e3
+    );
+    println!(
+        "reply latency over {CYCLES} cycles: median {:.2} ms, p99 {:.2} ms, min {:.2} ms, max {:.2} ms (aim: median ≤ 10 ms)",
+        percentile(&times, 50),
+        percentile(&times, 99),
+        times[0].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3
+    );
+    println!(
+        "connected: 0 → both names released: median {:.2} ms, p99 {:.2} ms",
+        percentile(&leave, 50),
+        percentile(&leave, 99)
+    );
+
+    // 2. + 3. Burst and memory.
+    section(&format!(
+        "2. Burst: {DEVICES} devices × 2 services published at once"
+    ));
+    let ids: Vec<String> = (0..DEVICES).map(burst_id).collect();
+    let cpu_before = cpu_seconds(daemon.pid);
+    let (took, services, reasons) = burst(&publisher, &mut watch, &ids, TWO_SERVICES).await;
+    let cpu = cpu_seconds(daemon.pid) - cpu_before;
+    names
+        .until("all burst services owned", |o| {
+            o.iter().filter(|n| n.contains(".mqtt_b")).count() == 2 * DEVICES
+        })
+        .await;
+    println!(
+        "last reply after {:.0} ms ({services} services in the replies; aim ≤ 2 s); daemon CPU {:.2} s",
+        took.as_secs_f64() * 1e3,
+        cpu
+    );
+    print_reasons(&reasons);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let full_rss = rss_kib(daemon.pid);
+    section("3. Daemon memory (VmRSS)");
+    println!(
+        "idle after start: {} (aim ≤ 8 MB); with {} services registered: {} (aim ≤ 20 MB); {:.1} KiB per service",
+        mib(idle_rss),
+        names.device_services(),
+        mib(full_rss),
+        (full_rss.saturating_sub(idle_rss)) as f64 / names.device_services().max(1) as f64
+    );
+
+    // 4. Restart recovery.
+    section(&format!(
+        "4. Restart: {DEVICES} devices × 2 services back on D-Bus from the state file"
+    ));
+    let stop = daemon.stop().await;
+    names
+        .until("all services gone after SIGTERM", |o| {
+            !o.iter().any(|n| n.contains(".mqtt_"))
+        })
+        .await;
+    println!(
+        "SIGTERM with {} services → process exited after {:.0} ms",
+        2 * DEVICES,
+        stop.as_secs_f64() * 1e3
+    );
+    let t0 = Instant::now();
+    let daemon = Daemon::spawn(&address, port, &data_dir);
+    names
+        .until("all services owned again", |o| {
+            o.iter().filter(|n| n.contains(".mqtt_b")).count() == 2 * DEVICES
+        })
+        .await;
+    let recovered = t0.elapsed();
+    println!(
+        "spawn → all {} services owned again: {:.0} ms (aim: within a second)",
+        2 * DEVICES,
+        recovered.as_secs_f64() * 1e3
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restored_rss = rss_kib(daemon.pid);
+    println!(
+        "RSS after the restart with {} services: {}",
+        names.device_services(),
+        mib(restored_rss)
+    );
+
+    // 5. Values.
+    section(&format!(
+        "5. Values: {DEVICES} devices × {} paths through device/<id>/Values",
+        PATHS.len()
+    ));
+    let bus_pid = bus.id().unwrap_or(0);
+    let broker_pid = broker.id().unwrap_or(0);
+    let mut n = 0u64;
+    let entries_before = items.entries();
+    let cpu_before = (
+        cpu_seconds(daemon.pid),
+        cpu_seconds(bus_pid),
+        cpu_seconds(broker_pid),
+    );
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / DEVICES as u32);
+    let mut sent = 0u64;
+    while start.elapsed() < REALISTIC_FOR {
+        tick.tick().await;
+        let id = &ids[(sent as usize) % DEVICES];
+        publisher
+            .publish(format!("device/{id}/Values"), values_payload(n))
+            .await;
+        n += 1;
+        sent += 1;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu_after = (
+        cpu_seconds(daemon.pid),
+        cpu_seconds(bus_pid),
+        cpu_seconds(broker_pid),
+    );
+    items.settle(Duration::from_millis(300)).await;
+    let delivered = items.entries() - entries_before;
+    println!(
+        "1 Hz per device for {:.0} s: {} values sent, {} reached D-Bus; CPU: daemon {:.1} %, dbus-daemon {:.1} %, mosquitto {:.1} % (of one core)",
+        wall,
+        sent * PATHS.len() as u64,
+        delivered,
+        (cpu_after.0 - cpu_before.0) / wall * 100.0,
+        (cpu_after.1 - cpu_before.1) / wall * 100.0,
+        (cpu_after.2 - cpu_before.2) / wall * 100.0,
+    );
+
+    // The ceiling: publish as fast as the connection takes them.
+    let dropped_before = daemon.dropped.load(Ordering::Relaxed);
+    let (signals_before, entries_before) = (items.signals(), items.entries());
+    let own_pid = std::process::id();
+    let cpu_before = (
+        cpu_seconds(daemon.pid),
+        cpu_seconds(bus_pid),
+        cpu_seconds(broker_pid),
+        cpu_seconds(own_pid),
+    );
+    let start_ms = epoch.elapsed().as_millis() as u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut last: HashMap<usize, u64> = HashMap::new();
+    while start.elapsed() < BLAST_FOR {
+        for _ in 0..DEVICES {
+            let d = (sent as usize) % DEVICES;
+            publisher
+                .publish(format!("device/{}/Values", ids[d]), values_payload(n))
+                .await;
+            last.insert(d, n);
+            n += 1;
+            sent += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    let offered = start.elapsed().as_secs_f64();
+    items.settle(Duration::from_millis(500)).await;
+    let span = (items.last_ms.load(Ordering::Relaxed) - start_ms) as f64 / 1e3;
+    let cpu_after = (
+        cpu_seconds(daemon.pid),
+        cpu_seconds(bus_pid),
+        cpu_seconds(broker_pid),
+        cpu_seconds(own_pid),
+    );
+    let delivered = items.entries() - entries_before;
+    let signals = items.signals() - signals_before;
+    let dropped = daemon.dropped.load(Ordering::Relaxed) - dropped_before;
+    println!(
+        "ceiling (load average {}): {} Values messages ({} values) published in {:.1} s ({:.0} values/s offered)",
+        load(),
+        sent,
+        sent * PATHS.len() as u64,
+        offered,
+        (sent * PATHS.len() as u64) as f64 / offered
+    );
+    println!(
+        "  reached D-Bus: {delivered} values in {signals} ItemsChanged within {:.2} s = {:.0} values/s ({:.0} messages/s); daemon dropped {dropped} messages (device queue full)",
+        span,
+        delivered as f64 / span,
+        signals as f64 / span
+    );
+    println!(
+        "  CPU in those {:.2} s (% of one core): daemon {:.0} %, dbus-daemon {:.0} %, mosquitto {:.0} %, the bench's devices and signal counter {:.0} %",
+        span,
+        (cpu_after.0 - cpu_before.0) / span * 100.0,
+        (cpu_after.1 - cpu_before.1) / span * 100.0,
+        (cpu_after.2 - cpu_before.2) / span * 100.0,
+        (cpu_after.3 - cpu_before.3) / span * 100.0,
+    );
+    let mut checked = 0;
+    let mut current = 0;
+    for d in [0usize, DEVICES / 2, DEVICES - 1] {
+        if let Some(&k) = last.get(&d) {
+            let want: serde_json::Value =
+                serde_json::from_str(&values_payload(k)).expect("own payload");
+            let want = want["t1"]["Temperature"].as_f64();
+            let service = &device_names(&ids[d])[0];
+            let got = get_f64(&conn, service, "/Temperature").await;
+            checked += 1;
+            current += usize::from(got.is_some() && got == want);
+        }
+    }
+    println!("  GetValue /Temperature after the blast equals the last value sent: {current} of {checked} devices checked");
+
+    // The D-Bus side of the gateway's W/ path: one SetValue per value, separate process.
+    let services: Vec<String> = ids.iter().map(|id| device_names(id)[0].clone()).collect();
+    let cpu_before = cpu_seconds(daemon.pid);
+    let exe = std::env::current_exe().expect("own executable");
+    let out = Command::new(exe)
+        .env(CLIENT_BUS_ENV, &address)
+        .env(CLIENT_SERVICES_ENV, services.join(","))
+        .output()
+        .await
+        .expect("client process");
+    let cpu = cpu_seconds(daemon.pid) - cpu_before;
+    if !out.status.success() {
+        eprint!(
+            "SetValue client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let figures: HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect();
+    let get = |k: &str| figures.get(k).cloned().unwrap_or_else(|| "?".into());
+    println!(
+        "one SetValue per value (the D-Bus side of W/ writes), separate process, {} services × {} paths: {} values/s one call at a time, {} values/s with {IN_FLIGHT} calls in flight; {} calls refused; daemon CPU {:.2} s in {:.0} s",
+        services.len(),
+        PATHS.len(),
+        get("sequential"),
+        get("pipelined"),
+        get("failed"),
+        cpu,
+        2.0 * CLIENT_RUN_FOR.as_secs_f64()
+    );
+
+    let warnings = daemon.take_warnings();
+    if !warnings.is_empty() {
+        println!(
+            "daemon warnings: {} lines, first: {}",
+            warnings.len(),
+            warnings[0]
+        );
+    }
+    let stop = daemon.stop().await;
+    println!(
+        "\nSIGTERM after the value runs → exited after {:.0} ms",
+        stop.as_secs_f64() * 1e3
+    );
+    drop(watch);
+    drop(publisher);
+    drop(settings);
+    drop(broker);
+    drop(bus);
+
+    // 6. The default limits of dbus-daemon.
+    section("6. dbus-daemon's built-in limits (a system bus has them unless its configuration raises them)");
+    limits(dir.path()).await;
+}
+
+/// On a bus with dbus-daemon's built-in limits: a burst of [`LIMIT_DEVICES`] new devices, the
+/// same devices again one at a time (up to the connection limit); then [`SMALL_DEVICES`]
+/// devices with one service each, at once, and a restart of the daemon that restores them.
+async fn limits(base: &Path) {
+    let dir = base.join("limits");
+    let (settings_dir, data_dir) = (dir.join("settings"), dir.join("daemon"));
+    for d in [&settings_dir, &data_dir] {
+        std::fs::create_dir_all(d).expect("data dirs");
+    }
+    let (_bus, address) = start_bus(&dir, SYSTEM_DEFAULT_LIMITS).await;
+    let conn = dbus_mqtt_devices::dbus::BusAddress::Address(address.clone())
+        .connect()
+        .await
+        .expect("bench connection");
+    let mut names = NameWatch::start(&conn).await;
+    let _settings = start_settings(&address, &settings_dir, &mut names).await;
+    let (_broker, port) = start_broker(&dir).await;
+    let mut watch = Mqtt::connect(
+        port,
+        "bench-watch",
+        &[PRESENCE, "device/+/DBus", "device/+/Error"],
+    )
+    .await;
+    let publisher = Mqtt::connect(port, "bench-devices", &[]).await;
+    let (daemon, _) = Daemon::start(&address, port, &data_dir, &mut watch).await;
+
+    let ids: Vec<String> = (0..LIMIT_DEVICES).map(burst_id).collect();
+    let (_, _, reasons) = burst(&publisher, &mut watch, &ids, TWO_SERVICES).await;
+    names.settle(Duration::from_millis(300)).await;
+    println!(
+        "a burst of {LIMIT_DEVICES} new devices × 2 services: {} of {} services registered",
+        names.device_services(),
+        2 * LIMIT_DEVICES
+    );
+    print_reasons(&reasons);
+
+    // One at a time: the same devices again (each registers what is missing).
+    let mut all = Reasons::new();
+    let mut announced = 0;
+    for id in &ids {
+        let (_, _, reasons) = burst(
+            &publisher,
+            &mut watch,
+            std::slice::from_ref(id),
+            TWO_SERVICES,
+        )
+        .await;
+        announced += 1;
+        for (r, n) in reasons {
+            *all.entry(r).or_default() += n;
+        }
+    }
+    names.settle(Duration::from_millis(300)).await;
+    let bus_names = conn_count(&conn).await;
+    println!(
+        "then one device at a time ({announced} Status messages, each awaiting its reply): {} services registered; connections on the bus: {bus_names}, of which the daemon's services {}",
+        names.device_services(),
+        names.device_services()
+    );
+    print_reasons(&all);
+
+    // Many small devices: all leave, then come back with one service each, then a restart.
+    for id in &ids {
+        publisher
+            .publish(format!("device/{id}/Status"), goodbye(id))
+            .await;
+    }
+    names
+        .until("all services gone", |o| {
+            !o.iter().any(|n| n.contains(".mqtt_"))
+        })
+        .await;
+    let small: Vec<String> = (0..SMALL_DEVICES).map(|i| format!("s{i:03}")).collect();
+    let (_, _, reasons) = burst(&publisher, &mut watch, &small, ONE_SERVICE).await;
+    names.settle(Duration::from_millis(300)).await;
+    println!(
+        "a burst of {SMALL_DEVICES} new devices × 1 service: {} of {SMALL_DEVICES} services registered",
+        names.device_services()
+    );
+    print_reasons(&reasons);
+    // Fill up what the burst missed, one at a time, then restart.
+    for id in &small {
+        burst(
+            &publisher,
+            &mut watch,
+            std::slice::from_ref(id),
+            ONE_SERVICE,
+        )
+        .await;
+    }
+    names.settle(Duration::from_millis(300)).await;
+    let before = names.device_services();
+    let _ = daemon.stop().await;
+    names
+        .until("all services gone after SIGTERM", |o| {
+            !o.iter().any(|n| n.contains(".mqtt_"))
+        })
+        .await;
+    watch.drain();
+    let daemon = Daemon::spawn(&address, port, &data_dir);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    names.settle(Duration::from_millis(500)).await;
+    let mut reasons = Reasons::new();
+    while let Ok(m) = watch.rx.try_recv() {
+        if m.topic.ends_with("/Error") {
+            add_reason(&mut reasons, &m.payload);
+        }
+    }
+    println!(
+        "restart with those {before} one-service devices (restored at once from the state file): {} back on D-Bus after 2 s",
+        names.device_services()
+    );
+    print_reasons(&reasons);
+    let _ = daemon.stop().await;
+}
+
+/// Connections on the bus now (unique names).
+async fn conn_count(conn: &zbus::Connection) -> usize {
+    let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
+    proxy
+        .list_names()
+        .await
+        .map_or(0, |n| n.iter().filter(|n| n.starts_with(':')).count())
+}
