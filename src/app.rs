@@ -99,6 +99,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         portal: portal_rx,
         budget: Arc::new(ServiceBudget::new(config.limits.max_services)),
         default_timeout: config.default_timeout,
+        registrations: Arc::new(tokio::sync::Semaphore::new(
+            crate::device::CONCURRENT_REGISTRATIONS,
+        )),
     });
     let mut registry = Registry::new(ctx, config.limits.max_devices);
     match persist::load(&config.data_dir) {

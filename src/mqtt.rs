@@ -168,7 +168,12 @@ pub fn start(
     mpsc::Receiver<Inbound>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+    // Replies are small packets answered one by one: without TCP_NODELAY,
+    // Nagle's algorithm holds each one back ~40 ms waiting for an ACK.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let handle = MqttHandle {
         client,
         subscriptions: Arc::new(Mutex::new(

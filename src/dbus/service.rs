@@ -39,7 +39,9 @@ pub type WriteHook = Arc<dyn Fn(&str, &Value) -> bool + Send + Sync>;
 pub const REMOTE_WRITE_QUEUE: usize = 256;
 
 /// Method calls queued for the dispatcher before the connection's reader waits for it.
-const CALL_QUEUE: usize = 256;
+/// zbus allocates the whole queue up front for every service, and the dispatcher answers
+/// each call at once, so a short queue keeps a few hundred services small in memory.
+const CALL_QUEUE: usize = 32;
 
 const LEAF_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
     <method name="GetValue"><arg type="v" direction="out"/></method>

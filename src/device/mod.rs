@@ -132,7 +132,16 @@ pub struct DeviceContext {
     pub portal: watch::Receiver<Option<PortalId>>,
     pub budget: Arc<ServiceBudget>,
     pub default_timeout: Option<Duration>,
+    /// Registrations talking to localsettings at once. All of them share one
+    /// bus connection, and dbus-daemon refuses calls past a per-connection
+    /// limit of pending replies (128 by default): a burst of devices, or a
+    /// restart restoring many, must queue here instead of failing there.
+    pub registrations: Arc<tokio::sync::Semaphore>,
 }
+
+/// Default for [`DeviceContext::registrations`]: well under dbus-daemon's
+/// default `max_replies_per_connection` of 128.
+pub const CONCURRENT_REGISTRATIONS: usize = 32;
 
 /// Starts the task of one device. It first waits for `previous`, the task of
 /// the same client id that is still removing its services, so that a fast
@@ -351,6 +360,8 @@ impl Device {
             )
             .for_service(decl.id.as_str()));
         }
+        // The semaphore is never closed, so acquiring only fails if it were.
+        let _permit = self.ctx.registrations.clone().acquire_owned().await.ok();
         let registration = Registration {
             bus: &self.ctx.bus,
             settings: &self.ctx.settings,
