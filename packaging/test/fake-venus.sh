@@ -117,6 +117,27 @@ check "aarch64 picks the aarch64 binary" sh -c "FAKE_UNAME_M=aarch64 sh /bundle/
 sh $DEST/uninstall.sh >/dev/null 2>&1
 check "unsupported machine is refused, nothing installed" sh -c "! FAKE_UNAME_M=mips sh /bundle/$NAME/install.sh && test ! -e $DEST"
 
+echo "# opkg package (maintainer scripts run as opkg runs them)"
+ipk=$(ls /bundle/*_armv7ahf-vfp.ipk)
+mkdir -p /tmp/ipk && (cd /tmp/ipk && ar x "$ipk" && mkdir ctl && tar -xzf control.tar.gz -C ctl)
+ipk_install() {
+    sh /tmp/ipk/ctl/preinst "$1" && tar -xzf /tmp/ipk/data.tar.gz -C / && sh /tmp/ipk/ctl/postinst configure
+}
+check "offline root (\$D set): postinst leaves /service alone" sh -c "D=/tmp/offline sh /tmp/ipk/ctl/postinst configure && test ! -e $LIVE"
+check "install: preinst, unpack, postinst" ipk_install install
+check "service copied from /opt/victronenergy/service" cmp /opt/victronenergy/service/$NAME/run $LIVE/run
+check "service is up" wait_up $LIVE
+check "log service is up" wait_up $LIVE/log
+old_pid=$(svc_pid $LIVE)
+check "upgrade: preinst, unpack, postinst" ipk_install upgrade
+check "service restarted after upgrade" sh -c "i=0; while [ \$i -lt 10 ]; do p=\$(svstat $LIVE | sed -n 's/.*(pid \([0-9]*\)).*/\1/p'); [ -n \"\$p\" ] && [ \"\$p\" != '$old_pid' ] && exit 0; sleep 1; i=\$((i+1)); done; exit 1"
+check "service is up after upgrade" wait_up $LIVE
+check "remove: prerm" sh /tmp/ipk/ctl/prerm remove
+tar -tzf /tmp/ipk/data.tar.gz | while read -r f; do [ -f "/$f" ] && rm -f "/$f"; done
+check "remove: postrm" sh /tmp/ipk/ctl/postrm remove
+check "service gone after remove" sh -c "! ls -a /service | grep -q $NAME"
+check "no supervise left after remove" no_supervise_left
+
 stop_all_services
 check "nothing left running" no_supervise_left
 exit $failed
