@@ -22,6 +22,7 @@ src=$(cd "$(dirname "$0")" && pwd)
 case $(uname -m) in
     armv7*|armv6*) arch=armv7 ;;
     aarch64|arm64) arch=aarch64 ;;
+    x86_64) arch=x86_64 ;;  # PC test setups only; release bundles have no such binary
     *) die "no binary for machine type '$(uname -m)'; this bundle has: $(cd "$src/bin" 2>/dev/null && echo *)" ;;
 esac
 [ -f "$src/bin/$arch/$NAME" ] || die "$src/bin/$arch/$NAME is missing; unpack the whole release bundle and run install.sh from it"

@@ -30,7 +30,7 @@ svc_pid() { svstat "$1" | sed -n 's/.*(pid \([0-9]*\)).*/\1/p'; }
 line_count() { grep -cxF "$RC_LINE" /data/rc.local || true; }
 no_supervise_left() {
     for p in /proc/[0-9]*; do
-        tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -Eq "^(supervise .*$NAME|multilog .*$NAME|$DEST/)" \
+        tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -Eq "^(supervise |multilog .*$NAME|$DEST/)" \
             && { echo "left: $(tr '\0' ' ' < "$p/cmdline")"; return 1; }
     done
     return 0
@@ -51,7 +51,7 @@ echo "localsettings data" > /data/conf/settings.xml
 
 echo "# install"
 check "install.sh runs under busybox sh" sh /bundle/$NAME/install.sh
-check "binary picked for armv7l" test "$(readlink $DEST/$NAME)" = bin/armv7/$NAME
+check "binary picked for this machine (x86_64 in the test bundle)" test "$(readlink $DEST/$NAME)" = bin/x86_64/$NAME
 check "rc.local created with #!/bin/bash" test "$(head -n 1 /data/rc.local)" = '#!/bin/bash'
 check "rc.local is executable" test -x /data/rc.local
 check "rc.local has the boot line once" test "$(line_count)" = 1
@@ -112,10 +112,12 @@ check "service is up" wait_up $LIVE
 check "uninstall --keep-config keeps config.toml" sh -c "echo k > $DEST/config.toml && sh $DEST/uninstall.sh --keep-config && test -f $DEST/config.toml && test ! -e $DEST/bin"
 rm -rf $DEST
 
-echo "# other machines"
-check "aarch64 picks the aarch64 binary" sh -c "FAKE_UNAME_M=aarch64 sh /bundle/$NAME/install.sh >/dev/null; test \"\$(readlink $DEST/$NAME)\" = bin/aarch64/$NAME"
-sh $DEST/uninstall.sh >/dev/null 2>&1
-check "unsupported machine is refused, nothing installed" sh -c "! FAKE_UNAME_M=mips sh /bundle/$NAME/install.sh && test ! -e $DEST"
+echo "# other machines (uname stub)"
+for m in armv7l:armv7 aarch64:aarch64; do
+    check "${m%%:*} picks bin/${m#*:}" sh -c "PATH=/unamebin:\$PATH FAKE_UNAME_M=${m%%:*} sh /bundle/$NAME/install.sh >/dev/null; test \"\$(readlink $DEST/$NAME)\" = bin/${m#*:}/$NAME"
+    sh $DEST/uninstall.sh >/dev/null 2>&1
+done
+check "unsupported machine is refused, nothing installed" sh -c "! PATH=/unamebin:\$PATH FAKE_UNAME_M=mips sh /bundle/$NAME/install.sh && test ! -e $DEST"
 
 echo "# opkg package (maintainer scripts run as opkg runs them)"
 ipk=$(ls /bundle/*_armv7ahf-vfp.ipk)
