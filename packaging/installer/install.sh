@@ -32,6 +32,10 @@ if [ -L /service/$NAME ] || grep -qs '/data/drivers/dbus-mqtt-devices' "$RC_LOCA
     die "the Python dbus-mqtt-devices driver is installed; remove its /service/$NAME link and its line in $RC_LOCAL first (see the README, 'Migrating from the Python driver'), then run this again"
 fi
 
+if [ -f "$DEST/setup" ] && [ -d "$DEST/services" ]; then
+    die "$DEST is a SetupHelper package; update or remove it with PackageManager instead"
+fi
+
 mkdir -p "$DEST/bin/$arch" "$DEST/service/log"
 
 # Copy one file via a temporary name so a running binary is never overwritten.

@@ -56,7 +56,7 @@ rm -rf /service/.$NAME.new
 
 if [ -d "$DEST" ]; then
     if [ "$keep_config" = yes ] && [ -f "$DEST/config.toml" ]; then
-        find "$DEST" -mindepth 1 -maxdepth 1 ! -name config.toml -exec rm -rf {} +
+        find "$DEST" -mindepth 1 -maxdepth 1 ! -name config.toml -exec rm -rf {} \;
         say "removed $DEST except config.toml"
     else
         rm -rf "$DEST"
