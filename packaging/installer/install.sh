@@ -19,13 +19,13 @@ die() { echo "$NAME install: $*" >&2; exit 1; }
 
 src=$(cd "$(dirname "$0")" && pwd)
 
-case $(uname -m) in
-    armv7*|armv6*) arch=armv7 ;;
+machine=$(uname -m)
+case $machine in
+    armv7*) arch=armv7 ;;
     aarch64|arm64) arch=aarch64 ;;
-    x86_64) arch=x86_64 ;;  # PC test setups only; release bundles have no such binary
-    *) die "no binary for machine type '$(uname -m)'; this bundle has: $(cd "$src/bin" 2>/dev/null && echo *)" ;;
+    *) arch=$machine ;;  # e.g. x86_64 in PC test setups; release bundles have no such binary
 esac
-[ -f "$src/bin/$arch/$NAME" ] || die "$src/bin/$arch/$NAME is missing; unpack the whole release bundle and run install.sh from it"
+[ -f "$src/bin/$arch/$NAME" ] || die "no binary for this machine ($machine) in $src/bin (it has: $(cd "$src/bin" 2>/dev/null && echo *)); GX devices need the armv7 or aarch64 one from the release bundle"
 
 # The Python driver (freakent/dbus-mqtt-devices) uses the same service name.
 if [ -L /service/$NAME ] || grep -qs '/data/drivers/dbus-mqtt-devices' "$RC_LOCAL"; then
