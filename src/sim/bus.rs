@@ -226,7 +226,9 @@ async fn serve_embedded(
     let mut bus = match busd::bus::Bus::for_address(Some(&address)).await {
         Ok(b) => b,
         Err(e) => {
-            let _ = ready.send(Err(e.context(format!("starting the embedded bus on {address}"))));
+            let _ = ready.send(Err(
+                e.context(format!("starting the embedded bus on {address}"))
+            ));
             return;
         }
     };

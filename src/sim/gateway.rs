@@ -84,10 +84,13 @@ pub struct Gateway {
 impl Gateway {
     /// Connects to the broker (waiting for it to accept) and the bus, reads every service
     /// already there, and keeps following both until stopped.
-    pub async fn start(config: GatewayConfig, events: mpsc::UnboundedSender<Event>) -> Result<Gateway> {
+    pub async fn start(
+        config: GatewayConfig,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<Gateway> {
         let cancel = CancellationToken::new();
-        let (client, mut inbound, poller) =
-            connect_mqtt(&config, cancel.clone()).context("configuring the gateway's MQTT client")?;
+        let (client, mut inbound, poller) = connect_mqtt(&config, cancel.clone())
+            .context("configuring the gateway's MQTT client")?;
         match tokio::time::timeout(CONNECT_TIMEOUT, inbound.recv()).await {
             Ok(Some(Inbound::Connected)) => {}
             _ => {
@@ -180,9 +183,7 @@ impl Gateway {
         let token = cancel.clone();
         let task = tokio::spawn(async move {
             let worker = tokio::spawn(worker.run(ops_rx));
-            state
-                .run(owners, signals, scans, &mut inbound, token)
-                .await;
+            state.run(owners, signals, scans, &mut inbound, token).await;
             worker.abort();
             let _ = poller.await;
         });
@@ -205,7 +206,11 @@ enum Inbound {
 fn connect_mqtt(
     config: &GatewayConfig,
     cancel: CancellationToken,
-) -> Result<(AsyncClient, mpsc::UnboundedReceiver<Inbound>, JoinHandle<()>)> {
+) -> Result<(
+    AsyncClient,
+    mpsc::UnboundedReceiver<Inbound>,
+    JoinHandle<()>,
+)> {
     let mut options = MqttOptions::new(
         format!("sim-gateway-{}", std::process::id()),
         config.mqtt_host.clone(),
@@ -363,7 +368,11 @@ impl State {
             format!("R/{}/#", self.portal),
             PRESENCE_TOPIC.to_string(),
         ] {
-            if let Err(e) = self.client.subscribe(topic.as_str(), QoS::AtLeastOnce).await {
+            if let Err(e) = self
+                .client
+                .subscribe(topic.as_str(), QoS::AtLeastOnce)
+                .await
+            {
                 tracing::warn!(topic, error = %e, "gateway could not subscribe");
             }
         }
@@ -438,7 +447,10 @@ impl State {
 
     async fn publish_service(&self, k: &Known) {
         for (path, value) in &k.items {
-            let topic = format!("N/{}/{}/{}{}", self.portal, k.service_type, k.instance, path);
+            let topic = format!(
+                "N/{}/{}/{}{}",
+                self.portal, k.service_type, k.instance, path
+            );
             self.publish(&topic, value_payload(value), false).await;
         }
     }
@@ -460,7 +472,10 @@ impl State {
                 if self.alive() {
                     // dbus-flashmq: every topic of a vanished service once with an empty payload.
                     for path in k.items.keys() {
-                        let topic = format!("N/{}/{}/{}{}", self.portal, k.service_type, k.instance, path);
+                        let topic = format!(
+                            "N/{}/{}/{}{}",
+                            self.portal, k.service_type, k.instance, path
+                        );
                         self.publish(&topic, String::new(), false).await;
                     }
                 }
@@ -528,7 +543,10 @@ impl State {
             let changed = k.items.get(&path) != Some(&value);
             k.items.insert(path.clone(), value.clone());
             if publish && alive {
-                let topic = format!("N/{}/{}/{}{}", self.portal, k.service_type, k.instance, path);
+                let topic = format!(
+                    "N/{}/{}/{}{}",
+                    self.portal, k.service_type, k.instance, path
+                );
                 to_publish.push((topic, value_payload(&value)));
             }
             if changed && publish {
@@ -623,7 +641,11 @@ impl State {
             tracing::debug!(topic = rest, "read for an unknown service");
             return;
         };
-        let path = if path.is_empty() { "/".to_string() } else { path };
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path
+        };
         let leaf = known.items.contains_key(&path);
         let topic = format!(
             "N/{}/{}/{}{}",
@@ -685,7 +707,12 @@ pub fn json_to_variant(v: &serde_json::Value) -> Option<Variant<'static>> {
             None => Variant::F64(n.as_f64()?),
         },
         J::String(s) => Variant::Str(s.clone().into()),
-        J::Array(items) if !items.is_empty() && items.iter().all(|i| i.as_i64().and_then(|i| i32::try_from(i).ok()).is_some()) => {
+        J::Array(items)
+            if !items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i.as_i64().and_then(|i| i32::try_from(i).ok()).is_some()) =>
+        {
             let ints: Vec<i32> = items
                 .iter()
                 .filter_map(|i| i.as_i64().and_then(|i| i32::try_from(i).ok()))
@@ -708,10 +735,13 @@ async fn get_items(conn: &Connection, owner: &str) -> Result<BTreeMap<String, Va
             let body = msg.body();
             let signature = body.signature().to_string();
             if signature != GET_ITEMS_SIGNATURE {
-                return Err(format!("GetItems replied `{signature}`, not `{GET_ITEMS_SIGNATURE}`"));
+                return Err(format!(
+                    "GetItems replied `{signature}`, not `{GET_ITEMS_SIGNATURE}`"
+                ));
             }
-            let items: HashMap<String, HashMap<String, OwnedVariant>> =
-                body.deserialize().map_err(|e| format!("GetItems reply: {e}"))?;
+            let items: HashMap<String, HashMap<String, OwnedVariant>> = body
+                .deserialize()
+                .map_err(|e| format!("GetItems reply: {e}"))?;
             Ok(items
                 .into_iter()
                 .filter_map(|(path, entry)| {
@@ -735,7 +765,9 @@ async fn get_items(conn: &Connection, owner: &str) -> Result<BTreeMap<String, Va
                 .deserialize()
                 .map_err(|e| format!("GetValue on /: {e}"))?;
             match Value::from_variant(&value) {
-                Ok(Value::Dict(d)) => Ok(d.into_iter().map(|(k, v)| (format!("/{k}"), v)).collect()),
+                Ok(Value::Dict(d)) => {
+                    Ok(d.into_iter().map(|(k, v)| (format!("/{k}"), v)).collect())
+                }
                 Ok(_) => Err("GetValue on / is not a dictionary".into()),
                 Err(e) => Err(format!("GetValue on /: {e}")),
             }

@@ -84,11 +84,7 @@ fn local_address(listen: SocketAddr) -> IpAddr {
 
 /// Runs everything until `shutdown`, then stops it in reverse order: the demo device, the
 /// daemon (its services leave the bus), the gateway, the settings (flushed), the bus.
-pub async fn run(
-    config: Config,
-    args: SimArgs,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
+pub async fn run(config: Config, args: SimArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     let started = Instant::now();
     tokio::pin!(shutdown);
     let portal = match &config.portal_id {
@@ -109,7 +105,14 @@ pub async fn run(
 
     let bus = PrivateBus::start(args.bus).await?;
     let result = run_on_bus(
-        &config, &args, &portal, &data_dir, &bus, view_tx, started, &mut shutdown,
+        &config,
+        &args,
+        &portal,
+        &data_dir,
+        &bus,
+        view_tx,
+        started,
+        &mut shutdown,
     )
     .await;
     bus.stop().await;
@@ -134,14 +137,7 @@ async fn run_on_bus(
         .await
         .context("starting the settings service")?;
     let result = run_with_settings(
-        config,
-        args,
-        portal,
-        data_dir,
-        bus,
-        view_tx,
-        started,
-        shutdown,
+        config, args, portal, data_dir, bus, view_tx, started, shutdown,
     )
     .await;
     if let Err(e) = settings.stop().await {
@@ -225,7 +221,11 @@ async fn run_with_settings(
                 startup: started.elapsed(),
             }));
             if args.demo {
-                demo = Some(tokio::spawn(demo::run(host.clone(), port, demo_cancel.clone())));
+                demo = Some(tokio::spawn(demo::run(
+                    host.clone(),
+                    port,
+                    demo_cancel.clone(),
+                )));
             }
             loop {
                 tokio::select! {

@@ -232,7 +232,10 @@ fn text_line(e: &ViewEvent) -> Option<String> {
             if service == SETTINGS_SERVICE {
                 return None;
             }
-            format!("  {service_type}/{instance}{path} = {}", value.python_text())
+            format!(
+                "  {service_type}/{instance}{path} = {}",
+                value.python_text()
+            )
         }
     })
 }
@@ -317,7 +320,11 @@ impl Model {
                     r.listen,
                     r.portal_id,
                     r.bus_kind,
-                    if self.daemon_online { "online" } else { "offline" }
+                    if self.daemon_online {
+                        "online"
+                    } else {
+                        "offline"
+                    }
                 ));
                 out.push_str(&format!("data {}\n", r.data_dir.display()));
             }
@@ -330,7 +337,9 @@ impl Model {
             .filter(|(name, _)| name.as_str() != SETTINGS_SERVICE)
             .collect();
         if devices.is_empty() {
-            out.push_str("No device services yet. Publish a Status on device/<client id>/Status.\n");
+            out.push_str(
+                "No device services yet. Publish a Status on device/<client id>/Status.\n",
+            );
         }
         for (name, s) in devices {
             let connected = match s.values.get("/Connected").and_then(Value::as_i64) {
@@ -349,7 +358,9 @@ impl Model {
                 .values
                 .iter()
                 .filter(|(p, v)| {
-                    v.is_valid() && !p.starts_with("/Mgmt/") && !MANAGEMENT_PATHS.contains(&p.as_str())
+                    v.is_valid()
+                        && !p.starts_with("/Mgmt/")
+                        && !MANAGEMENT_PATHS.contains(&p.as_str())
                 })
                 .map(|(p, v)| format!("{}={}", &p[1..], v.python_text()))
                 .collect();

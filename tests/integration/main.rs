@@ -7,6 +7,7 @@ mod flaps;
 mod proxy;
 mod registration;
 mod settings;
+mod sim;
 
 mod support;
 mod world;
