@@ -157,9 +157,10 @@ async fn run_with_settings(
     started: Instant,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Result<()> {
-    broker::start(args.listen)?;
-    let host = local_address(args.listen).to_string();
-    let port = args.listen.port();
+    let local = SocketAddr::new(local_address(args.listen), args.listen.port());
+    broker::start(args.listen, local).await?;
+    let host = local.ip().to_string();
+    let port = local.port();
 
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let gateway = Gateway::start(

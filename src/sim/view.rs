@@ -125,13 +125,21 @@ async fn run(mode: Mode, mut events: mpsc::UnboundedReceiver<ViewEvent>) {
             },
             _ = tick.tick(), if mode == Mode::Screen && dirty => {
                 dirty = false;
-                let mut out = std::io::stdout().lock();
-                // Home and clear, then the whole frame: simple, and never garbled by a resize.
-                let _ = write!(out, "\x1b[H\x1b[2J{}", model.render());
-                let _ = out.flush();
+                draw(&model);
             }
         }
     }
+    if mode == Mode::Screen && dirty {
+        // The last frame shows how things stopped.
+        draw(&model);
+    }
+}
+
+fn draw(model: &Model) {
+    let mut out = std::io::stdout().lock();
+    // Home and clear, then the whole frame: simple, and never garbled by a resize.
+    let _ = write!(out, "\x1b[H\x1b[2J{}", model.render());
+    let _ = out.flush();
 }
 
 fn print_line(line: &str) {
@@ -327,6 +335,11 @@ impl Model {
                     }
                 ));
                 out.push_str(&format!("data {}\n", r.data_dir.display()));
+                out.push_str(&format!(
+                    "\x1b[2mwatch: mosquitto_sub -p {port} -v -t 'N/{p}/#'  (after: mosquitto_pub -p {port} -t R/{p}/keepalive -n)\x1b[0m\n",
+                    port = r.listen.port(),
+                    p = r.portal_id
+                ));
             }
             None => out.push_str("starting…\n"),
         }
