@@ -264,11 +264,18 @@ async fn sim_serves_registration_writes_proxy_and_keepalive_then_stops_on_sigter
         .await;
         assert!(retained, "N/<portal>/system/0/Serial must be retained");
 
-        let mut sim = sim.stop_with("TERM").await;
+        // The device says goodbye: every topic of its service once with an empty payload.
+        device
+            .send("Status", r#"{"clientId": "simdev", "connected": 0}"#)
+            .await;
+        expect_payload(&mut app, &format!("{n}/Temperature"), "").await;
+        expect_payload(&mut app, &format!("{n}/Mgmt/Connection"), "").await;
         sim.expect_line("service_removed", |l| {
             l["event"] == "service_removed" && l["service"] == service
         })
         .await;
+
+        sim.stop_with("TERM").await;
         assert_process_gone(daemon_pid);
     })
     .await;
