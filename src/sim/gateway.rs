@@ -753,9 +753,7 @@ async fn get_items(conn: &Connection, owner: &str) -> Result<BTreeMap<String, Va
                 })
                 .collect())
         }
-        Err(zbus::Error::MethodError(name, _, _))
-            if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" =>
-        {
+        Err(e) if is_unknown_method(&e) => {
             let reply = conn
                 .call_method(Some(owner), "/", Some(BUSITEM_INTERFACE), "GetValue", &())
                 .await
@@ -773,6 +771,18 @@ async fn get_items(conn: &Connection, owner: &str) -> Result<BTreeMap<String, Va
             }
         }
         Err(e) => Err(format!("GetItems: {e}")),
+    }
+}
+
+/// `org.freedesktop.DBus.Error.UnknownMethod`, however zbus reports it (standard error names
+/// arrive as [`zbus::fdo::Error`]).
+fn is_unknown_method(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::FDO(fdo) => matches!(**fdo, zbus::fdo::Error::UnknownMethod(_)),
+        zbus::Error::MethodError(name, _, _) => {
+            name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod"
+        }
+        _ => false,
     }
 }
 

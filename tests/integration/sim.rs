@@ -394,3 +394,121 @@ async fn sim_keeps_device_instances_across_restarts() {
     })
     .await;
 }
+
+/// A service like an old driver: no `GetItems` (UnknownMethod), node `GetValue` on `/` with
+/// relative keys, and `SetValue` whose argument's D-Bus type is reported to the test.
+async fn legacy_service(
+    bus: &super::support::TestBus,
+    name: &str,
+) -> (zbus::Connection, mpsc::UnboundedReceiver<String>) {
+    use futures_util::StreamExt;
+    use zbus::message::Type;
+    let conn = bus.client().await;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(Type::MethodCall)
+        .build()
+        .expect("match rule");
+    let mut calls = zbus::MessageStream::for_match_rule(rule, &conn, None)
+        .await
+        .expect("method call stream");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let serving = conn.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = calls.next().await {
+            let hdr = msg.header();
+            let path = hdr
+                .path()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            let reply = match hdr.member().map(|m| m.as_str()) {
+                Some("GetItems") => {
+                    zbus::Message::error(&hdr, "org.freedesktop.DBus.Error.UnknownMethod")
+                        .build(&("no GetItems here",))
+                }
+                Some("GetValue") if path == "/" => {
+                    let mut d = std::collections::HashMap::new();
+                    d.insert("DeviceInstance", zbus::Variant::from(7i32));
+                    d.insert("Level", zbus::Variant::from(12.5f64));
+                    zbus::Message::method_return(&hdr).build(&(zbus::Variant::from(d),))
+                }
+                Some("GetValue") => {
+                    zbus::Message::method_return(&hdr).build(&(zbus::Variant::from(12.5f64),))
+                }
+                Some("SetValue") => {
+                    let v: zbus::OwnedVariant =
+                        msg.body().deserialize().expect("SetValue argument");
+                    let _ = tx.send(v.value_signature().to_string());
+                    zbus::Message::method_return(&hdr).build(&(0i32,))
+                }
+                _ => continue,
+            };
+            let _ = serving.send(&reply.expect("reply")).await;
+        }
+    });
+    conn.request_name(name).await.expect("owning the name");
+    (conn, rx)
+}
+
+#[tokio::test]
+async fn gateway_reads_a_service_without_getitems_and_types_writes_like_flashmq() {
+    use dbus_mqtt_devices::sim::gateway::{Event, Gateway, GatewayConfig};
+    timed(async {
+        let bus = super::support::TestBus::start().await;
+        let broker = super::world::TestBroker::start().await;
+        let (_service, mut set_values) =
+            legacy_service(&bus, "com.victronenergy.tank.legacy").await;
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let gateway = Gateway::start(
+            GatewayConfig {
+                bus: bus.bus(),
+                mqtt_host: "127.0.0.1".into(),
+                mqtt_port: broker.port,
+                portal: dbus_mqtt_devices::ids::PortalId::parse("c0ffee000001").expect("portal"),
+            },
+            events_tx,
+        )
+        .await
+        .expect("starting the gateway");
+        let added = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(Event::ServiceAdded {
+                    service_type,
+                    instance,
+                    values,
+                    ..
+                }) = events.recv().await
+                {
+                    return (service_type, instance, values);
+                }
+            }
+        })
+        .await
+        .expect("the legacy service was read");
+        assert_eq!(added.0, "tank");
+        assert_eq!(added.1, 7, "DeviceInstance from node GetValue");
+        assert!(
+            added.2.contains_key("/Level"),
+            "absolute paths: {:?}",
+            added.2
+        );
+
+        let client = TestDevice::connect_with(broker.port, "writer", None, &[]).await;
+        for (payload, signature) in [
+            (r#"{"value": 22}"#, "i"),
+            (r#"{"value": 22.5}"#, "d"),
+            (r#"{"value": 22.0}"#, "d"),
+            (r#"{"value": "txt"}"#, "s"),
+            (r#"{"value": true}"#, "b"),
+            (r#"{"value": null}"#, "ai"),
+        ] {
+            client.publish("W/c0ffee000001/tank/7/Level", payload).await;
+            let got = tokio::time::timeout(WAIT, set_values.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no SetValue for {payload}"))
+                .expect("service running");
+            assert_eq!(got, signature, "W/ payload {payload}");
+        }
+        gateway.stop().await;
+    })
+    .await;
+}
