@@ -91,10 +91,11 @@ impl Gateway {
         let cancel = CancellationToken::new();
         let (client, mut inbound, poller) = connect_mqtt(&config, cancel.clone())
             .context("configuring the gateway's MQTT client")?;
+        // Any early return below also ends the MQTT poller.
+        let stop_poller = cancel.clone().drop_guard();
         match tokio::time::timeout(CONNECT_TIMEOUT, inbound.recv()).await {
             Ok(Some(Inbound::Connected)) => {}
             _ => {
-                cancel.cancel();
                 bail!(
                     "the MQTT broker on {}:{} did not accept the gateway in {CONNECT_TIMEOUT:?}",
                     config.mqtt_host,
@@ -180,6 +181,7 @@ impl Gateway {
                 state.scan(name, owner);
             }
         }
+        stop_poller.disarm();
         let token = cancel.clone();
         let task = tokio::spawn(async move {
             let worker = tokio::spawn(worker.run(ops_rx));
