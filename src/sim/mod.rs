@@ -43,6 +43,12 @@ const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Options of `sim`. The global `--portal-id` and `--data-dir` apply too (defaults:
 /// `5157e0000001` and `~/.local/share/dbus-mqtt-devices-sim`).
 #[derive(Debug, Args)]
+#[command(
+    after_help = "In sim, --portal-id defaults to 5157e0000001 and --data-dir to \
+    $XDG_DATA_HOME/dbus-mqtt-devices-sim (else ~/.local/share/dbus-mqtt-devices-sim); \
+    the --mqtt-* options do not apply (the daemon uses the embedded broker).\n\
+    Exit codes: 0 clean stop (Ctrl-C, SIGTERM), 1 runtime failure, 2 bad command line."
+)]
 pub struct SimArgs {
     /// Address the MQTT broker listens on; 0.0.0.0:1883 lets devices on the LAN connect
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
