@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
@@ -12,12 +11,10 @@ use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 /// Largest MQTT payload accepted: far above any Status or Values message a device sends.
 const MAX_PAYLOAD: usize = 256 * 1024;
 
-/// How long the broker may take to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Starts the broker on `listen` on threads of its own, and returns once it accepts
-/// connections on `local` (where this process reaches it). It runs until the process ends.
-pub async fn start(listen: SocketAddr, local: SocketAddr) -> Result<()> {
+/// Starts the broker on `listen` on threads of its own. Its listener comes up a moment later;
+/// the gateway's first connection is what tells that it accepts clients. It runs until the
+/// process ends.
+pub fn start(listen: SocketAddr) -> Result<()> {
     // rumqttd only logs a failed bind and carries on without a listener, so find out first.
     std::net::TcpListener::bind(listen)
         .with_context(|| format!("the MQTT address {listen} is not available (--listen)"))?;
@@ -58,17 +55,5 @@ pub async fn start(listen: SocketAddr, local: SocketAddr) -> Result<()> {
             }
         })
         .context("starting the MQTT broker thread")?;
-    // Its listener comes up on another thread a moment later; knock until it answers.
-    let accepting = async {
-        loop {
-            match tokio::net::TcpStream::connect(local).await {
-                Ok(_) => return,
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-    };
-    tokio::time::timeout(START_TIMEOUT, accepting)
-        .await
-        .with_context(|| format!("the MQTT broker did not listen on {listen} in time"))?;
     Ok(())
 }

@@ -57,6 +57,10 @@ pub async fn run(host: String, port: u16, cancel: CancellationToken) -> Result<(
         false,
     ));
     let (client, mut eventloop) = AsyncClient::new(options, 64);
+    // As firmware would: small packets go out at once, not after Nagle's ~40 ms.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let mut registered = false;
     let mut t = 0u64;
     let mut tick = tokio::time::interval(PERIOD);

@@ -221,9 +221,14 @@ fn connect_mqtt(
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(options, 4096);
+    // Small packets one by one: without TCP_NODELAY each waits ~40 ms for an ACK (Nagle).
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     // Unbounded, so the poller never waits for the gateway while the gateway waits to publish.
     let (tx, rx) = mpsc::unbounded_channel();
     let poller = tokio::spawn(async move {
+        let mut connected_once = false;
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -231,6 +236,7 @@ fn connect_mqtt(
             };
             match event {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    connected_once = true;
                     if tx.send(Inbound::Connected).is_err() {
                         break;
                     }
@@ -244,9 +250,12 @@ fn connect_mqtt(
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "gateway MQTT connection; reconnecting");
+                    // At start the broker's listener (another thread) may not be up yet: the
+                    // first connection is retried quickly, later reconnects calmly.
+                    let pause = if connected_once { 200 } else { 10 };
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
                     }
                 }
             }

@@ -164,7 +164,7 @@ async fn run_with_settings(
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Result<()> {
     let local = SocketAddr::new(local_address(args.listen), args.listen.port());
-    broker::start(args.listen, local).await?;
+    broker::start(args.listen)?;
     let host = local.ip().to_string();
     let port = local.port();
 
