@@ -19,6 +19,8 @@
 //! - [`ids`]: client, service, unique and portal ids; the legal-id mapping.
 //! - [`protocol`]: the device protocol (v1, v2, v3) as types and reply payloads.
 //! - [`pyjson`]: JSON text byte-for-byte as Python's `json.dumps` writes it.
+//! - `sim` (feature `sim`): the whole Venus side on a PC (broker, private bus, settings,
+//!   an MQTT gateway like dbus-flashmq, the daemon, a demo device) with a live view.
 
 pub mod app;
 pub mod catalog;
@@ -35,3 +37,5 @@ pub mod protocol;
 pub mod pyjson;
 pub mod registry;
 pub mod settings;
+#[cfg(feature = "sim")]
+pub mod sim;

@@ -9,6 +9,7 @@ mod flaps;
 mod proxy;
 mod registration;
 mod settings;
+mod sim;
 mod v3;
 
 mod support;
