@@ -10,10 +10,25 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::resolve(&cli.daemon) {
+    // Adjusted below for `sim` when that feature is built in.
+    #[cfg_attr(not(feature = "sim"), allow(unused_mut))]
+    let mut config = match Config::resolve(&cli.daemon) {
         Ok(c) => c,
         Err(e) => return fail(&anyhow::Error::new(e), 2),
     };
+    #[cfg(feature = "sim")]
+    if matches!(cli.command, Some(Command::Sim(_))) {
+        // The live view is the output of `sim`: logs only for what goes
+        // wrong, and none of the embedded broker's per-connection lines.
+        let level = cli.daemon.log_level.as_deref().unwrap_or("warn");
+        config.log_level = format!("{level},rumqttd=off");
+        if cli.daemon.data_dir.is_none() {
+            match dbus_mqtt_devices::sim::default_data_dir() {
+                Ok(dir) => config.data_dir = dir,
+                Err(e) => return fail(&e, 2),
+            }
+        }
+    }
     if let Err(e) = logging::init(&config.log_level, config.syslog) {
         eprintln!("dbus-mqtt-devices: {e}");
         return ExitCode::from(2);

@@ -230,9 +230,9 @@ impl Registry {
             entry.status_payload = serde_json::from_slice(payload).unwrap_or_default();
         }
         let event = if self.restoring {
-            DeviceEvent::Restore(status)
+            DeviceEvent::Restore(Box::new(status))
         } else {
-            DeviceEvent::Status(status)
+            DeviceEvent::Status(Box::new(status))
         };
         self.route(&client, event, "Status");
         true

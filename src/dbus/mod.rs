@@ -42,12 +42,26 @@ impl BusAddress {
 
     /// Opens a new connection (each service needs its own).
     pub async fn connect(&self) -> zbus::Result<zbus::Connection> {
-        let builder = match self {
+        self.builder().build().await
+    }
+
+    /// A connection whose incoming-message queue holds at most `max_queued`
+    /// messages. zbus allocates that queue up front; a service connection sees
+    /// little but method calls, which its dispatcher drains at once, so a
+    /// short queue keeps hundreds of services small in memory.
+    pub async fn connect_with_queue(
+        &self,
+        max_queued: std::num::NonZeroUsize,
+    ) -> zbus::Result<zbus::Connection> {
+        self.builder().max_queued(max_queued).build().await
+    }
+
+    fn builder(&self) -> zbus::connection::Builder<'_> {
+        match self {
             BusAddress::System => zbus::connection::Builder::system(),
             BusAddress::Session => zbus::connection::Builder::session(),
             BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
-        };
-        builder.build().await
+        }
     }
 }
 

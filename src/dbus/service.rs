@@ -43,6 +43,13 @@ pub const REMOTE_WRITE_QUEUE: usize = 256;
 /// each call at once, so a short queue keeps a few hundred services small in memory.
 const CALL_QUEUE: usize = 32;
 
+/// Messages the service's connection queues internally (zbus' default is 64); see
+/// [`BusAddress::connect_with_queue`].
+const CONNECTION_QUEUE: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(16) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+
 const LEAF_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
     <method name="GetValue"><arg type="v" direction="out"/></method>
     <method name="GetText"><arg type="s" direction="out"/></method>
@@ -246,10 +253,13 @@ impl Service {
             tree.insert(item.with_local_value())
                 .map_err(|e| insert_error(name, &path, e))?;
         }
-        let conn = bus.connect().await.map_err(|source| Error::Connect {
-            bus: bus.to_string(),
-            source,
-        })?;
+        let conn = bus
+            .connect_with_queue(CONNECTION_QUEUE)
+            .await
+            .map_err(|source| Error::Connect {
+                bus: bus.to_string(),
+                source,
+            })?;
         let bus_err = |what: &'static str| {
             let name = name.to_string();
             move |source| Error::Bus { what, name, source }

@@ -37,11 +37,13 @@ pub const DEVICE_QUEUE: usize = 64;
 #[derive(Debug)]
 pub enum DeviceEvent {
     /// A Status message with `connected: 1` (parsed; may carry rejections).
-    Status(Status),
+    /// Boxed: it is much larger than the other events, and every queued
+    /// event takes the size of the largest.
+    Status(Box<Status>),
     /// A Status remembered in the state file from before the daemon's
     /// restart: registered again, and removed if the device shows no sign of
     /// life within its timeout (or [`RESTORE_GRACE`]).
-    Restore(Status),
+    Restore(Box<Status>),
     /// A Proxy message.
     Proxy(ProxyRequest),
     /// A Values message (v3).
@@ -234,7 +236,7 @@ impl Device {
         match event {
             DeviceEvent::Status(status) => {
                 self.restore_deadline = None;
-                self.on_status(status).await
+                self.on_status(*status).await
             }
             DeviceEvent::Restore(status) => {
                 let grace = status
@@ -243,7 +245,7 @@ impl Device {
                     .or(self.ctx.default_timeout)
                     .unwrap_or(RESTORE_GRACE);
                 info!(client_id = %self.client, "restoring the device from the state file");
-                self.on_status(status).await;
+                self.on_status(*status).await;
                 self.restore_deadline = Some(Instant::now() + grace);
             }
             DeviceEvent::Proxy(request) => self.on_proxy(request).await,

@@ -19,7 +19,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DEFAULT_DATA_DIR};
+use crate::config::Config;
 use crate::dbus::BusAddress;
 use crate::ids::PortalId;
 use crate::settings::SettingsService;
@@ -97,12 +97,9 @@ pub async fn run(config: Config, args: SimArgs, shutdown: impl Future<Output = (
         Some(p) => p.clone(),
         None => PortalId::parse(DEFAULT_PORTAL_ID).context("the default portal id")?,
     };
-    // The daemon's default data dir is the GX's /data; on a PC sim keeps to the user's home.
-    let data_dir = if config.data_dir == Path::new(DEFAULT_DATA_DIR) {
-        default_data_dir()?
-    } else {
-        config.data_dir.clone()
-    };
+    // `main` puts the user's data dir here unless --data-dir was given (the
+    // daemon's default, the GX's /data, is no place for a PC).
+    let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
 

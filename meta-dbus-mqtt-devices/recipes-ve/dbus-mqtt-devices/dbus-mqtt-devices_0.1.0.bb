@@ -10,7 +10,7 @@ LICENSE = "MIT"
 # nooelint: oelint.var.licenseremotefile - MIT, the common license text
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
-# Needs rustc >= 1.85 (rust-version in Cargo.toml): scarthgap's own 1.75 is
+# Needs rustc >= 1.89 (rust-version in Cargo.toml): scarthgap's own 1.75 is
 # too old; Venus builds add a newer Rust (meta-lts-mixin-rust).
 # The release assets pin SRCREV to the tagged commit; see README.md.
 SRC_URI = "git://github.com/dbus-mqtt-devices/dbus-mqtt-devices.git;protocol=https;branch=main"
