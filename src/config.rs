@@ -283,6 +283,24 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_names_only_real_keys() {
+        let example = include_str!("../packaging/config.toml.example");
+        let uncommented: String = example
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| l.contains(" = "))
+                    .unwrap_or("")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let file: FileConfig = toml::from_str(&uncommented).expect("every example key is known");
+        assert_eq!(file.mqtt_port, Some(1883));
+        assert_eq!(file.max_services, Some(128));
+        assert!(Config::merge(&DaemonArgs::default(), file).is_ok());
+    }
+
+    #[test]
     fn unusable_values_are_refused_with_a_reason() {
         let bad = [
             DaemonArgs {
