@@ -512,3 +512,44 @@ async fn gateway_reads_a_service_without_getitems_and_types_writes_like_flashmq(
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_example_device_registers_and_writes_through_the_gateway() {
+    timed(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sim = Sim::start(dir.path(), &[], None).await;
+        let example =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/device.py");
+        // Protocol v2: values go to the W/ topics of the DBus reply, and
+        // sim's gateway turns them into SetValue, as dbus-flashmq does.
+        let output = tokio::process::Command::new("/usr/bin/python3")
+            .arg(example)
+            .args(["--port", &sim.port.to_string(), "--id", "example2"])
+            .args(["--count", "5", "--interval", "0.2"])
+            .output()
+            .await
+            .expect("running the example (needs python3-paho-mqtt)");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "example failed: {stdout}");
+        assert!(stdout.contains("registered: "), "{stdout}");
+        assert!(stdout.ends_with("unregistered\n"), "{stdout}");
+
+        let service = "com.victronenergy.temperature.mqtt_example2_t1";
+        sim.expect_line("service_added", |l| {
+            l["event"] == "service_added" && l["service"] == service
+        })
+        .await;
+        let value = sim
+            .expect_line("value", |l| {
+                l["event"] == "value" && l["service"] == service && l["path"] == "/Temperature"
+            })
+            .await;
+        assert!(value["value"].as_f64().is_some(), "{value}");
+        sim.expect_line("service_removed", |l| {
+            l["event"] == "service_removed" && l["service"] == service
+        })
+        .await;
+        sim.stop_with("TERM").await;
+    })
+    .await
+}
