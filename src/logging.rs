@@ -4,38 +4,64 @@
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use tracing::{Level, Metadata};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global subscriber. `filter` is a level (`info`) or a full
-/// tracing filter (`dbus_mqtt_devices=debug,zbus=warn`).
+/// Installs the global subscriber. `filter` is a level (`info`) or a list of
+/// target directives (`info,zbus=warn,dbus_mqtt_devices=debug`).
+///
+/// Target directives rather than tracing's full `EnvFilter`, whose regex
+/// engine would add half a megabyte to the GX binary for nothing a user needs.
 pub fn init(filter: &str, syslog: bool) -> Result<(), String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("--log-level {filter:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    if syslog {
+    check_filter(filter)?;
+    let targets: Targets = filter
+        .parse()
+        .map_err(|e| format!("--log-level {filter:?}: {e}"))?;
+    let registry = tracing_subscriber::registry().with(targets);
+    let layer = tracing_subscriber::fmt::layer().with_target(false);
+    let result = if syslog {
         let writer = SyslogWriter::connect()?;
-        builder
-            .without_time()
-            .with_ansi(false)
-            .with_level(false)
-            .with_writer(writer)
+        registry
+            .with(
+                layer
+                    .without_time()
+                    .with_ansi(false)
+                    .with_level(false)
+                    .with_writer(writer),
+            )
             .try_init()
-            .map_err(|e| e.to_string())
     } else if std::io::stderr().is_terminal() {
-        builder
-            .with_writer(std::io::stderr)
-            .try_init()
-            .map_err(|e| e.to_string())
+        registry.with(layer.with_writer(std::io::stderr)).try_init()
     } else {
-        builder
-            .without_time()
-            .with_ansi(false)
-            .with_writer(std::io::stderr)
+        registry
+            .with(
+                layer
+                    .without_time()
+                    .with_ansi(false)
+                    .with_writer(std::io::stderr),
+            )
             .try_init()
-            .map_err(|e| e.to_string())
+    };
+    result.map_err(|e| e.to_string())
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Every directive must name a level (`info`, `zbus=warn`): a bare word would
+/// be taken as a target name and silently turn everything else off.
+fn check_filter(filter: &str) -> Result<(), String> {
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "--log-level {filter:?}: {directive:?} names no level (one of {})",
+                LEVELS.join(", ")
+            ));
+        }
     }
+    Ok(())
 }
 
 type Logger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
@@ -117,5 +143,19 @@ impl SyslogWriter {
             level,
             buffer: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_filter;
+
+    #[test]
+    fn filters_must_name_levels() {
+        assert!(check_filter("info").is_ok());
+        assert!(check_filter("warn,rumqttd=off,dbus_mqtt_devices=DEBUG").is_ok());
+        assert!(check_filter("inf0").is_err());
+        assert!(check_filter("info,zbus").is_err());
+        assert!(check_filter("zbus=loud").is_err());
     }
 }
