@@ -341,8 +341,9 @@ impl Device {
         });
 
         self.last_status = Some(status);
-        self.silent = false;
-        self.touch();
+        // A Status is a sign of life too: a silent device's services are
+        // connected again (the values come with the next message).
+        self.on_activity().await;
         self.reject_all(&rejections, "Status");
         self.send_reply();
     }

@@ -342,3 +342,21 @@ async fn a_retained_status_is_enough_to_come_back() {
     world.start_daemon().await;
     wait_name_owned(&world.conn, t1).await;
 }
+
+#[tokio::test]
+async fn a_status_after_silence_reconnects_the_services() {
+    let world = World::start().await;
+    let mut device = world.device("v3back").await;
+    let status = r#"{"clientId": "v3back", "connected": 1, "timeout": 0.3, "services": {"t1": "temperature"}}"#;
+    device.send("Status", status).await;
+    device.expect_dbus_reply().await;
+    let t1 = "com.victronenergy.temperature.mqtt_v3back_t1";
+    let mut signals = items_changed(&world.conn, t1).await;
+    // Silence marks it disconnected.
+    next_items(&mut signals).await;
+    assert_eq!(int(get_value(&world.conn, t1, "/Connected").await), 0);
+    // The device announces itself again (e.g. after a reconnect) without a value yet.
+    device.send("Status", status).await;
+    device.expect_dbus_reply().await;
+    assert_eq!(int(get_value(&world.conn, t1, "/Connected").await), 1);
+}
