@@ -5,6 +5,7 @@
 //! Never waits on a device: a full device queue drops that device's message
 //! with a warning, so one flooding or stuck device cannot block the others.
 
+use crate::device::overflow::ValuesOverflow;
 use crate::device::{self, DeviceContext, DeviceEvent};
 use crate::ids::ClientId;
 use crate::mqtt::Message;
@@ -27,6 +28,7 @@ struct DeviceEntry {
     client: ClientId,
     tx: mpsc::Sender<DeviceEvent>,
     task: JoinHandle<()>,
+    overflow: Arc<ValuesOverflow>,
     lwt_topic: Option<String>,
     /// The Status that registered the device (for the state file).
     status_payload: serde_json::Value,
@@ -172,7 +174,7 @@ impl Registry {
             }
             MessageKind::Values => {
                 match ValuesMessage::parse(&message.payload) {
-                    Ok(v) => self.route(&client, DeviceEvent::Values(v), kind_name),
+                    Ok(v) => self.route_values(&client, v),
                     Err(r) => self.reject(client.raw(), kind_name, &r),
                 }
                 false
@@ -213,13 +215,14 @@ impl Registry {
             }
             self.closing.retain(|_, task| !task.is_finished());
             let previous = self.closing.remove(client.legal());
-            let (tx, task) = device::spawn(self.ctx.clone(), client.clone(), previous);
+            let handle = device::spawn(self.ctx.clone(), client.clone(), previous);
             self.devices.insert(
                 client.legal().to_owned(),
                 DeviceEntry {
                     client: client.clone(),
-                    tx,
-                    task,
+                    tx: handle.tx,
+                    task: handle.task,
+                    overflow: handle.overflow,
                     lwt_topic: None,
                     status_payload: serde_json::Value::Null,
                 },
@@ -302,6 +305,27 @@ impl Registry {
                 mpsc::error::TrySendError::Closed(_) => {
                     warn!(client_id = %client, topic = kind, "device task has stopped; message dropped")
                 }
+            }
+        }
+    }
+
+    /// Values go through the queue while it has room; when it is full (or
+    /// values already wait beside it) they are folded into the device's
+    /// overflow, so the newest value of each path is never lost.
+    fn route_values(&self, client: &ClientId, values: ValuesMessage) {
+        let Some(entry) = self.devices.get(client.legal()) else {
+            return self.route(client, DeviceEvent::Values(values), "Values");
+        };
+        if entry.overflow.is_pending() {
+            return entry.overflow.push(client.raw(), values);
+        }
+        match entry.tx.try_send(DeviceEvent::Values(values)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(DeviceEvent::Values(values))) => {
+                entry.overflow.push(client.raw(), values)
+            }
+            Err(_) => {
+                warn!(client_id = %client, "device task has stopped; message dropped")
             }
         }
     }

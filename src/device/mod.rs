@@ -7,6 +7,7 @@
 //! through [`MqttHandle`] and receives parsed messages from the registry.
 
 pub mod convert;
+pub mod overflow;
 pub mod service;
 
 use crate::catalog::{Catalog, ServiceType};
@@ -20,6 +21,7 @@ use crate::protocol::{
 use crate::pyjson;
 use crate::settings::{parse_class_and_instance, SettingsClient};
 use convert::json_to_value;
+use overflow::ValuesOverflow;
 use service::{DeviceService, Registration};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -152,15 +154,26 @@ pub fn spawn(
     ctx: Arc<DeviceContext>,
     client: ClientId,
     previous: Option<JoinHandle<()>>,
-) -> (mpsc::Sender<DeviceEvent>, JoinHandle<()>) {
+) -> DeviceHandle {
     let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
+    let overflow = Arc::new(ValuesOverflow::default());
+    let device_overflow = overflow.clone();
     let task = tokio::spawn(async move {
         if let Some(previous) = previous {
             let _ = previous.await;
         }
-        Device::new(ctx, client).run(rx).await;
+        Device::new(ctx, client, device_overflow).run(rx).await;
     });
-    (tx, task)
+    DeviceHandle { tx, task, overflow }
+}
+
+/// What the registry keeps of a device task.
+pub struct DeviceHandle {
+    /// The device's queue.
+    pub tx: mpsc::Sender<DeviceEvent>,
+    pub task: JoinHandle<()>,
+    /// Where Values go when the queue is full.
+    pub overflow: Arc<ValuesOverflow>,
 }
 
 struct Device {
@@ -181,10 +194,11 @@ struct Device {
     restore_deadline: Option<Instant>,
     bus_tx: mpsc::Sender<DeviceEvent>,
     bus_rx: mpsc::Receiver<DeviceEvent>,
+    overflow: Arc<ValuesOverflow>,
 }
 
 impl Device {
-    fn new(ctx: Arc<DeviceContext>, client: ClientId) -> Device {
+    fn new(ctx: Arc<DeviceContext>, client: ClientId, overflow: Arc<ValuesOverflow>) -> Device {
         let (bus_tx, bus_rx) = mpsc::channel(DEVICE_QUEUE);
         Device {
             ctx,
@@ -200,6 +214,7 @@ impl Device {
             restore_deadline: None,
             bus_tx,
             bus_rx,
+            overflow,
         }
     }
 
@@ -208,7 +223,13 @@ impl Device {
         loop {
             let deadline = self.deadline;
             let restore_deadline = self.restore_deadline;
+            let overflow = self.overflow.clone();
             tokio::select! {
+                // In this order: GX-side events are few and go first;
+                // overflowed values are newer than anything queued, so they
+                // are applied only once the queue is empty.
+                biased;
+                Some(event) = self.bus_rx.recv() => self.handle(event).await,
                 event = inbox.recv() => match event {
                     Some(DeviceEvent::Disconnect { reason }) => {
                         info!(client_id = %self.client, reason, "device disconnected");
@@ -218,7 +239,6 @@ impl Device {
                     // The registry is gone: the daemon is stopping.
                     None => break,
                 },
-                Some(event) = self.bus_rx.recv() => self.handle(event).await,
                 _ = sleep_until(deadline), if deadline.is_some() => self.on_silence().await,
                 _ = sleep_until(restore_deadline), if restore_deadline.is_some() => {
                     warn!(client_id = %self.client, "restored device showed no sign of life; removing it");
@@ -226,6 +246,11 @@ impl Device {
                 }
                 Ok(()) = portal.changed(), if self.reply_pending => {
                     self.send_reply();
+                }
+                _ = overflow.pushed() => {
+                    if let Some(values) = self.overflow.take() {
+                        self.on_values(values).await;
+                    }
                 }
             }
         }

@@ -48,6 +48,37 @@ impl ValuesMessage {
     }
 }
 
+impl ValuesMessage {
+    /// Folds a newer message into this one: a path in both keeps the newer
+    /// value, so applying the result equals applying both in order.
+    pub fn merge(&mut self, newer: ValuesMessage) {
+        for (service, paths) in newer.services {
+            match self.services.iter_mut().find(|(s, _)| *s == service) {
+                Some((_, existing)) => {
+                    for (path, value) in paths {
+                        match existing.iter_mut().find(|(p, _)| *p == path) {
+                            Some(slot) => slot.1 = value,
+                            None => existing.push((path, value)),
+                        }
+                    }
+                }
+                None => self.services.push((service, paths)),
+            }
+        }
+        self.rejections.extend(newer.rejections);
+    }
+
+    /// Number of path values carried.
+    pub fn len(&self) -> usize {
+        self.services.iter().map(|(_, paths)| paths.len()).sum()
+    }
+
+    /// True when the message carries no value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +97,40 @@ mod tests {
         assert_eq!(m.rejections.len(), 2);
         assert_eq!(m.rejections[0].service.as_deref(), Some("t1"));
         assert_eq!(m.rejections[1].service.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn merging_keeps_the_newest_value_of_each_path() {
+        let mut older = ValuesMessage::parse(
+            br#"{"t1": {"Temperature": 1, "Humidity": 50}, "tk1": {"Level": 5}}"#,
+        )
+        .unwrap();
+        let newer = ValuesMessage::parse(
+            br#"{"t1": {"Temperature": 2, "Pressure": 1000}, "t2": {"Temperature": 9}}"#,
+        )
+        .unwrap();
+        older.merge(newer);
+        assert_eq!(
+            older.services,
+            vec![
+                (
+                    "t1".to_string(),
+                    vec![
+                        ("Temperature".to_string(), Value::from(2)),
+                        ("Humidity".to_string(), Value::from(50)),
+                        ("Pressure".to_string(), Value::from(1000)),
+                    ]
+                ),
+                (
+                    "tk1".to_string(),
+                    vec![("Level".to_string(), Value::from(5))]
+                ),
+                (
+                    "t2".to_string(),
+                    vec![("Temperature".to_string(), Value::from(9))]
+                ),
+            ]
+        );
+        assert_eq!(older.len(), 5);
     }
 }

@@ -360,3 +360,36 @@ async fn a_status_after_silence_reconnects_the_services() {
     device.expect_dbus_reply().await;
     assert_eq!(int(get_value(&world.conn, t1, "/Connected").await), 1);
 }
+
+#[tokio::test]
+async fn a_flood_of_values_still_ends_with_the_last_value_sent() {
+    let world = World::start().await;
+    let mut device = world.device("v3flood").await;
+    device.register(r#"{"t1": "temperature"}"#).await;
+    let t1 = "com.victronenergy.temperature.mqtt_v3flood_t1";
+    let mut signals = items_changed(&world.conn, t1).await;
+    // Far more than the device's queue holds, as fast as the broker takes
+    // them (the test broker queues without limit, so none is lost before
+    // the daemon).
+    let last = 20000;
+    for i in 1..=last {
+        device
+            .send("Values", &format!(r#"{{"t1": {{"Temperature": {i}.5}}}}"#))
+            .await;
+    }
+    let wanted = f64::from(last) + 0.5;
+    loop {
+        let items = next_items(&mut signals).await;
+        let value = items
+            .get("/Temperature")
+            .and_then(|entry| entry.get("Value"))
+            .and_then(|v| f64::try_from(v.clone()).ok());
+        if value == Some(wanted) {
+            break;
+        }
+    }
+    assert_eq!(
+        float(get_value(&world.conn, t1, "/Temperature").await),
+        wanted
+    );
+}

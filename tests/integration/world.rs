@@ -135,7 +135,7 @@ impl TestBroker {
         std::fs::write(
             &conf,
             format!(
-                "per_listener_settings false\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n{extra}"
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n{extra}"
             ),
         )
         .expect("writing mosquitto.conf");
