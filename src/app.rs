@@ -34,6 +34,10 @@ pub const CATALOG_FILE: &str = "catalog.toml";
 /// How often the state file is written at most, and finished devices pruned.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+/// How long to wait for the gateway's retained `N/<id>/system/0/Serial`
+/// before taking the portal id from the network interface, as velib does.
+const SERIAL_WAIT: Duration = Duration::from_secs(3);
+
 /// The D-Bus to use for a configuration.
 pub fn bus_address(choice: &BusChoice) -> BusAddress {
     match choice {
@@ -121,9 +125,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let mut dirty = false;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    let serial_wait = tokio::time::sleep(SERIAL_WAIT);
+    tokio::pin!(serial_wait);
+    let mut serial_waiting = portal_id.is_none();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = &mut serial_wait, if serial_waiting => {
+                serial_waiting = false;
+                if portal_tx.borrow().is_none() {
+                    match portal::from_network_interface() {
+                        Some(p) => {
+                            info!(portal_id = %p, "no retained {} yet: portal id from the network interface's MAC address, as velib does", portal::SERIAL_SUBSCRIPTION);
+                            publish_presence(&mqtt, &Some(p.clone()));
+                            let _ = portal_tx.send(Some(p));
+                        }
+                        None => warn!("no portal id found; replies wait for it (set --portal-id)"),
+                    }
+                }
+            }
             event = inbound.recv() => match event {
                 None => break,
                 Some(Inbound::Connected) => publish_presence(&mqtt, &portal_tx.borrow()),

@@ -50,7 +50,8 @@ pub struct DaemonArgs {
     pub ca_file: Option<PathBuf>,
 
     /// Portal id (VRM id) [default: /data/venus/unique-id, else /Serial of
-    /// com.victronenergy.system, else the retained N/+/system/0/Serial]
+    /// com.victronenergy.system, else the retained N/+/system/0/Serial, else
+    /// the MAC address of eth0 or $VRM_IFACE]
     #[arg(long, global = true, value_name = "ID")]
     pub portal_id: Option<String>,
 

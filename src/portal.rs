@@ -38,6 +38,22 @@ pub async fn from_system_service(conn: &zbus::Connection) -> Option<PortalId> {
     PortalId::parse(value.as_str()?).ok()
 }
 
+/// velib's last resort (`get_vrm_portal_id`): the MAC address of `eth0` (or of
+/// the interface named by `VRM_IFACE`) without colons, lower case — what
+/// dbus-mqtt uses on a machine without `/sbin/get-unique-id`.
+pub fn from_network_interface() -> Option<PortalId> {
+    let iface = std::env::var("VRM_IFACE").unwrap_or_else(|_| "eth0".into());
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).ok()?;
+    mac_to_portal_id(&mac)
+}
+
+fn mac_to_portal_id(mac: &str) -> Option<PortalId> {
+    let id: String = mac.trim().replace(':', "").to_ascii_lowercase();
+    (id.len() == 12 && id != "000000000000" && id.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| PortalId::parse(&id).ok())
+        .flatten()
+}
+
 /// `N/<portal id>/system/0/Serial` → the portal id in the topic.
 pub fn from_serial_topic(topic: &str) -> Option<PortalId> {
     let rest = topic.strip_prefix("N/")?;
@@ -59,6 +75,16 @@ mod tests {
         );
         assert_eq!(from_serial_topic("N/c0ffee000001/system/0/Other"), None);
         assert_eq!(from_serial_topic("device/x/Status"), None);
+    }
+
+    #[test]
+    fn a_mac_address_becomes_a_portal_id_as_velib_makes_it() {
+        assert_eq!(
+            mac_to_portal_id("02:FC:00:00:00:01\n").map(|p| p.to_string()),
+            Some("02fc00000001".into())
+        );
+        assert_eq!(mac_to_portal_id("00:00:00:00:00:00"), None);
+        assert_eq!(mac_to_portal_id("garbage"), None);
     }
 
     #[test]

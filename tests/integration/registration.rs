@@ -366,3 +366,27 @@ async fn stopping_the_daemon_removes_its_services_within_two_seconds() {
     world.stop_daemon().await;
     assert!(device_services(&world.conn).await.is_empty());
 }
+
+#[tokio::test]
+async fn the_portal_id_is_learned_from_the_gateways_retained_serial() {
+    let mut world = World::start().await;
+    world.stop_daemon().await;
+    // What both Venus gateways keep retained.
+    let gateway = world.device("gateway").await;
+    gateway
+        .publish_retained(
+            "N/abcdef123456/system/0/Serial",
+            r#"{"value": "abcdef123456"}"#,
+        )
+        .await;
+    let mut config = world.config();
+    config.portal_id = None;
+    world.start_daemon_with(config).await;
+    let mut device = world.device("fe010").await;
+    let reply = device.register(r#"{"t1": "temperature"}"#).await;
+    assert_eq!(reply["portalId"], "abcdef123456");
+    assert!(reply["topicPath"]["t1"]["W"]
+        .as_str()
+        .unwrap()
+        .starts_with("W/abcdef123456/temperature/"));
+}
