@@ -233,16 +233,7 @@ impl Tree {
 
     /// Items below node `node`, with their keys relative to it (no leading slash).
     pub fn under<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a str, &'a Item)> + 'a {
-        let prefix = if node == "/" {
-            "/".to_string()
-        } else {
-            format!("{node}/")
-        };
-        let start = prefix.clone();
-        self.items
-            .range(start..)
-            .take_while(move |(k, _)| k.starts_with(&prefix))
-            .map(move |(k, v)| (&k[prefix_len(node)..], v))
+        entries_under(&self.items, node)
     }
 
     /// Node `GetValue`: a variant holding `a{sv}` with relative keys.
@@ -281,23 +272,39 @@ impl Tree {
 
     /// Names of the direct children of node `path`, for introspection.
     pub fn children(&self, path: &str) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for (rel, _) in self.under(path) {
-            let first = rel.split('/').next().unwrap_or(rel);
-            if out.last().map(String::as_str) != Some(first) {
-                out.push(first.to_string());
-            }
-        }
-        out
+        child_names(self.under(path).map(|(rel, _)| rel))
     }
 }
 
-fn prefix_len(node: &str) -> usize {
-    if node == "/" {
-        1
+/// The entries of a path-keyed map below `node` (`/` or `/Ac`), with their
+/// keys relative to it: the D-Bus object-tree rule shared by BusItem services
+/// and the settings service.
+pub fn entries_under<'a, T>(
+    map: &'a BTreeMap<String, T>,
+    node: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a T)> + 'a {
+    let prefix = if node == "/" {
+        "/".to_string()
     } else {
-        node.len() + 1
+        format!("{node}/")
+    };
+    let skip = prefix.len();
+    map.range(prefix.clone()..)
+        .take_while(move |(k, _)| k.starts_with(&prefix))
+        .map(move |(k, v)| (&k[skip..], v))
+}
+
+/// The distinct first elements of sorted relative keys: a node's direct
+/// children, for introspection.
+pub fn child_names<'a>(relative_keys: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for rel in relative_keys {
+        let first = rel.split('/').next().unwrap_or(rel);
+        if out.last().map(String::as_str) != Some(first) {
+            out.push(first.to_string());
+        }
     }
+    out
 }
 
 #[cfg(test)]

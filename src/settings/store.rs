@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use zbus::Variant;
 
 use super::{parse_class_and_instance, Error};
+use crate::dbus::tree::{child_names, entries_under};
 use crate::dbus::value::python_float;
 use crate::dbus::{Value, VariantMap};
 
@@ -261,27 +262,12 @@ impl Store {
         &'a self,
         group: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a Setting)> + 'a {
-        let prefix = if group == "/" {
-            "/".to_string()
-        } else {
-            format!("{group}/")
-        };
-        let skip = prefix.len();
-        self.settings
-            .range(prefix.clone()..)
-            .take_while(move |(k, _)| k.starts_with(&prefix))
-            .map(move |(k, v)| (&k[skip..], v))
+        entries_under(&self.settings, group)
     }
 
     /// Names of the direct children of group `path`, for introspection.
     pub fn children(&self, path: &str) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for (rel, _) in self.under(path) {
-            let first = rel.split('/').next().unwrap_or(rel);
-            if out.last().map(String::as_str) != Some(first) {
-                out.push(first.to_string());
-            }
-        }
+        let mut out = child_names(self.under(path).map(|(rel, _)| rel));
         if path == "/" && out.is_empty() {
             out.push("Settings".to_string());
         }
