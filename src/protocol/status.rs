@@ -364,11 +364,16 @@ fn is_plain_topic(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#']) && !topic.contains('\0')
 }
 
+/// How many characters of a refused value a rejection message quotes.
+const DESCRIBE_MAX_CHARS: usize = 40;
+
 /// "a string (\"1\")": the type and the value, for rejection messages.
+/// The quote is cut after [`DESCRIBE_MAX_CHARS`] characters, never inside one:
+/// device text is any UTF-8 (cutting by bytes split multibyte characters).
 fn describe(value: &Value) -> String {
     let mut text = value.to_string();
-    if text.len() > 40 {
-        text.truncate(40);
+    if let Some((cut, _)) = text.char_indices().nth(DESCRIBE_MAX_CHARS) {
+        text.truncate(cut);
         text.push('…');
     }
     format!("{} ({text})", json_type(value))
@@ -380,6 +385,28 @@ mod tests {
 
     fn parse(topic: &str, payload: &str) -> Result<Status, Rejection> {
         Status::parse(topic, payload.as_bytes())
+    }
+
+    /// See: issue 10. A multibyte string longer than the quoted part used to
+    /// be cut inside a character, which panicked (and aborted the daemon).
+    #[test]
+    fn issue_10_multibyte_text_in_a_refused_field_is_quoted_whole() {
+        for text in [
+            "é".repeat(48),
+            "€".repeat(41),
+            "😀".repeat(40),
+            "e\u{301}".repeat(30),
+        ] {
+            let payload = serde_json::json!({
+                "clientId": "x1", "connected": text, "services": {"t1": "temperature"}
+            })
+            .to_string();
+            let refused = parse("x1", &payload).unwrap_err();
+            assert_eq!(refused.code, RejectionCode::InvalidField, "{refused:?}");
+            assert!(refused.message.contains("must be"), "{}", refused.message);
+        }
+        let quoted = describe(&Value::String("é".repeat(48)));
+        assert_eq!(quoted, format!("a string (\"{}…)", "é".repeat(39)));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod example;
 mod flaps;
 mod proxy;
 mod registration;
+mod regression;
 mod settings;
 mod sim;
 mod v3;
