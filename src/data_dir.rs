@@ -427,4 +427,14 @@ mod tests {
         assert!(!old.join("devices.d").exists() && !old.join("config.toml").exists());
         assert!(!new.join("config.toml.moving").exists());
     }
+
+    #[test]
+    fn the_uninstaller_keeps_the_same_files() {
+        // uninstall.sh --keep-config keeps what this module calls the
+        // user's files when they are still in the old directory.
+        let script = include_str!("../packaging/installer/uninstall.sh");
+        for name in USER_FILES {
+            assert!(script.contains(name), "uninstall.sh does not know {name}");
+        }
+    }
 }
