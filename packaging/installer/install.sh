@@ -73,7 +73,7 @@ put() { # put SRC DEST MODE
 }
 put "$src/bin/$arch/$NAME" "$DEST/bin/$arch/$NAME" 755
 for f in install.sh uninstall.sh start-service.sh; do put "$src/$f" "$DEST/$f" 755; done
-for f in rc-local.sh python-driver.sh version config.toml.example; do put "$src/$f" "$DEST/$f" 644; done
+for f in rc-local.sh python-driver.sh version config.toml.example LICENSE; do put "$src/$f" "$DEST/$f" 644; done
 put "$src/service/run" "$DEST/service/run" 755
 put "$src/service/log/run" "$DEST/service/log/run" 755
 # Earlier versions started the binary through a link the run script no longer uses.
