@@ -167,6 +167,11 @@ check usb.once "service up" wait_up "$LIVE"
 cp -R "$BUNDLE" /tmp/upgrade && echo v99.0.0 > /tmp/upgrade/version && sh /tmp/upgrade/install.sh >/dev/null
 boot
 check usb.once "a newer version installed since is not downgraded" test "$(cat "$DEST/version")" = v99.0.0
+echo v0.0.1 > "$DEST/version"   # as if an older version were installed
+boot
+kick_svscan
+check usb.update "an archive newer than the installed version installs at boot" test "$(cat "$DEST/version")" = "$(cat "$BUNDLE/version")"
+check usb.update "service up, user files kept" sh -c ". /test/venus.sh; wait_up $LIVE && test -f $DATA/config.toml"
 rm -rf /tmp/upgrade "${STICK:?}"/*
 sh "$DEST/uninstall.sh" >/dev/null
 check usb.failed "unpacking failed: the post-hook installs nothing" \
