@@ -255,6 +255,13 @@ check sh.firmware "user files kept" has_user_files "$DATA"
 boot
 kick_svscan
 check sh.reboot "after a reboot the service comes from /opt/victronenergy/service" wait_up "$LIVE"
+cp /bundle/venus-data.tar.gz "$STICK/"
+boot
+kick_svscan
+check usb.conflict "venus-data.tar.gz is not unpacked over a SetupHelper package" \
+    sh -c "test -f $DEST/setup -a ! -e $DEST/install.sh && test \$(grep -cxF '$RC_LINE' /data/rc.local) = 0"
+check usb.conflict "the package's service still up" wait_up "$LIVE"
+rm -f "${STICK:?}"/*
 check sh.uninstall "setup uninstall" "$DEST/setup" uninstall runFromPm
 check sh.uninstall "service gone, no supervise left" sh -c ". /test/venus.sh; test ! -e $LIVE -a ! -e /opt/victronenergy/service/$NAME && no_supervise_left"
 check sh.uninstall "user files kept" has_user_files "$DATA"

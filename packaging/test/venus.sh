@@ -63,7 +63,7 @@ no_supervise_left() {
 start_svscan() { svscan /service >/dev/null 2>&1 & SVSCAN=$!; }
 kick_svscan() { kill "$SVSCAN"; wait "$SVSCAN" 2>/dev/null; start_svscan; }
 stop_all_services() { # what Venus does at shutdown, then svscan is gone
-    kill "$SVSCAN"; wait "$SVSCAN" 2>/dev/null
+    kill "$SVSCAN" 2>/dev/null; wait "$SVSCAN" 2>/dev/null
     for s in /service/* /service/.[!.]*; do
         [ -d "$s" ] || continue
         svc -dx "$s" 2>/dev/null; [ -d "$s/log" ] && svc -dx "$s/log" 2>/dev/null
