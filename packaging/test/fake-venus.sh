@@ -48,6 +48,7 @@ printf '#!/bin/bash\n/data/other-driver/start.sh\nexit 0\n\n' > /data/rc.local
 chmod 755 /data/rc.local
 check plain.install "install.sh runs under busybox sh" sh "$BUNDLE/install.sh"
 check plain.install "program in $DEST, binary for this machine (x86_64 in the test bundle)" test -x "$DEST/bin/x86_64/$NAME"
+check plain.install "the daemon keeps your files in $DATA, outside what updates replace" test "$DATA" = "/data/conf/$NAME"
 check plain.rc-exit "rc.local ending in 'exit 0': our line before it" \
     sh -c "test \"\$(grep -v '^\$' /data/rc.local | tail -n 2 | head -n 1)\" = '$RC_LINE' && tail -n 2 /data/rc.local | grep -qx 'exit 0'"
 check plain.rc-exit "other lines of rc.local kept" grep -qx /data/other-driver/start.sh /data/rc.local

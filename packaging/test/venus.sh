@@ -9,7 +9,10 @@
 
 NAME=dbus-mqtt-devices
 DEST=/data/$NAME
-DATA=/data/conf/$NAME
+# The daemon's data directory, as the binary under test says (its --help
+# default), so that the checks keep the user's files where it keeps them.
+DATA=$(/bundle/$NAME/bin/x86_64/$NAME --help 2>/dev/null | sed -n 's/.*--data-dir .*\[default: \([^]]*\)\].*/\1/p')
+[ -n "$DATA" ] || { echo "venus.sh: cannot tell the daemon's data directory from --help" >&2; exit 1; }
 LIVE=/service/$NAME
 STICK=/media/sda1
 RC_LINE="[ -x $DEST/start-service.sh ] && $DEST/start-service.sh # $NAME"
