@@ -205,11 +205,12 @@ fn free_name(to: &Path) -> io::Result<PathBuf> {
 /// Renames; across filesystems, copies to a temporary name next to the
 /// destination, syncs, renames it into place, then removes the source.
 fn rename_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+    // A half copy left by an earlier, interrupted run.
+    let tmp = temporary_name(to);
+    remove_any(&tmp)?;
     match std::fs::rename(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(EXDEV) => {
-            let tmp = temporary_name(to);
-            remove_any(&tmp)?;
             copy_tree(from, &tmp)?;
             std::fs::rename(&tmp, to)?;
             if let Some(parent) = to.parent() {
@@ -404,6 +405,22 @@ mod tests {
         assert!(outcomes.contains(&Outcome::AlreadyThere(new.join("catalog.toml"))));
         assert!(!old.join("catalog.toml").exists());
         assert!(!new.join("catalog.toml.legacy").exists());
+    }
+
+    #[test]
+    fn a_copy_interrupted_before_its_rename_is_redone() {
+        // Across filesystems a file is copied to "<name>.moving" first; a
+        // power cut then leaves that half copy and the intact source.
+        let root = tempfile::tempdir().unwrap();
+        let old = legacy_dir(root.path());
+        let new = root.path().join("conf/dbus-mqtt-devices");
+        write(&new.join("config.toml.moving"), "mqtt-ho");
+
+        migrate(&old, &new).unwrap();
+
+        assert_eq!(read(&new.join("config.toml")), "mqtt-host = \"broker\"\n");
+        assert!(!old.join("config.toml").exists());
+        assert!(!new.join("config.toml.moving").exists());
     }
 
     #[test]
