@@ -26,3 +26,22 @@ repro_tar() { # repro_tar OUT.tar.gz DIR NAMES...
     tar --format=gnu --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$mt" \
         -C "$dir" -cf - "$@" | gzip -9n > "$out"
 }
+
+# The GitHub repository (owner/name) the release is built from:
+# $GITHUB_REPOSITORY in GitHub Actions, else the `origin` remote, else the
+# `repository` of Cargo.toml.
+github_repository() {
+    local url repo=${GITHUB_REPOSITORY:-}
+    if [ -z "$repo" ] && url=$(git remote get-url origin 2>/dev/null); then
+        repo=$(sed -nE 's#^(https://|ssh://git@|git@)github\.com[:/]([^/]+/[^/]+)$#\2#p' <<<"${url%.git}")
+    fi
+    if [ -z "$repo" ]; then
+        url=$(python3 -c 'import tomllib,sys; print(tomllib.load(open(sys.argv[1],"rb"))["package"].get("repository",""))' Cargo.toml)
+        repo=$(sed -nE 's#^https://github\.com/([^/]+/[^/]+)/?$#\1#p' <<<"${url%.git}")
+    fi
+    if [ -z "$repo" ]; then
+        echo "cannot tell the GitHub repository: set GITHUB_REPOSITORY=owner/name" >&2
+        return 1
+    fi
+    echo "$repo"
+}

@@ -55,6 +55,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "dbus-mqtt-devices starting"
     );
 
+    crate::data_dir::adopt_legacy_files(&config.data_dir);
     let (catalog, errors) = Catalog::load(Some(&config.data_dir.join(CATALOG_FILE)));
     for e in errors {
         warn!("catalog override: {e}");

@@ -60,8 +60,8 @@ pub struct DaemonArgs {
     #[arg(long, global = true, value_name = "ADDRESS")]
     pub dbus_address: Option<String>,
 
-    /// Directory for the state file and the catalog override
-    /// [default: /data/dbus-mqtt-devices]
+    /// Directory for the configuration file, the catalog override and the
+    /// state file [default: /data/conf/dbus-mqtt-devices]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 

@@ -2,14 +2,13 @@
 //! over defaults. Knows no clap internals, no tokio, no bus, no broker.
 
 use crate::cli::DaemonArgs;
+use crate::data_dir::{CONFIG_FILE, LEGACY_DATA_DIR};
 use crate::ids::PortalId;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Where the daemon keeps its files on a GX device: the only place that
-/// survives firmware updates.
-pub const DEFAULT_DATA_DIR: &str = "/data/dbus-mqtt-devices";
+pub use crate::data_dir::DEFAULT_DATA_DIR;
 
 /// File written at boot by Venus with the portal id (dbus-flashmq reads it too).
 pub const VENUS_UNIQUE_ID_FILE: &str = "/data/venus/unique-id";
@@ -107,9 +106,14 @@ impl Config {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => {
-                let path = default_dir.join("config.toml");
+                let path = default_dir.join(CONFIG_FILE);
+                // Until the first start moves it (data_dir::adopt_legacy_files),
+                // an older version's file is still in the old place.
+                let legacy = Path::new(LEGACY_DATA_DIR).join(CONFIG_FILE);
                 if path.exists() {
                     read_file(&path)?
+                } else if args.data_dir.is_none() && legacy.exists() {
+                    read_file(&legacy)?
                 } else {
                     FileConfig::default()
                 }

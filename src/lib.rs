@@ -9,6 +9,7 @@
 //! - [`settings`]: localsettings (`com.victronenergy.settings`): a client for drivers, and a
 //!   service of our own that behaves like it (test peer and PC-mode settings store).
 //! - [`cli`] and [`config`]: the command line, the configuration file, defaults.
+//! - [`data_dir`]: where the user's files live on a GX device; the move from the old place.
 //! - [`app`]: wires everything together and owns shutdown.
 //! - [`mqtt`]: the broker connection (rumqttc), reconnects and resubscribes.
 //! - [`registry`]: client id → device task; parses and refuses device input.
@@ -26,6 +27,7 @@ pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod dbus;
 pub mod device;
 pub mod ids;

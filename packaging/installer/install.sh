@@ -1,23 +1,41 @@
 #!/bin/sh
 # Installs or upgrades dbus-mqtt-devices on a Venus OS device (GX device or
 # Raspberry Pi), from an unpacked release bundle:
-#   dbus-mqtt-devices/{install.sh,uninstall.sh,start-service.sh,version,
-#                      bin/<arch>/dbus-mqtt-devices,service/run,service/log/run}
-# Everything goes to /data/dbus-mqtt-devices (kept by firmware updates). The
-# service is created in /service and recreated at every boot by one line in
-# /data/rc.local. Safe to run again; an upgrade keeps config.toml and the
-# daemon's data. Usage: sh install.sh
+#   dbus-mqtt-devices/{install.sh,uninstall.sh,start-service.sh,rc-local.sh,
+#       python-driver.sh,version,bin/<arch>/dbus-mqtt-devices,service/...}
+# The program goes to /data/dbus-mqtt-devices, your files live in
+# /data/conf/dbus-mqtt-devices (both kept by firmware updates; an upgrade
+# replaces only the program). The service is created in /service and
+# recreated at every boot by one line in /data/rc.local. Safe to run again.
+#
+# Usage: sh install.sh [--migrate]
+#   --migrate   replace the Python dbus-mqtt-devices driver when it is
+#               installed (stop it, remove its lines from /data/rc.local;
+#               its files and its device instances in localsettings stay).
+#               Without it the installer asks on a terminal, and refuses
+#               otherwise (e.g. from a USB stick at boot).
 set -eu
 
 NAME=dbus-mqtt-devices
 DEST=/data/$NAME
-RC_LOCAL=/data/rc.local
-RC_LINE="[ -x $DEST/start-service.sh ] && $DEST/start-service.sh # $NAME"
+DATA=/data/conf/$NAME
 
 say() { echo "$NAME install: $*"; }
 die() { echo "$NAME install: $*" >&2; exit 1; }
 
 src=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=packaging/installer/rc-local.sh
+. "$src/rc-local.sh"
+# shellcheck source=packaging/installer/python-driver.sh
+. "$src/python-driver.sh"
+
+migrate=ask
+case "${1:-}" in
+    --migrate) migrate=yes ;;
+    "") ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) die "unknown argument '$1' (usage: sh install.sh [--migrate])" ;;
+esac
 
 machine=$(uname -m)
 case $machine in
@@ -27,16 +45,24 @@ case $machine in
 esac
 [ -f "$src/bin/$arch/$NAME" ] || die "no binary for this machine ($machine) in $src/bin (it has: $(cd "$src/bin" 2>/dev/null && echo *)); GX devices need the armv7 or aarch64 one from the release bundle"
 
-# The Python driver (freakent/dbus-mqtt-devices) uses the same service name.
-if [ -L /service/$NAME ] || grep -qs '/data/drivers/dbus-mqtt-devices' "$RC_LOCAL"; then
-    die "the Python dbus-mqtt-devices driver is installed; remove its /service/$NAME link and its line in $RC_LOCAL first (see the README, 'Migrating from the Python driver'), then run this again"
-fi
-
+# Everything that can refuse comes before the first change.
 if [ -f "$DEST/setup" ] && [ -d "$DEST/services" ]; then
     die "$DEST is a SetupHelper package; update or remove it with PackageManager instead"
 fi
+replace_python=no
+if py_driver_found; then
+    if [ "$migrate" = ask ] && [ -t 0 ] && [ -t 1 ]; then
+        echo "The Python dbus-mqtt-devices driver is installed in $(py_driver_dir)."
+        echo "Replace it? Its service is stopped and its lines in $RC_LOCAL are removed;"
+        printf 'its files and your device instances and names (localsettings) stay. [y/N] '
+        read -r answer || answer=
+        case $answer in y|Y|yes|YES) migrate=yes ;; esac
+    fi
+    [ "$migrate" = yes ] || die "the Python dbus-mqtt-devices driver is installed in $(py_driver_dir) (same service name); nothing was changed. Run 'sh $src/install.sh --migrate' to replace it (see the README, 'Migrating from the Python driver')"
+    replace_python=yes
+fi
 
-mkdir -p "$DEST/bin/$arch" "$DEST/service/log"
+mkdir -p "$DEST/bin/$arch" "$DEST/service/log" "$DATA"
 
 # Copy one file via a temporary name so a running binary is never overwritten.
 put() { # put SRC DEST MODE
@@ -47,23 +73,15 @@ put() { # put SRC DEST MODE
 }
 put "$src/bin/$arch/$NAME" "$DEST/bin/$arch/$NAME" 755
 for f in install.sh uninstall.sh start-service.sh; do put "$src/$f" "$DEST/$f" 755; done
-put "$src/version" "$DEST/version" 644
-[ -f "$src/config.toml.example" ] && put "$src/config.toml.example" "$DEST/config.toml.example" 644
+for f in rc-local.sh python-driver.sh version config.toml.example LICENSE; do put "$src/$f" "$DEST/$f" 644; done
 put "$src/service/run" "$DEST/service/run" 755
 put "$src/service/log/run" "$DEST/service/log/run" 755
-ln -sfn "bin/$arch/$NAME" "$DEST/$NAME"
-say "installed $(cat "$DEST/version") for $arch in $DEST"
+# Earlier versions started the binary through a link the run script no longer uses.
+[ -L "$DEST/$NAME" ] && rm -f "$DEST/$NAME"
+say "installed $(cat "$DEST/version") for $arch in $DEST; your files: $DATA"
 
-# Boot hook: /data/rc.local runs at every boot (recovery images delete it).
-if [ ! -f "$RC_LOCAL" ]; then
-    printf '#!/bin/bash\n' > "$RC_LOCAL"
-fi
-chmod 755 "$RC_LOCAL"
-if ! grep -qxF "$RC_LINE" "$RC_LOCAL"; then
-    [ -z "$(tail -c 1 "$RC_LOCAL")" ] || echo >> "$RC_LOCAL"
-    echo "$RC_LINE" >> "$RC_LOCAL"
-    say "added the boot line to $RC_LOCAL"
-fi
+[ "$replace_python" = no ] || py_driver_retire
+rc_local_add_line
 
 # Service: create it, or update the running one and restart it.
 live=/service/$NAME
@@ -79,8 +97,12 @@ else
     "$DEST/start-service.sh"
 fi
 
-# Wait (bounded) for svscan to pick it up; during a USB install at boot
-# svscan is not running yet and starts it later.
+# During a USB install at boot svscan is not running yet: it starts the
+# service when it comes up. Otherwise wait (bounded) to report the state.
+if ! pidof svscan >/dev/null 2>&1; then
+    say "svscan is not running yet; it starts $live when it does"
+    exit 0
+fi
 i=0
 while [ $i -lt 20 ]; do
     if svok "$live" 2>/dev/null && svstat "$live" | grep -q ': up '; then
@@ -91,4 +113,4 @@ while [ $i -lt 20 ]; do
     sleep 1
     i=$((i + 1))
 done
-say "$live is not running yet; svscan starts it within seconds once it runs (check with: svstat $live)"
+say "$live is not running yet; svscan starts it within seconds (check with: svstat $live)"

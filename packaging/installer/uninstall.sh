@@ -1,15 +1,20 @@
 #!/bin/sh
 # Removes dbus-mqtt-devices installed by install.sh: stops and removes the
-# service, removes the /data/rc.local line, the files in /data/dbus-mqtt-devices
-# and the logs. Device instances and names kept by localsettings are left
-# alone, so a reinstall finds them again.
-# Usage: sh uninstall.sh [--keep-config]   (--keep-config keeps config.toml)
+# service, removes its line from /data/rc.local, the program in
+# /data/dbus-mqtt-devices, the logs and (unless --keep-config) your files in
+# /data/conf/dbus-mqtt-devices. Device instances and names are kept by
+# localsettings, so a reinstall finds them again.
+# Usage: sh uninstall.sh [--keep-config]
+#   --keep-config   keep every file of yours: config.toml, catalog.toml,
+#                   devices.toml, devices.d/, presets.d/ and the state file
 set -eu
 
 NAME=dbus-mqtt-devices
 DEST=/data/$NAME
-RC_LOCAL=/data/rc.local
-RC_LINE="[ -x $DEST/start-service.sh ] && $DEST/start-service.sh # $NAME"
+DATA=/data/conf/$NAME
+# The user's files, by name; the daemon moves them from $DEST to $DATA at its
+# first start (data_dir.rs), so after an upgrade they may still be in $DEST.
+USER_FILES="config.toml catalog.toml devices.toml devices.d presets.d state.json"
 
 say() { echo "$NAME uninstall: $*"; }
 
@@ -17,17 +22,21 @@ keep_config=no
 case "${1:-}" in
     --keep-config) keep_config=yes ;;
     "") ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "usage: sh uninstall.sh [--keep-config]" >&2; exit 2 ;;
 esac
 
-# The boot line first, so a reboot during uninstall does not bring it back.
-if [ -f "$RC_LOCAL" ] && grep -qxF "$RC_LINE" "$RC_LOCAL"; then
-    tmp=$RC_LOCAL.$NAME.tmp
-    grep -vxF "$RC_LINE" "$RC_LOCAL" > "$tmp" || true
-    cat "$tmp" > "$RC_LOCAL"
-    rm -f "$tmp"
-    say "removed the boot line from $RC_LOCAL"
+if [ -f "$DEST/setup" ] && [ -d "$DEST/services" ]; then
+    echo "$NAME uninstall: $DEST is a SetupHelper package; remove it with PackageManager" >&2
+    exit 1
 fi
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=packaging/installer/rc-local.sh
+. "$here/rc-local.sh"
+
+# The boot line first, so a reboot during uninstall does not bring it back.
+rc_local_remove_line
 
 # Wait (bounded) until supervise in DIR has exited.
 wait_gone() {
@@ -54,14 +63,21 @@ for live in /service/$NAME /service/.$NAME.removing; do
 done
 rm -rf /service/.$NAME.new
 
-if [ -d "$DEST" ]; then
-    if [ "$keep_config" = yes ] && [ -f "$DEST/config.toml" ]; then
-        find "$DEST" -mindepth 1 -maxdepth 1 ! -name config.toml -exec rm -rf {} \;
-        say "removed $DEST except config.toml"
-    else
-        rm -rf "$DEST"
-        say "removed $DEST"
+if [ "$keep_config" = yes ]; then
+    if [ -d "$DEST" ]; then
+        # Everything but the user's files (not moved yet when the new
+        # version never started).
+        for f in "$DEST"/* "$DEST"/.[!.]*; do
+            [ -e "$f" ] || [ -L "$f" ] || continue
+            case " $USER_FILES " in *" ${f##*/} "*) continue ;; esac
+            rm -rf "$f"
+        done
+        rmdir "$DEST" 2>/dev/null || say "kept your files in $DEST (they move to $DATA when the daemon next starts)"
     fi
+    say "removed the program; kept your files in $DATA"
+else
+    rm -rf "$DEST" "$DATA"
+    say "removed $DEST and $DATA"
 fi
 rm -rf "/var/log/$NAME"
 say "done; localsettings (device instances and names) are kept"
