@@ -14,6 +14,9 @@
 //! - [`mqtt`]: the broker connection (rumqttc), reconnects and resubscribes.
 //! - [`registry`]: client id → device task; parses and refuses device input.
 //! - [`device`]: one device's task: registration, reconcile, values, liveness.
+//! - [`mapped`]: devices that cannot speak the protocol (Shelly, Tasmota, OpenDTU,
+//!   Zigbee2MQTT, ESPHome), declared in files or on a topic: the pure core that
+//!   turns their own topics into values for a device.
 //! - [`persist`]: the state file that survives a restart of the daemon.
 //! - [`portal`]: finding the GX's portal id.
 //! - [`logging`]: stderr or syslog output.
@@ -32,6 +35,7 @@ pub mod dbus;
 pub mod device;
 pub mod ids;
 pub mod logging;
+pub mod mapped;
 pub mod mqtt;
 pub mod persist;
 pub mod portal;

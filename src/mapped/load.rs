@@ -1,0 +1,345 @@
+//! All declarations the daemon knows, into one validated set: the files of
+//! the data directory (`devices.toml`, then `devices.d/*.toml` in name
+//! order), the user's presets (`presets.d/*.toml`) and the retained
+//! declarations on `dbus-mqtt-devices/mapped/<id>`. A broken file or device
+//! never stops the others: its mistakes are reported, the rest loads. A file
+//! and a topic declaring the same id: the file wins, and that is reported.
+//!
+//! Everything here is pure except [`read_data_dir`], which only reads files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::declaration::parse::device_tables;
+use super::declaration::{Declaration, MappedId};
+use super::diagnostic::Diagnostic;
+use super::preset::{expand, Presets};
+use super::tree::{parse_json, parse_toml, At, NodeValue, SourceText, TextKind};
+use crate::catalog::Catalog;
+use crate::data_dir::{DEVICES_DIR, DEVICES_FILE, PRESETS_DIR};
+
+/// Where declarations arrive over MQTT: `dbus-mqtt-devices/mapped/<id>`.
+pub const DECLARATION_TOPIC_PREFIX: &str = "dbus-mqtt-devices/mapped/";
+
+/// The subscription that covers every declaration topic.
+pub const DECLARATION_TOPIC_FILTER: &str = "dbus-mqtt-devices/mapped/+";
+
+/// Largest declaration accepted on a topic, in bytes (a preset-based one is
+/// a few hundred bytes; a hand-written three-phase meter a few KiB).
+pub const MAX_DECLARATION_BYTES: usize = 64 * 1024;
+
+/// A declaration file's name (as shown to the user) and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclarationFile {
+    pub label: String,
+    pub text: String,
+}
+
+/// A valid declaration and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedDevice {
+    pub declaration: Declaration,
+    /// `file:line:column` of its `[[device]]`, or its topic.
+    pub origin: String,
+}
+
+/// The result of loading: the valid devices and everything found wrong.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub devices: Vec<LoadedDevice>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    /// `true` when something was left out.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Loads declaration files, in the order given. A device whose id an earlier
+/// one already has is refused (the first stays).
+pub fn load_files(files: &[DeclarationFile], presets: &Presets, catalog: &Catalog) -> Loaded {
+    let mut loaded = Loaded::default();
+    for file in files {
+        let text = Arc::new(SourceText {
+            name: file.label.clone(),
+            text: file.text.clone(),
+            kind: TextKind::Declaration,
+        });
+        let root = match parse_toml(text) {
+            Ok(root) => root,
+            Err(e) => {
+                loaded.diagnostics.push(Diagnostic::error(
+                    &e.at,
+                    format!("{} (no device of this file is loaded)", e.message),
+                ));
+                continue;
+            }
+        };
+        let (tables, errors) = device_tables(&root);
+        loaded.diagnostics.extend(errors);
+        for (table, at) in tables {
+            match expand(&table, &at, presets, catalog) {
+                Ok(declaration) => {
+                    let duplicate = loaded
+                        .devices
+                        .iter()
+                        .find(|d| d.declaration.id == declaration.id);
+                    if let Some(first) = duplicate {
+                        let id_at = table.get("id").map(|e| e.node.at.clone()).unwrap_or(at);
+                        loaded.diagnostics.push(
+                            Diagnostic::error(
+                                &id_at,
+                                format!(
+                                    "the id is already declared at {}; this one is not loaded",
+                                    first.origin
+                                ),
+                            )
+                            .for_device(declaration.id.as_str()),
+                        );
+                        continue;
+                    }
+                    loaded.devices.push(LoadedDevice {
+                        declaration,
+                        origin: at.to_string(),
+                    });
+                }
+                Err(errors) => loaded.diagnostics.extend(errors),
+            }
+        }
+    }
+    loaded
+}
+
+/// What a message on a declaration topic says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicDeclaration {
+    /// An empty payload: the declaration of that id is withdrawn.
+    Withdrawn(MappedId),
+    /// A valid declaration.
+    Declared(Box<Declaration>),
+    /// A declaration with mistakes (the id, when the topic has a valid one).
+    Refused(Option<MappedId>, Vec<Diagnostic>),
+}
+
+/// The id a declaration topic names, if it is one.
+pub fn declaration_topic_id(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix(DECLARATION_TOPIC_PREFIX)
+        .filter(|id| !id.contains('/'))
+}
+
+/// Reads a message on `dbus-mqtt-devices/mapped/<id>`: the same keys as a
+/// `[[device]]` table, as a JSON object; the id comes from the topic (an
+/// `id` key, if given, must match it).
+pub fn parse_topic_declaration(
+    topic: &str,
+    payload: &[u8],
+    presets: &Presets,
+    catalog: &Catalog,
+) -> TopicDeclaration {
+    let source = Arc::new(SourceText {
+        name: topic.to_string(),
+        text: String::new(),
+        kind: TextKind::Declaration,
+    });
+    let at = At {
+        text: source,
+        offset: None,
+    };
+    let refuse = |id: Option<MappedId>, message: String| {
+        let d = Diagnostic::error(&at, message);
+        let d = match &id {
+            Some(id) => d.for_device(id.as_str()),
+            None => d,
+        };
+        TopicDeclaration::Refused(id, vec![d])
+    };
+    let raw_id = declaration_topic_id(topic).unwrap_or_default();
+    let id = match MappedId::parse(raw_id) {
+        Ok(id) => id,
+        Err(m) => return refuse(None, format!("the topic's last level: {m}")),
+    };
+    if payload.is_empty() {
+        return TopicDeclaration::Withdrawn(id);
+    }
+    if payload.len() > MAX_DECLARATION_BYTES {
+        return refuse(
+            Some(id),
+            format!(
+                "the declaration is {} bytes, the limit is {MAX_DECLARATION_BYTES}",
+                payload.len()
+            ),
+        );
+    }
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return refuse(Some(id), "the declaration is not UTF-8 text".into());
+    };
+    let source = Arc::new(SourceText {
+        name: topic.to_string(),
+        text: text.to_string(),
+        kind: TextKind::Declaration,
+    });
+    let mut table = match parse_json(source) {
+        Ok(t) => t,
+        Err(e) => return refuse(Some(id), e.message),
+    };
+    match table.get("id").map(|e| &e.node.value) {
+        None => {
+            let node = super::tree::Node {
+                at: at.clone(),
+                value: NodeValue::Str(id.as_str().to_string()),
+            };
+            table.set("id", at.clone(), node);
+        }
+        Some(NodeValue::Str(s)) if s == id.as_str() => {}
+        Some(_) => {
+            return refuse(
+                Some(id.clone()),
+                format!("the payload's id differs from the topic's '{id}'"),
+            )
+        }
+    }
+    match expand(&table, &at, presets, catalog) {
+        Ok(d) => TopicDeclaration::Declared(Box::new(d)),
+        Err(errors) => TopicDeclaration::Refused(Some(id), errors),
+    }
+}
+
+/// The devices in effect: every file device, and every topic device whose id
+/// no file declares (a file wins, and the conflict is reported).
+pub fn combine(
+    files: &[LoadedDevice],
+    topics: &BTreeMap<MappedId, Declaration>,
+) -> (Vec<LoadedDevice>, Vec<Diagnostic>) {
+    let mut devices = files.to_vec();
+    let mut diagnostics = Vec::new();
+    for (id, declaration) in topics {
+        let topic = format!("{DECLARATION_TOPIC_PREFIX}{id}");
+        match files.iter().find(|f| &f.declaration.id == id) {
+            Some(file) => diagnostics.push(Diagnostic {
+                severity: super::diagnostic::Severity::Warning,
+                place: topic,
+                device: Some(id.to_string()),
+                message: format!(
+                    "also declared in {}; the file's declaration is used",
+                    file.origin
+                ),
+            }),
+            None => devices.push(LoadedDevice {
+                declaration: declaration.clone(),
+                origin: topic,
+            }),
+        }
+    }
+    (devices, diagnostics)
+}
+
+/// The files of a data directory, read but not yet parsed.
+#[derive(Debug, Clone, Default)]
+pub struct DataDirFiles {
+    /// `devices.toml`, then `devices.d/*.toml` by name.
+    pub declarations: Vec<DeclarationFile>,
+    /// `presets.d/*.toml` by name: (preset name, label, text).
+    pub presets: Vec<(String, String, String)>,
+    /// Files that exist but could not be read.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Reads the declaration and preset files of a data directory. Missing
+/// files and directories are not mistakes; unreadable ones are reported.
+/// Only names ending in `.toml` are read (and none starting with `.`, which
+/// editors use for their own files).
+pub fn read_data_dir(dir: &Path) -> DataDirFiles {
+    let mut out = DataDirFiles::default();
+    let read = |path: &Path, out: &mut DataDirFiles| -> Option<String> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                out.diagnostics.push(Diagnostic {
+                    severity: super::diagnostic::Severity::Error,
+                    place: path.display().to_string(),
+                    device: None,
+                    message: format!("cannot read the file: {e}"),
+                });
+                None
+            }
+        }
+    };
+    let main = dir.join(DEVICES_FILE);
+    if let Some(text) = read(&main, &mut out) {
+        out.declarations.push(DeclarationFile {
+            label: main.display().to_string(),
+            text,
+        });
+    }
+    for path in toml_files(&dir.join(DEVICES_DIR), &mut out) {
+        if let Some(text) = read(&path, &mut out) {
+            out.declarations.push(DeclarationFile {
+                label: path.display().to_string(),
+                text,
+            });
+        }
+    }
+    for path in toml_files(&dir.join(PRESETS_DIR), &mut out) {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(text) = read(&path, &mut out) {
+            out.presets.push((name, path.display().to_string(), text));
+        }
+    }
+    out
+}
+
+fn toml_files(dir: &Path, out: &mut DataDirFiles) -> Vec<std::path::PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            out.diagnostics.push(Diagnostic {
+                severity: super::diagnostic::Severity::Error,
+                place: dir.display().to_string(),
+                device: None,
+                message: format!("cannot read the directory: {e}"),
+            });
+            return Vec::new();
+        }
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.ends_with(".toml") && !name.starts_with('.') && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Everything declared in a data directory's files: presets (built-in and
+/// the user's) and devices, with every mistake found (in the user's presets
+/// too).
+pub fn load_data_dir(dir: &Path, catalog: &Catalog) -> (Presets, Loaded) {
+    let files = read_data_dir(dir);
+    let (presets, preset_diagnostics) = Presets::with_user_files(files.presets);
+    let mut loaded = load_files(&files.declarations, &presets, catalog);
+    let mut diagnostics = files.diagnostics;
+    diagnostics.extend(preset_diagnostics);
+    for d in presets.check(catalog) {
+        if !diagnostics.contains(&d) {
+            diagnostics.push(d);
+        }
+    }
+    diagnostics.append(&mut loaded.diagnostics);
+    loaded.diagnostics = diagnostics;
+    (presets, loaded)
+}

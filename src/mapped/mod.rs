@@ -1,0 +1,66 @@
+//! Mapped devices: devices that cannot speak our protocol (a Shelly meter, a
+//! Tasmota plug, OpenDTU, Zigbee2MQTT, ESPHome), declared once in a file or
+//! on a topic and served on D-Bus from their own topics. See
+//! `docs/mapped-devices.md` for the user's side.
+//!
+//! This module is the pure core: it reads declarations and presets, and turns
+//! each MQTT message or clock tick into [`Effect`]s for the device state
+//! machine to apply. It does no I/O (except [`load::read_data_dir`], which
+//! only reads files) and reads no clock: time is an argument.
+//!
+//! # Layout
+//! - [`tree`]: a declaration as a tree of values that remember file, line
+//!   and column (TOML) — the form files, presets and JSON share.
+//! - [`diagnostic`]: one finding, with its place and device.
+//! - [`declaration`]: the validated model, its parser and its TOML printer.
+//! - [`preset`]: presets as data files, and their expansion.
+//! - [`load`]: every file of the data directory (and topic declarations)
+//!   into declarations; a broken device never stops the others.
+//! - [`topic`], [`json_path`], [`unit`], [`transform`]: the pieces of a source.
+//! - [`routes`]: one subscription per distinct topic filter, and which
+//!   device input a message goes to.
+//! - [`counter`], [`integrate`], [`availability`]: per-device state helpers.
+//! - [`device`]: one mapped device as a state machine, `(input, now) → effects`.
+//! - [`effect`]: what the device state machine is asked to do.
+//! - [`check`]: the `check-config` report.
+//! - [`fuzz`]: byte-taking entry points for fuzz targets.
+
+// A device's payload, a user's file or a topic declaration must never panic
+// the daemon; these lints keep the ways to panic out of this module.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+// Tests may unwrap: a panic there is a failed test.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+pub mod declaration;
+pub mod diagnostic;
+pub mod json_path;
+pub mod load;
+pub mod preset;
+pub mod topic;
+pub mod transform;
+pub mod tree;
+pub mod unit;
+
+pub use declaration::{
+    Availability, AvailabilityMode, Declaration, MappedId, Mapping, OnStale, Phase, Rule, Source,
+    Write,
+};
+pub use diagnostic::{Diagnostic, Severity};
+pub use json_path::JsonPath;
+pub use preset::{Preset, Presets};
+pub use topic::{TopicFilter, TopicName};
+pub use transform::Transform;
