@@ -45,11 +45,17 @@
     )
 )]
 
+pub mod availability;
+pub mod counter;
 pub mod declaration;
+pub mod device;
 pub mod diagnostic;
+pub mod effect;
+pub mod integrate;
 pub mod json_path;
 pub mod load;
 pub mod preset;
+pub mod routes;
 pub mod topic;
 pub mod transform;
 pub mod tree;
@@ -59,8 +65,11 @@ pub use declaration::{
     Availability, AvailabilityMode, Declaration, MappedId, Mapping, OnStale, Phase, Rule, Source,
     Write,
 };
+pub use device::{MappedDevice, WriteOutcome};
 pub use diagnostic::{Diagnostic, Severity};
+pub use effect::{Effect, EnergyState, Log, LogLevel, Publish};
 pub use json_path::JsonPath;
 pub use preset::{Preset, Presets};
+pub use routes::{Input, Route, Routes};
 pub use topic::{TopicFilter, TopicName};
 pub use transform::Transform;

@@ -11,11 +11,14 @@ pub struct Unit {
     scale: Scale,
 }
 
-/// `value_in_base = value * factor + offset`.
+/// `value_in_base = value * num / den + offset`. Kept as a fraction so
+/// that Wh → kWh divides by 1000 (exact to the last digit) rather than
+/// multiplying by 0.001 (which is not).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Scale {
     dimension: Dimension,
-    factor: f64,
+    num: f64,
+    den: f64,
     offset: f64,
 }
 
@@ -33,26 +36,27 @@ enum Dimension {
     Other,
 }
 
-/// The units understood, by name: (name, dimension, factor to the base
-/// unit, offset). The base units are W, Wh, V, A, a plain ratio, hPa and °C.
-const UNITS: &[(&str, Dimension, f64, f64)] = &[
-    ("W", Dimension::Power, 1.0, 0.0),
-    ("kW", Dimension::Power, 1000.0, 0.0),
-    ("Wh", Dimension::Energy, 1.0, 0.0),
-    ("kWh", Dimension::Energy, 1000.0, 0.0),
+/// The units understood, by name: (name, dimension, size in the base unit
+/// as num/den, offset). The base units are W, Wh, V, A, a plain ratio, hPa
+/// and °C.
+const UNITS: &[(&str, Dimension, f64, f64, f64)] = &[
+    ("W", Dimension::Power, 1.0, 1.0, 0.0),
+    ("kW", Dimension::Power, 1000.0, 1.0, 0.0),
+    ("Wh", Dimension::Energy, 1.0, 1.0, 0.0),
+    ("kWh", Dimension::Energy, 1000.0, 1.0, 0.0),
     // Watt-minutes: Shelly Gen1 `energy` counters.
-    ("Wmin", Dimension::Energy, 1.0 / 60.0, 0.0),
-    ("V", Dimension::Voltage, 1.0, 0.0),
-    ("mV", Dimension::Voltage, 0.001, 0.0),
-    ("A", Dimension::Current, 1.0, 0.0),
-    ("mA", Dimension::Current, 0.001, 0.0),
-    ("%", Dimension::Ratio, 0.01, 0.0),
-    ("hPa", Dimension::Pressure, 1.0, 0.0),
-    ("kPa", Dimension::Pressure, 10.0, 0.0),
-    ("degC", Dimension::Temperature, 1.0, 0.0),
-    ("°C", Dimension::Temperature, 1.0, 0.0),
-    ("degF", Dimension::Temperature, 5.0 / 9.0, -32.0 * 5.0 / 9.0),
-    ("°F", Dimension::Temperature, 5.0 / 9.0, -32.0 * 5.0 / 9.0),
+    ("Wmin", Dimension::Energy, 1.0, 60.0, 0.0),
+    ("V", Dimension::Voltage, 1.0, 1.0, 0.0),
+    ("mV", Dimension::Voltage, 1.0, 1000.0, 0.0),
+    ("A", Dimension::Current, 1.0, 1.0, 0.0),
+    ("mA", Dimension::Current, 1.0, 1000.0, 0.0),
+    ("%", Dimension::Ratio, 1.0, 100.0, 0.0),
+    ("hPa", Dimension::Pressure, 1.0, 1.0, 0.0),
+    ("kPa", Dimension::Pressure, 10.0, 1.0, 0.0),
+    ("degC", Dimension::Temperature, 1.0, 1.0, 0.0),
+    ("°C", Dimension::Temperature, 1.0, 1.0, 0.0),
+    ("degF", Dimension::Temperature, 5.0, 9.0, -160.0 / 9.0),
+    ("°F", Dimension::Temperature, 5.0, 9.0, -160.0 / 9.0),
 ];
 
 /// The names a user may write, for error messages.
@@ -62,9 +66,10 @@ fn lookup(name: &str) -> Option<Scale> {
     UNITS
         .iter()
         .find(|(n, ..)| *n == name)
-        .map(|&(_, dimension, factor, offset)| Scale {
+        .map(|&(_, dimension, num, den, offset)| Scale {
             dimension,
-            factor,
+            num,
+            den,
             offset,
         })
 }
@@ -75,28 +80,38 @@ fn path_scale(path_unit: Option<&str>) -> Scale {
     match path_unit {
         None => Scale {
             dimension: Dimension::Ratio,
-            factor: 1.0,
-            offset: 0.0,
+            ..IDENTITY
         },
-        Some(u) => lookup(u).unwrap_or(Scale {
-            dimension: Dimension::Other,
-            factor: 1.0,
-            offset: 0.0,
-        }),
+        Some(u) => lookup(u).unwrap_or(IDENTITY),
     }
 }
 
-/// A conversion `y = x * factor + offset`, ready to apply.
+const IDENTITY: Scale = Scale {
+    dimension: Dimension::Other,
+    num: 1.0,
+    den: 1.0,
+    offset: 0.0,
+};
+
+/// A conversion `y = (x * mul + add) / div`, ready to apply.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Linear {
-    pub factor: f64,
-    pub offset: f64,
+    pub mul: f64,
+    pub add: f64,
+    pub div: f64,
 }
 
 impl Linear {
+    /// No change.
+    pub const IDENTITY: Linear = Linear {
+        mul: 1.0,
+        add: 0.0,
+        div: 1.0,
+    };
+
     /// Applies the conversion.
     pub fn apply(&self, x: f64) -> f64 {
-        x * self.factor + self.offset
+        (x * self.mul + self.add) / self.div
     }
 }
 
@@ -107,11 +122,7 @@ impl Unit {
     pub fn parse(name: &str) -> Unit {
         Unit {
             name: name.to_string(),
-            scale: lookup(name).unwrap_or(Scale {
-                dimension: Dimension::Other,
-                factor: 1.0,
-                offset: 0.0,
-            }),
+            scale: lookup(name).unwrap_or(IDENTITY),
         }
     }
 
@@ -124,10 +135,7 @@ impl Unit {
     /// `path_unit`; `Err` says why they do not fit.
     pub fn into_path(&self, path_unit: Option<&str>) -> Result<Linear, String> {
         if path_unit == Some(self.name.as_str()) {
-            return Ok(Linear {
-                factor: 1.0,
-                offset: 0.0,
-            });
+            return Ok(Linear::IDENTITY);
         }
         let to = path_scale(path_unit);
         let shown = path_unit.unwrap_or("no unit");
@@ -143,10 +151,13 @@ impl Unit {
                 self.name
             ));
         }
-        // base = x * f1 + o1; y = (base - o2) / f2
+        // base = x * n1 / d1 + o1; y = (base - o2) * d2 / n2
+        //   = (x * n1 * d2 + (o1 - o2) * d1 * d2) / (d1 * n2)
+        let (from, to) = (self.scale, to);
         Ok(Linear {
-            factor: self.scale.factor / to.factor,
-            offset: (self.scale.offset - to.offset) / to.factor,
+            mul: from.num * to.den,
+            add: (from.offset - to.offset) * from.den * to.den,
+            div: from.den * to.num,
         })
     }
 
@@ -158,13 +169,13 @@ impl Unit {
     /// The conversion from watt-seconds into a path's energy unit, if it is one.
     pub fn joules_into(path_unit: Option<&str>) -> Option<f64> {
         let s = path_unit.and_then(lookup)?;
-        (s.dimension == Dimension::Energy).then(|| 1.0 / 3600.0 / s.factor)
+        (s.dimension == Dimension::Energy).then(|| s.den / (3600.0 * s.num))
     }
 
     /// The conversion from a power path's unit into watts, if it is one.
     pub fn watts_from(path_unit: Option<&str>) -> Option<f64> {
         let s = path_unit.and_then(lookup)?;
-        (s.dimension == Dimension::Power).then_some(s.factor)
+        (s.dimension == Dimension::Power).then(|| s.num / s.den)
     }
 }
 
@@ -178,6 +189,14 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn common_conversions_are_exact_to_the_last_digit() {
+        assert_eq!(convert("Wh", Some("kWh"), 2852055.81), 2852.05581);
+        assert_eq!(convert("%", None, 95.0), 0.95);
+        assert_eq!(convert("mV", Some("V"), 3000.0), 3.0);
+        assert_eq!(convert("degF", Some("°C"), 212.0), 100.0);
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn the_spec_source_example_loads_as_written() {
     let energy = &s.mappings[2].transform;
     assert_eq!(energy.unit.as_ref().map(|u| u.name()), Some("Wh"));
     // Wh into the catalog's kWh.
-    assert_eq!(energy.convert.map(|c| c.factor), Some(0.001));
+    assert_eq!(energy.convert.map(|c| c.apply(5000.0)), Some(5.0));
     // Defaults.
     assert_eq!(d.on_stale, OnStale::Invalidate);
     assert_eq!(d.phase, Phase::L1);
