@@ -56,6 +56,8 @@ pub mod json_path;
 pub mod load;
 pub mod preset;
 pub mod routes;
+#[cfg(test)]
+mod test_support;
 pub mod topic;
 pub mod transform;
 pub mod tree;

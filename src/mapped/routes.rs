@@ -99,19 +99,10 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
-    use crate::mapped::load::{load_files, DeclarationFile};
-    use crate::mapped::preset::Presets;
+    use crate::mapped::test_support::load;
 
     fn declarations(text: &str) -> Vec<Declaration> {
-        let loaded = load_files(
-            &[DeclarationFile {
-                label: "devices.toml".into(),
-                text: text.into(),
-            }],
-            &Presets::builtin(),
-            &Catalog::embedded(),
-        );
+        let loaded = load(text);
         assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
         loaded.devices.into_iter().map(|d| d.declaration).collect()
     }

@@ -4,20 +4,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::catalog::Catalog;
-use crate::mapped::load::{load_files, DeclarationFile, Loaded};
-use crate::mapped::preset::Presets;
-
-fn load(text: &str) -> Loaded {
-    load_files(
-        &[DeclarationFile {
-            label: "devices.toml".into(),
-            text: text.into(),
-        }],
-        &Presets::builtin(),
-        &Catalog::embedded(),
-    )
-}
+use crate::mapped::load::{load_files, DeclarationFile};
+use crate::mapped::test_support::{catalog, load, presets};
 
 fn one(text: &str) -> Declaration {
     let loaded = load(text);
@@ -329,8 +317,8 @@ fn broken_toml_loses_that_file_only() {
                 text: "[[device]]\nid = \"b\"\nservice = \"temperature\"\n[[device.source]]\ntopic = \"x\"\n\"/Temperature\" = \"$\"\n".into(),
             },
         ],
-        &Presets::builtin(),
-        &Catalog::embedded(),
+        presets(),
+        catalog(),
     );
     assert_eq!(loaded.devices.len(), 1);
     let e = loaded.diagnostics[0].to_string();

@@ -685,4 +685,4 @@ fn clamp(write: &Write, value: &Value) -> Result<Value, String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -6,25 +6,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::catalog::Catalog;
-use crate::mapped::load::{load_files, DeclarationFile};
-use crate::mapped::preset::Presets;
+use crate::mapped::test_support::{catalog, load};
 use crate::mapped::LogLevel;
 
 pub(crate) fn device(text: &str) -> MappedDevice {
-    let loaded = load_files(
-        &[DeclarationFile {
-            label: "devices.toml".into(),
-            text: text.into(),
-        }],
-        &Presets::builtin(),
-        &Catalog::embedded(),
-    );
+    let loaded = load(text);
     assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
     let d = loaded.devices.into_iter().next().unwrap().declaration;
-    let catalog = Catalog::embedded();
-    let service = catalog.get(&d.service).unwrap().clone();
-    MappedDevice::new(d, &service)
+    let service = catalog().get(&d.service).unwrap();
+    MappedDevice::new(d, service)
 }
 
 /// Every value set by these effects (later ones win).

@@ -53,17 +53,32 @@ pub fn expand(
         };
         return fail(Diagnostic::error(&preset_entry.node.at, message));
     };
-    let (merged, used) = instantiate(device, preset).map_err(|errors| {
+    let with_id = |errors: Vec<Diagnostic>| {
         errors
             .into_iter()
             .map(|d| d.for_device(&id))
             .collect::<Vec<_>>()
-    })?;
-    parse_declaration(&merged, at, catalog, Some(used))
+    };
+    let (merged, used, mut errors) = instantiate(device, preset).map_err(with_id)?;
+    // Mistakes in the template (a placeholder that is no parameter) do not
+    // hide the parser's findings: all are reported together.
+    match parse_declaration(&merged, at, catalog, Some(used)) {
+        Ok(d) if errors.is_empty() => Ok(d),
+        Ok(_) => Err(with_id(errors)),
+        Err(more) => {
+            errors.extend(more);
+            Err(with_id(errors))
+        }
+    }
 }
 
-/// The preset filled in for this device and merged with the user's keys.
-fn instantiate(device: &Table, preset: &Preset) -> Result<(Table, PresetUse), Vec<Diagnostic>> {
+/// The preset filled in for this device and merged with the user's keys,
+/// with the mistakes found in the template. `Err` when the parameters do
+/// not fit the preset (nothing to fill in).
+fn instantiate(
+    device: &Table,
+    preset: &Preset,
+) -> Result<(Table, PresetUse, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let service = match device.get("service").map(|e| &e.node.value) {
         Some(NodeValue::Str(s)) => Some(s.clone()),
@@ -136,6 +151,7 @@ fn instantiate(device: &Table, preset: &Preset) -> Result<(Table, PresetUse), Ve
                 )),
             },
             (None, _) => match &p.default {
+                None if p.optional => {}
                 Some(v) => {
                     used.push((p.name.clone(), v.clone()));
                     bindings.push(Binding {
@@ -175,9 +191,6 @@ fn instantiate(device: &Table, preset: &Preset) -> Result<(Table, PresetUse), Ve
         .copied()
         .unwrap_or_default();
     apply_variant(&mut template, variant);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
 
     let phase = [device, &template]
         .iter()
@@ -193,6 +206,7 @@ fn instantiate(device: &Table, preset: &Preset) -> Result<(Table, PresetUse), Ve
             name: preset.name.clone(),
             parameters: used,
         },
+        errors,
     ))
 }
 
@@ -552,12 +566,18 @@ pub(super) fn check_preset(preset: &Preset, catalog: &Catalog) -> Vec<Diagnostic
         at: nowhere.clone(),
         value,
     };
-    for service in &services {
+    let with_optional = [false, true];
+    for (service, optional) in services
+        .iter()
+        .flat_map(|s| with_optional.iter().map(move |o| (s, *o)))
+    {
         if catalog.get(service).is_none() {
-            out.push(Diagnostic::error(
-                &preset.at,
-                format!("'{service}' is not a service type of the catalog"),
-            ));
+            if !optional {
+                out.push(Diagnostic::error(
+                    &preset.at,
+                    format!("'{service}' is not a service type of the catalog"),
+                ));
+            }
             continue;
         }
         let mut device = Table::default();
@@ -576,7 +596,11 @@ pub(super) fn check_preset(preset: &Preset, catalog: &Catalog) -> Vec<Diagnostic
             nowhere.clone(),
             node(NodeValue::Str(preset.name.clone())),
         );
-        for p in preset.parameters.iter().filter(|p| p.default.is_none()) {
+        // Every required parameter, and (the second time) the optional ones.
+        for p in &preset.parameters {
+            if p.default.is_some() || (p.optional && !optional) {
+                continue;
+            }
             let value = if p.table {
                 NodeValue::Table(Table::default())
             } else {
@@ -588,9 +612,11 @@ pub(super) fn check_preset(preset: &Preset, catalog: &Catalog) -> Vec<Diagnostic
         presets.presets.insert(preset.name.clone(), preset.clone());
         if let Err(errors) = expand(&device, &nowhere, &presets, catalog) {
             for mut d in errors {
-                if d.place.starts_with(&preset.at.text.name) {
+                if d.place.starts_with(&preset.at.text.name) && !out.contains(&d) {
                     d.device = None;
-                    out.push(d);
+                    if !out.contains(&d) {
+                        out.push(d);
+                    }
                 }
             }
         }

@@ -11,7 +11,8 @@
 //!
 //! [parameters]                 # topic, serial, channel, component, sensors
 //! topic = { help = "the device's topic prefix" }            # required
-//! channel = { default = "0", help = "…" }                   # optional
+//! channel = { default = "0", help = "…" }                   # has a default
+//! serial = { optional = true, help = "…" }                  # may be left out
 //!
 //! [variant.pvinverter]         # per service
 //! abs_power_and_current = true # production positive
@@ -68,8 +69,11 @@ pub struct Preset {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parameter {
     pub name: String,
-    /// `None`: the user must give it.
+    /// The value when the user gives none.
     pub default: Option<String>,
+    /// With no default: `true` lets the user leave it out (a source may then
+    /// depend on it with `only_with`/`only_without`), `false` requires it.
+    pub optional: bool,
     /// `true` for a table parameter (`sensors = { "/Temperature" = "x" }`).
     pub table: bool,
     pub help: String,
@@ -316,6 +320,7 @@ fn parse_parameter(entry: &super::tree::Entry) -> Result<Parameter, Diagnostic> 
     let mut param = Parameter {
         name: entry.key.clone(),
         default: None,
+        optional: false,
         table: false,
         help: String::new(),
     };
@@ -324,10 +329,11 @@ fn parse_parameter(entry: &super::tree::Entry) -> Result<Parameter, Diagnostic> 
             ("default", NodeValue::Str(s)) => param.default = Some(s.clone()),
             ("help", NodeValue::Str(s)) => param.help = s.clone(),
             ("table", NodeValue::Bool(b)) => param.table = *b,
+            ("optional", NodeValue::Bool(b)) => param.optional = *b,
             (k, _) => {
                 return Err(Diagnostic::error(
                     &e.key_at,
-                    format!("'{k}': a parameter has default (a string), help (a string) and table (true/false)"),
+                    format!("'{k}': a parameter has default (a string), help (a string), optional and table (true/false)"),
                 ))
             }
         }
@@ -365,5 +371,7 @@ fn parse_variant(entry: &super::tree::Entry) -> Result<Variant, Diagnostic> {
     Ok(v)
 }
 
+#[cfg(test)]
+mod payload_tests;
 #[cfg(test)]
 mod tests;
