@@ -100,4 +100,9 @@ pub enum Command {
     /// an MQTT gateway and the daemon, with a live view
     #[cfg(feature = "sim")]
     Sim(crate::sim::SimArgs),
+    /// Check the mapped-device declarations (devices.toml, devices.d/*.toml)
+    /// and presets (presets.d/*.toml) of the data directory: print each
+    /// device fully expanded, every mistake with file, line and column;
+    /// exit 0 when all are valid, 2 otherwise
+    CheckConfig,
 }

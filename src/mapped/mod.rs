@@ -46,6 +46,7 @@
 )]
 
 pub mod availability;
+pub mod check;
 pub mod counter;
 pub mod declaration;
 pub mod device;

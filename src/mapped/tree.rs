@@ -179,7 +179,14 @@ pub fn parse_toml(text: Arc<SourceText>) -> Result<Table, SyntaxError> {
                 offset: e.span().map(|s| s.start),
                 text,
             },
-            message: e.message().trim().to_string(),
+            // One line per finding: toml_edit puts what it expected on a second line.
+            message: e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
         }),
     }
 }

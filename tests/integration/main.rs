@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod busitem;
+mod check_config;
 mod cli;
 mod example;
 mod flaps;
