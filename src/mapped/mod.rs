@@ -52,6 +52,7 @@ pub mod declaration;
 pub mod device;
 pub mod diagnostic;
 pub mod effect;
+pub mod fuzz;
 pub mod integrate;
 pub mod json_path;
 pub mod load;
