@@ -343,3 +343,134 @@ pub fn load_data_dir(dir: &Path, catalog: &Catalog) -> (Presets, Loaded) {
     loaded.diagnostics = diagnostics;
     (presets, loaded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapped::test_support::{catalog, load, presets};
+
+    fn topic(id: &str, payload: &str) -> TopicDeclaration {
+        parse_topic_declaration(
+            &format!("{DECLARATION_TOPIC_PREFIX}{id}"),
+            payload.as_bytes(),
+            presets(),
+            catalog(),
+        )
+    }
+
+    #[test]
+    fn a_topic_declares_a_device_as_json_with_the_id_from_the_topic() {
+        let TopicDeclaration::Declared(d) = topic(
+            "fridge",
+            r#"{"service": "temperature", "preset": "zigbee2mqtt", "topic": "zigbee2mqtt/fridge", "name": "Fridge", "settings": {"/TemperatureType": 1}}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(d.id.as_str(), "fridge");
+        assert_eq!(d.name.as_deref(), Some("Fridge"));
+        assert_eq!(
+            d.sources[0].topic.as_ref().unwrap().as_str(),
+            "zigbee2mqtt/fridge"
+        );
+        // Sources as JSON: an array of objects, like [[device.source]].
+        let TopicDeclaration::Declared(d) = topic(
+            "tank1",
+            r#"{"service": "tank", "source": [{"topic": "esp/tank", "/Level": {"path": "level", "round": 0}}], "availability": {"topic": "esp/status"}}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(d.sources[0].mappings[0].transform.round, Some(0));
+        assert_eq!(d.availability[0].online, ["online"]);
+    }
+
+    #[test]
+    fn an_empty_payload_withdraws_and_mistakes_name_the_topic_and_key() {
+        assert_eq!(
+            topic("fridge", ""),
+            TopicDeclaration::Withdrawn(MappedId::parse("fridge").unwrap())
+        );
+        let refused = |id: &str, payload: &str| match topic(id, payload) {
+            TopicDeclaration::Refused(_, e) => {
+                e.iter().map(ToString::to_string).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refused("fridge", r#"{"id": "other", "service": "temperature"}"#),
+            ["dbus-mqtt-devices/mapped/fridge: device 'fridge': the payload's id differs from the topic's 'fridge'"]
+        );
+        assert_eq!(
+            refused("fridge", r#"{"service": "temperature", "stale_afer": 3, "source": [{"topic": "x", "/Temperature": "$"}]}"#),
+            ["dbus-mqtt-devices/mapped/fridge: device 'fridge': unknown key 'stale_afer' (did you mean 'stale_after'?)"]
+        );
+        assert!(refused("fridge", "{")[0].contains("not valid JSON (line 1, column 1)"));
+        assert!(refused("fridge", "[1]")[0].contains("must be a JSON object"));
+        assert!(refused("bad-id", "{}")[0].contains("'bad-id' is not a valid id"));
+        let big = format!("{{\"name\": \"{}\"}}", "x".repeat(MAX_DECLARATION_BYTES));
+        assert!(refused("fridge", &big)[0].contains("the limit is 65536"));
+        assert_eq!(
+            declaration_topic_id("dbus-mqtt-devices/mapped/a"),
+            Some("a")
+        );
+        assert_eq!(declaration_topic_id("dbus-mqtt-devices/mapped/a/b"), None);
+    }
+
+    #[test]
+    fn a_file_wins_over_a_topic_declaring_the_same_id_and_that_is_reported() {
+        let files = load("[[device]]\nid = \"fridge\"\nservice = \"temperature\"\n[[device.source]]\ntopic = \"a\"\n\"/Temperature\" = \"$\"\n").devices;
+        let mut topics = BTreeMap::new();
+        for (id, t) in [("fridge", "b"), ("freezer", "c")] {
+            let TopicDeclaration::Declared(d) = topic(
+                id,
+                &format!(
+                    r#"{{"service": "temperature", "source": [{{"topic": "{t}", "/Temperature": "$"}}]}}"#
+                ),
+            ) else {
+                panic!()
+            };
+            topics.insert(d.id.clone(), *d);
+        }
+        let (devices, diagnostics) = combine(&files, &topics);
+        let used: Vec<(&str, &str)> = devices
+            .iter()
+            .map(|d| (d.declaration.id.as_str(), d.origin.as_str()))
+            .collect();
+        assert_eq!(
+            used,
+            [
+                ("fridge", "devices.toml:1:1"),
+                ("freezer", "dbus-mqtt-devices/mapped/freezer")
+            ]
+        );
+        assert_eq!(
+            diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["dbus-mqtt-devices/mapped/fridge: warning: device 'fridge': also declared in devices.toml:1:1; the file's declaration is used"]
+        );
+    }
+
+    #[test]
+    fn data_directory_files_are_read_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join(DEVICES_DIR)).unwrap();
+        std::fs::create_dir(d.join(PRESETS_DIR)).unwrap();
+        for name in [
+            "20-b.toml",
+            "10-a.toml",
+            ".#10-a.toml",
+            "notes.txt",
+            "30-c.toml.bak",
+        ] {
+            std::fs::write(d.join(DEVICES_DIR).join(name), name).unwrap();
+        }
+        std::fs::write(d.join(DEVICES_FILE), "main").unwrap();
+        std::fs::write(d.join(PRESETS_DIR).join("mine.toml"), "p").unwrap();
+        let files = read_data_dir(d);
+        let texts: Vec<&str> = files.declarations.iter().map(|f| f.text.as_str()).collect();
+        assert_eq!(texts, ["main", "10-a.toml", "20-b.toml"]);
+        assert_eq!(files.presets.len(), 1);
+        assert_eq!(files.presets[0].0, "mine");
+        assert!(files.diagnostics.is_empty());
+        assert!(read_data_dir(&d.join("missing")).declarations.is_empty());
+    }
+}
