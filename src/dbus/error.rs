@@ -55,6 +55,17 @@ pub enum Error {
         /// The path.
         path: String,
     },
+    /// A value that D-Bus cannot carry (see [`super::Value::check_wire`]); nothing was stored.
+    #[error("value for {path} of service {name} cannot be sent on d-bus")]
+    InvalidValue {
+        /// The service name.
+        name: String,
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: super::ValueError,
+    },
     /// The service name is not a valid bus name.
     #[error("invalid service name {name:?}")]
     InvalidName {

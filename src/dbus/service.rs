@@ -219,6 +219,16 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// Refuses a value the bus cannot carry before it is stored: a stored one would
+/// make every later `GetItems` of the service fail.
+fn check_wire(name: &str, path: &str, value: &Value) -> Result<(), Error> {
+    value.check_wire().map_err(|source| Error::InvalidValue {
+        name: name.to_string(),
+        path: path.to_string(),
+        source,
+    })
+}
+
 fn insert_error(name: &str, path: &str, e: InsertError) -> Error {
     match e {
         InsertError::InvalidPath => Error::InvalidPath {
@@ -250,6 +260,7 @@ impl Service {
         let mut tree = Tree::new();
         for item in items {
             let path = item.path.clone();
+            check_wire(name, &path, &item.value)?;
             tree.insert(item.with_local_value())
                 .map_err(|e| insert_error(name, &path, e))?;
         }
@@ -361,6 +372,7 @@ impl Service {
         let entry = {
             let mut tree = self.shared.tree();
             let item = tree.get_mut(path).ok_or_else(|| self.unknown_path(path))?;
+            check_wire(&self.shared.name, path, &value)?;
             let value = item.local_value(value);
             if item.value == value {
                 return Ok(false);
@@ -380,13 +392,16 @@ impl Service {
     }
 
     /// Local writes of several values, announced in one `ItemsChanged` on `/` holding the
-    /// changed ones. Checks every path first: on an unknown path nothing is written. Returns
-    /// how many changed.
+    /// changed ones. Checks every path and value first: on an unknown path or a value D-Bus
+    /// cannot carry nothing is written. Returns how many changed.
     pub async fn set_values(&self, changes: Vec<(String, Value)>) -> Result<usize, Error> {
         let entries = {
             let mut tree = self.shared.tree();
             if let Some((p, _)) = changes.iter().find(|(p, _)| tree.get(p).is_none()) {
                 return Err(self.unknown_path(p));
+            }
+            for (path, value) in &changes {
+                check_wire(&self.shared.name, path, value)?;
             }
             let mut entries = HashMap::new();
             for (path, value) in changes {
@@ -429,11 +444,15 @@ impl Service {
             let mut added: Vec<String> = Vec::new();
             for item in items {
                 let path = item.path.clone();
-                if let Err(e) = tree.insert(item.with_local_value()) {
+                let inserted = check_wire(&self.shared.name, &path, &item.value).and_then(|()| {
+                    tree.insert(item.with_local_value())
+                        .map_err(|e| insert_error(&self.shared.name, &path, e))
+                });
+                if let Err(e) = inserted {
                     for p in &added {
                         tree.remove(p);
                     }
-                    return Err(insert_error(&self.shared.name, &path, e));
+                    return Err(e);
                 }
                 added.push(path);
             }

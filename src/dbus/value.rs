@@ -38,6 +38,28 @@ pub enum ValueError {
     /// A D-Bus type that has no Venus value (struct, fd, dict with non-string keys, u64 > i64).
     #[error("d-bus type `{0}` has no venus value")]
     UnsupportedType(String),
+    /// Lists and dicts nested deeper than [`MAX_NESTING`].
+    #[error("lists and dicts may nest at most {MAX_NESTING} levels deep")]
+    TooDeep,
+    /// Text with a NUL character, which a D-Bus string cannot hold (the bus
+    /// daemon disconnects a connection that sends one).
+    #[error("text may not contain the NUL character (\\u0000)")]
+    NulInText,
+}
+
+/// How deep lists and dicts may nest in one value. Venus values are scalars
+/// and flat lists; the limit keeps every value well inside what D-Bus can
+/// carry (32 nested arrays) once wrapped in `GetItems`' `a{sa{sv}}` and one
+/// variant per level, so a stored value can always be sent.
+pub const MAX_NESTING: usize = 8;
+
+/// Checks one piece of text for D-Bus.
+fn check_text(s: &str) -> Result<(), ValueError> {
+    if s.contains('\0') {
+        Err(ValueError::NulInText)
+    } else {
+        Ok(())
+    }
 }
 
 /// The type a path accepts from remote writes (velib's `valuetype`). Invalid is always accepted.
@@ -117,9 +139,45 @@ impl Value {
         }
     }
 
+    /// A string value, checked for D-Bus (no NUL).
+    pub fn text(s: impl Into<String>) -> Result<Value, ValueError> {
+        let s = s.into();
+        check_text(&s)?;
+        Ok(Value::Str(s))
+    }
+
+    /// Checks that the value can be sent on D-Bus: no NUL in any text or
+    /// key, lists and dicts at most [`MAX_NESTING`] deep. Every value that
+    /// [`Value::from_json`] and [`Value::from_variant`] return passes.
+    pub fn check_wire(&self) -> Result<(), ValueError> {
+        self.check_wire_at(0)
+    }
+
+    fn check_wire_at(&self, depth: usize) -> Result<(), ValueError> {
+        match self {
+            Value::Str(s) => check_text(s),
+            Value::List(_) | Value::Dict(_) if depth >= MAX_NESTING => Err(ValueError::TooDeep),
+            Value::List(l) => l.iter().try_for_each(|v| v.check_wire_at(depth + 1)),
+            Value::Dict(d) => d.iter().try_for_each(|(k, v)| {
+                check_text(k)?;
+                v.check_wire_at(depth + 1)
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// From JSON: integer → `I32` (`I64` outside int32), float → `F64`, bool, string,
-    /// null → `Invalid`, array → `List`, object → `Dict`.
+    /// null → `Invalid`, array → `List`, object → `Dict`. Refuses what D-Bus cannot carry
+    /// (see [`Value::check_wire`]).
     pub fn from_json(v: &serde_json::Value) -> Result<Value, ValueError> {
+        Value::from_json_at(v, 0)
+    }
+
+    fn from_json_at(v: &serde_json::Value, depth: usize) -> Result<Value, ValueError> {
+        if depth >= MAX_NESTING && (v.is_array() || v.is_object()) {
+            return Err(ValueError::TooDeep);
+        }
+        let inner = |v| Value::from_json_at(v, depth + 1);
         Ok(match v {
             serde_json::Value::Null => Value::Invalid,
             serde_json::Value::Bool(b) => Value::Bool(*b),
@@ -133,13 +191,16 @@ impl Value {
                     return Err(ValueError::NumberOutOfRange(n.to_string()));
                 }
             }
-            serde_json::Value::String(s) => Value::Str(s.clone()),
+            serde_json::Value::String(s) => Value::text(s.as_str())?,
             serde_json::Value::Array(a) => {
-                Value::List(a.iter().map(Value::from_json).collect::<Result<_, _>>()?)
+                Value::List(a.iter().map(inner).collect::<Result<_, _>>()?)
             }
             serde_json::Value::Object(o) => Value::Dict(
                 o.iter()
-                    .map(|(k, v)| Ok((k.clone(), Value::from_json(v)?)))
+                    .map(|(k, v)| {
+                        check_text(k)?;
+                        Ok((k.clone(), inner(v)?))
+                    })
                     .collect::<Result<_, ValueError>>()?,
             ),
         })
@@ -210,8 +271,19 @@ impl Value {
 
     /// Decodes a received value: any empty array is `Invalid` (as every consumer does; an empty
     /// dict stays an empty dict, as in ve_utils), nested
-    /// variants are unwrapped, small integer types widen to `I32`/`I64`.
+    /// variants are unwrapped, small integer types widen to `I32`/`I64`. Refuses what could
+    /// not be sent on again (see [`Value::check_wire`]).
     pub fn from_variant(v: &Variant<'_>) -> Result<Value, ValueError> {
+        Value::from_variant_at(v, 0)
+    }
+
+    fn from_variant_at(v: &Variant<'_>, depth: usize) -> Result<Value, ValueError> {
+        let container =
+            matches!(v, Variant::Array(a) if !a.is_empty()) || matches!(v, Variant::Dict(_));
+        if depth >= MAX_NESTING && container {
+            return Err(ValueError::TooDeep);
+        }
+        let inner = |v| Value::from_variant_at(v, depth + 1);
         Ok(match v {
             Variant::U8(x) => Value::I32(i32::from(*x)),
             Variant::Bool(b) => Value::Bool(*b),
@@ -224,29 +296,30 @@ impl Value {
                 Value::int(i64::try_from(*x).map_err(|_| ValueError::UnsupportedType("t".into()))?)
             }
             Variant::F64(x) => Value::F64(*x),
-            Variant::Str(s) => Value::Str(s.as_str().to_string()),
+            Variant::Str(s) => Value::text(s.as_str())?,
             Variant::ObjectPath(p) => Value::Str(p.as_str().to_string()),
             Variant::Signature(s) => Value::Str(s.to_string()),
-            Variant::Variant(inner) => Value::from_variant(inner)?,
+            // A variant inside a variant adds no level to the value.
+            Variant::Variant(v) => Value::from_variant_at(v, depth)?,
             Variant::Array(a) if a.is_empty() => Value::Invalid,
-            Variant::Array(a) => Value::List(
-                a.inner()
-                    .iter()
-                    .map(Value::from_variant)
-                    .collect::<Result<_, _>>()?,
-            ),
+            Variant::Array(a) => {
+                Value::List(a.inner().iter().map(inner).collect::<Result<_, _>>()?)
+            }
             Variant::Dict(d) => {
                 let mut out = BTreeMap::new();
                 for (k, v) in d.iter() {
                     let key = match k {
-                        Variant::Str(s) => s.as_str().to_string(),
+                        Variant::Str(s) => {
+                            check_text(s.as_str())?;
+                            s.as_str().to_string()
+                        }
                         other => {
                             return Err(ValueError::UnsupportedType(
                                 other.value_signature().to_string(),
                             ))
                         }
                     };
-                    out.insert(key, Value::from_variant(v)?);
+                    out.insert(key, inner(v)?);
                 }
                 Value::Dict(out)
             }
@@ -534,6 +607,49 @@ mod tests {
         // any empty array decodes as invalid
         let au = Variant::Array(Array::new(&Signature::U32));
         assert_eq!(Value::from_variant(&au).unwrap(), Value::Invalid);
+    }
+
+    /// See: issue 10. Values D-Bus cannot carry (NUL in text, nesting past
+    /// what fits in a message) are refused where they enter, never stored.
+    #[test]
+    fn issue_10_values_the_bus_cannot_carry_are_refused_on_entry() {
+        let deep = |n: usize| {
+            let text = format!("{}1{}", "[".repeat(n), "]".repeat(n));
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        assert!(Value::from_json(&deep(MAX_NESTING)).is_ok());
+        assert_eq!(
+            Value::from_json(&deep(MAX_NESTING + 1)),
+            Err(ValueError::TooDeep)
+        );
+        assert_eq!(
+            Value::from_json(&serde_json::json!({"a\u{0}": 1})),
+            Err(ValueError::NulInText)
+        );
+        assert_eq!(
+            Value::from_json(&serde_json::json!(["x\u{0}"])),
+            Err(ValueError::NulInText)
+        );
+        assert_eq!(Value::text("a\0"), Err(ValueError::NulInText));
+
+        let mut v = Variant::I32(1);
+        for _ in 0..=MAX_NESTING {
+            let mut a = Array::new(v.value_signature());
+            a.append(v).unwrap();
+            v = Variant::Array(a);
+        }
+        assert_eq!(Value::from_variant(&v), Err(ValueError::TooDeep));
+
+        // Every accepted value can be sent in a GetItems reply.
+        let ok = Value::from_json(&deep(MAX_NESTING)).unwrap();
+        assert_eq!(ok.check_wire(), Ok(()));
+        let entry = HashMap::from([(
+            "/X".to_string(),
+            crate::dbus::tree::value_text_entry(&ok, ok.python_text()),
+        )]);
+        zbus::Message::signal("/", "a.b", "C")
+            .build(&(entry,))
+            .expect("encodable");
     }
 
     #[test]

@@ -60,3 +60,108 @@ async fn issue_10_retained_multibyte_status_does_not_stop_a_restart() {
     let reply = good.register(r#"{"t1": "temperature"}"#).await;
     assert!(reply["deviceInstance"]["t1"].is_u64(), "{reply}");
 }
+
+/// `GetItems` on a service's root, as dbus-flashmq asks when a service
+/// appears; `None` when it gives no answer within a few seconds.
+async fn get_items_answers(conn: &zbus::Connection, service: &str) -> bool {
+    let call = conn.call_method(
+        Some(service),
+        "/",
+        Some("com.victronenergy.BusItem"),
+        "GetItems",
+        &(),
+    );
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), call).await,
+        Ok(Ok(_))
+    )
+}
+
+/// See: issue 10. D-Bus strings may not hold NUL: a text value with one was
+/// sent as is, and the bus daemon cut the service's connection, so the
+/// service vanished from the GX.
+#[tokio::test]
+async fn issue_10_nul_in_a_text_value_is_refused_and_the_service_stays() {
+    let world = World::start().await;
+    let mut device = world.device("nul10").await;
+    device.register(r#"{"t1": "temperature"}"#).await;
+    let t1 = "com.victronenergy.temperature.mqtt_nul10_t1";
+
+    device
+        .send(
+            "Values",
+            r#"{"t1": {"CustomName": "a\u0000b", "Temperature": 4.5}}"#,
+        )
+        .await;
+    let error = device.expect_error().await;
+    assert_eq!(error["error"], "invalid_value", "{error}");
+    assert_eq!(error["path"], "CustomName", "{error}");
+    assert!(
+        !error["message"].as_str().unwrap_or_default().is_empty(),
+        "{error}"
+    );
+    // The valid value of the same message applies; the service is still there.
+    assert_eq!(
+        f64::try_from(get_value(&world.conn, t1, "/Temperature").await).unwrap(),
+        4.5
+    );
+    assert!(get_items_answers(&world.conn, t1).await);
+}
+
+/// See: issue 10. A value nested deeper than D-Bus can carry was stored on
+/// a path of kind `any`; from then on every `GetItems` of the service went
+/// unanswered, and dbus-flashmq ignores such a service for good.
+#[tokio::test]
+async fn issue_10_a_too_deeply_nested_value_is_refused_and_get_items_answers() {
+    let world = World::start().await;
+    let mut device = world.device("deep10").await;
+    device.register(r#"{"ev1": "evcharger"}"#).await;
+    let ev1 = "com.victronenergy.evcharger.mqtt_deep10_ev1";
+
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+    device
+        .send("Values", &format!(r#"{{"ev1": {{"Role": {deep}}}}}"#))
+        .await;
+    let error = device.expect_error().await;
+    assert_eq!(error["error"], "invalid_value", "{error}");
+    assert_eq!(error["path"], "Role", "{error}");
+    assert!(get_items_answers(&world.conn, ev1).await);
+}
+
+/// See: issue 10. The D-Bus layer itself never stores a value it could not
+/// send: a local write of one is refused, and `GetItems` keeps answering.
+#[tokio::test]
+async fn issue_10_a_service_refuses_values_the_bus_cannot_carry() {
+    use dbus_mqtt_devices::dbus::{Error, Item, Service, Value};
+    let bus = super::support::TestBus::start().await;
+    let name = "com.victronenergy.temperature.wire10";
+    let items = vec![
+        Item::new("/A", Value::I32(1)),
+        Item::new("/B", Value::I32(1)),
+    ];
+    let (service, _writes) = Service::register(&bus.bus(), name, items, None)
+        .await
+        .expect("registered");
+    let mut deep = Value::I32(1);
+    for _ in 0..40 {
+        deep = Value::List(vec![deep]);
+    }
+    for bad in [Value::Str("a\0b".into()), deep] {
+        let refused = service.set_value("/A", bad.clone()).await;
+        assert!(
+            matches!(refused, Err(Error::InvalidValue { .. })),
+            "{refused:?}"
+        );
+        let refused = service
+            .set_values(vec![("/B".into(), Value::I32(2)), ("/A".into(), bad)])
+            .await;
+        assert!(
+            matches!(refused, Err(Error::InvalidValue { .. })),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(service.value("/A"), Some(Value::I32(1)));
+    assert_eq!(service.value("/B"), Some(Value::I32(1)));
+    let conn = bus.client().await;
+    assert!(get_items_answers(&conn, name).await);
+}
