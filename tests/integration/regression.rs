@@ -128,6 +128,41 @@ async fn issue_10_a_too_deeply_nested_value_is_refused_and_get_items_answers() {
     assert!(get_items_answers(&world.conn, ev1).await);
 }
 
+/// See: issue 10. A Status `name`, `product` or `version` holding NUL went
+/// to D-Bus and localsettings as is; the bus daemon then cuts the
+/// connection that sent it.
+#[tokio::test]
+async fn issue_10_nul_in_status_text_is_refused_per_field() {
+    let world = World::start().await;
+    let mut device = world.device("nuls10").await;
+    device
+        .send(
+            "Status",
+            r#"{"clientId": "nuls10", "connected": 1, "version": "1\u0000", "services": {"t1": {"type": "temperature", "name": "x\u0000"}, "t2": {"type": "temperature", "product": "\u0000"}, "t3": "temperature"}}"#,
+        )
+        .await;
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        errors.push(device.expect_error().await);
+    }
+    assert!(
+        errors.iter().all(|e| e["error"] == "invalid_field"),
+        "{errors:?}"
+    );
+    let reply = device.expect_dbus_reply().await;
+    assert!(reply["deviceInstance"]["t3"].is_u64(), "{reply}");
+    let t3 = "com.victronenergy.temperature.mqtt_nuls10_t3";
+    assert!(get_items_answers(&world.conn, t3).await);
+    assert!(
+        world
+            .settings
+            .as_ref()
+            .and_then(|s| s.service.as_ref())
+            .is_some(),
+        "settings service still runs"
+    );
+}
+
 /// See: issue 10. The D-Bus layer itself never stores a value it could not
 /// send: a local write of one is refused, and `GetItems` keeps answering.
 #[tokio::test]
