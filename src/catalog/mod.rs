@@ -605,6 +605,22 @@ fn take<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// [`take`] for text that ends up on D-Bus, which cannot carry NUL (the bus
+/// daemon disconnects a service that sends it).
+fn take_text(
+    table: &mut toml::Table,
+    key: &str,
+    origin: &Origin,
+    errors: &mut Vec<CatalogError>,
+) -> Option<String> {
+    let text: String = take(table, key, origin, errors)?;
+    if text.contains('\0') {
+        errors.push(origin.error(Some(key), "may not contain the NUL character (\\u0000)"));
+        return None;
+    }
+    Some(text)
+}
+
 fn report_unknown_keys(table: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError>) {
     for key in table.keys() {
         errors.push(origin.error(Some(key), "unknown key"));
@@ -614,9 +630,9 @@ fn report_unknown_keys(table: toml::Table, origin: &Origin, errors: &mut Vec<Cat
 fn parse_type(mut t: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError>) -> TypePatch {
     let mut patch = TypePatch {
         product_id: take(&mut t, "product_id", origin, errors),
-        product_name: take(&mut t, "product_name", origin, errors),
+        product_name: take_text(&mut t, "product_name", origin, errors),
         preferred_instance: take(&mut t, "preferred_instance", origin, errors),
-        custom_name: take(&mut t, "custom_name", origin, errors),
+        custom_name: take_text(&mut t, "custom_name", origin, errors),
         numeric_firmware: take(&mut t, "numeric_firmware", origin, errors),
         paths: Vec::new(),
     };
@@ -645,7 +661,7 @@ fn parse_type(mut t: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError
         }
         let path_patch = PathPatch {
             kind: take(&mut p, "kind", &path_origin, errors),
-            unit: take(&mut p, "unit", &path_origin, errors),
+            unit: take_text(&mut p, "unit", &path_origin, errors),
             decimals: take(&mut p, "decimals", &path_origin, errors),
             default: take::<toml::Value>(&mut p, "default", &path_origin, errors)
                 .and_then(|v| toml_to_json(v, &path_origin, errors)),
@@ -655,7 +671,7 @@ fn parse_type(mut t: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError
             measured: take(&mut p, "measured", &path_origin, errors),
             min: take(&mut p, "min", &path_origin, errors),
             max: take(&mut p, "max", &path_origin, errors),
-            description: take(&mut p, "description", &path_origin, errors),
+            description: take_text(&mut p, "description", &path_origin, errors),
             path: name.clone(),
         };
         report_unknown_keys(p, &path_origin, errors);
@@ -898,6 +914,10 @@ fn check_default(
                 kind_expectation(kind)
             ),
         ));
+    }
+    // Defaults are sent on D-Bus as they are.
+    if let Err(e) = crate::dbus::Value::from_json(v) {
+        return Err(("default", format!("{v}: {e}")));
     }
     let v = match (kind, v.as_f64()) {
         (ValueKind::Float, Some(x)) if !v.is_f64() => {
