@@ -75,7 +75,8 @@ impl Kind {
         }
     }
 
-    /// Python's `int()`, `float()` or `str()` of a value; `None` where Python raises.
+    /// Python's `int()`, `float()` or `str()` of a value; `None` where Python raises, and for
+    /// NaN and infinities, which the settings file (JSON) could not keep.
     pub fn convert(self, v: &Value) -> Option<Value> {
         match (self, v) {
             (_, Value::Invalid) => None,
@@ -84,8 +85,8 @@ impl Kind {
             }
             (Kind::Int, Value::Str(s)) => s.trim().parse::<i64>().ok().map(Value::int),
             (Kind::Int, v) => v.as_i64().map(Value::int),
-            (Kind::Float, Value::Str(s)) => s.trim().parse::<f64>().ok().map(Value::F64),
-            (Kind::Float, v) => v.as_f64().map(Value::F64),
+            (Kind::Float, Value::Str(s)) => s.trim().parse::<f64>().ok().and_then(finite),
+            (Kind::Float, v) => v.as_f64().and_then(finite),
             (Kind::Str, v) => Some(Value::Str(v.python_text())),
         }
     }
@@ -97,6 +98,11 @@ impl Kind {
             _ => Value::I32(0),
         }
     }
+}
+
+/// A float setting's value: finite only.
+fn finite(f: f64) -> Option<Value> {
+    f.is_finite().then_some(Value::F64(f))
 }
 
 /// One stored setting.
@@ -631,6 +637,33 @@ mod tests {
             .unwrap();
         assert_eq!(st.set("/Settings/S", &Value::I32(5)), Ok(true));
         assert_eq!(st.get("/Settings/S").unwrap().value, s("5"));
+    }
+
+    /// See: issue 10. A NaN or an infinity was stored, written to the file
+    /// as null, and the whole setting was gone after the next start.
+    #[test]
+    fn issue_10_non_finite_float_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.json");
+        let mut st = Store::new();
+        st.add("/Settings/F", &Value::F64(1.5), None, None, None, false)
+            .unwrap();
+        for bad in [
+            Value::F64(f64::NAN),
+            Value::F64(f64::INFINITY),
+            s("nan"),
+            s("-inf"),
+        ] {
+            assert_eq!(st.set("/Settings/F", &bad), Err(Refused), "{bad:?}");
+        }
+        st.save(&file).unwrap();
+        assert_eq!(
+            Store::load(&file)
+                .unwrap()
+                .get("/Settings/F")
+                .map(|s| &s.value),
+            Some(&Value::F64(1.5))
+        );
     }
 
     #[test]
