@@ -13,6 +13,7 @@ mod properties;
 mod text;
 
 use proptest::collection::vec;
+use proptest::test_runner::FileFailurePersistence;
 use proptest::prelude::*;
 use text::*;
 
@@ -20,6 +21,10 @@ fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,
         max_shrink_iters: 2000,
+        // Cases that failed once are replayed first, every run (committed).
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/generated/proptest-regressions.txt",
+        ))),
         ..ProptestConfig::default()
     }
 }
