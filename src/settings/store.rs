@@ -420,32 +420,31 @@ impl Store {
             path: file.to_path_buf(),
             source,
         })?;
-        let settings = parsed
-            .settings
-            .into_iter()
-            .filter_map(|(path, s)| {
-                let kind = s.kind;
-                let value = kind.convert(&Value::from_json(&s.value).ok()?)?;
-                let default = kind.convert(&Value::from_json(&s.default).ok()?)?;
-                let limits = match (s.min, s.max) {
-                    (Some(lo), Some(hi)) => Some((
-                        kind.convert(&Value::from_json(&lo).ok()?)?,
-                        kind.convert(&Value::from_json(&hi).ok()?)?,
-                    )),
-                    _ => None,
-                };
-                Some((
-                    path,
-                    Setting {
-                        kind,
-                        value,
-                        default,
-                        limits,
-                        silent: s.silent,
-                    },
-                ))
-            })
-            .collect();
+        // An entry that cannot be a setting (a hand-edited or damaged file) is
+        // left out with a warning; the rest is kept. The file is in path order,
+        // so a path below one already kept is seen after it.
+        let mut settings: BTreeMap<String, Setting> = BTreeMap::new();
+        for (path, entry) in parsed.settings {
+            let below_another = settings.keys().any(|p| {
+                path.strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            });
+            let setting = if check_path(&path).is_err() {
+                Err("not a settings path")
+            } else if below_another {
+                Err("below another setting")
+            } else {
+                entry.into_setting()
+            };
+            match setting {
+                Ok(s) => {
+                    settings.insert(path, s);
+                }
+                Err(reason) => tracing::warn!(
+                    file = %file.display(), path, reason, "setting left out of the settings file"
+                ),
+            }
+        }
         Ok(Store { settings })
     }
 
@@ -496,6 +495,30 @@ impl Store {
 struct FileFormat {
     version: u32,
     settings: BTreeMap<String, FileSetting>,
+}
+
+impl FileSetting {
+    /// The setting, with its values in its type; `Err` says why not.
+    fn into_setting(self) -> Result<Setting, &'static str> {
+        let kind = self.kind;
+        let read = |v: &serde_json::Value| Value::from_json(v).ok().and_then(|v| kind.convert(&v));
+        let value = read(&self.value).ok_or("value does not fit the type")?;
+        let default = read(&self.default).ok_or("default does not fit the type")?;
+        let limits = match (self.min, self.max) {
+            (Some(lo), Some(hi)) => Some((
+                read(&lo).ok_or("min does not fit the type")?,
+                read(&hi).ok_or("max does not fit the type")?,
+            )),
+            _ => None,
+        };
+        Ok(Setting {
+            kind,
+            value,
+            default,
+            limits,
+            silent: self.silent,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -664,6 +687,26 @@ mod tests {
                 .map(|s| &s.value),
             Some(&Value::F64(1.5))
         );
+    }
+
+    /// See: issue 10. A damaged or hand-edited settings.json with entries
+    /// that cannot be settings (found by fuzzing): they were loaded as they
+    /// were; now they are left out with a warning and the rest is kept.
+    #[test]
+    fn issue_10_entries_of_the_settings_file_that_are_no_settings_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.json");
+        let entry = |v: &str| format!(r#"{{"type": "s", "value": "{v}", "default": "{v}"}}"#);
+        let text = format!(
+            r#"{{"version": 1, "settings": {{"/Settingw/A": {a}, "/Settings/B": {b}, "/Settings/B/C": {c}, "/Settings/_x": {a}, "/Settings/D": {{"type": "i", "value": "x", "default": 1}}}}}}"#,
+            a = entry("a"),
+            b = entry("b"),
+            c = entry("c"),
+        );
+        std::fs::write(&file, text).unwrap();
+        let store = Store::load(&file).unwrap();
+        let paths: Vec<&String> = store.iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["/Settings/B"]);
     }
 
     #[test]
