@@ -500,23 +500,34 @@ impl<'a> Origin<'a> {
     }
 }
 
+/// The built-in files, read into patches (by file name, with their label),
+/// and the mistakes found in them. Read once: they are compiled in.
+type EmbeddedPatches = (BTreeMap<String, (String, TypePatch)>, Vec<CatalogError>);
+
+fn embedded_patches() -> &'static EmbeddedPatches {
+    static PATCHES: std::sync::OnceLock<EmbeddedPatches> = std::sync::OnceLock::new();
+    PATCHES.get_or_init(|| {
+        let mut errors = Vec::new();
+        let mut embedded = BTreeMap::new();
+        for file in embedded::FILES {
+            let label = format!("embedded/{}.toml", file.name);
+            let origin = Origin::file(&label).service_type(file.name);
+            match toml::from_str::<toml::Table>(file.text) {
+                Ok(table) => {
+                    let patch = parse_type(table, &origin, &mut errors);
+                    embedded.insert(file.name.to_string(), (label.clone(), patch));
+                }
+                Err(e) => errors.push(origin.error(None, toml_message(&e, file.text))),
+            }
+        }
+        (embedded, errors)
+    })
+}
+
 /// Builds the catalog from the embedded files and an optional user file
 /// `(text, label)`.
 fn build(user: Option<(&str, &str)>) -> (Catalog, Vec<CatalogError>) {
-    let mut errors = Vec::new();
-
-    let mut embedded: BTreeMap<String, (String, TypePatch)> = BTreeMap::new();
-    for file in embedded::FILES {
-        let label = format!("embedded/{}.toml", file.name);
-        let origin = Origin::file(&label).service_type(file.name);
-        match toml::from_str::<toml::Table>(file.text) {
-            Ok(table) => {
-                let patch = parse_type(table, &origin, &mut errors);
-                embedded.insert(file.name.to_string(), (label.clone(), patch));
-            }
-            Err(e) => errors.push(origin.error(None, toml_message(&e, file.text))),
-        }
-    }
+    let (embedded, mut errors) = embedded_patches().clone();
 
     let mut user_patches: BTreeMap<String, TypePatch> = BTreeMap::new();
     let user_label = user.map(|(_, label)| label).unwrap_or("catalog.toml");
