@@ -397,33 +397,48 @@ pub fn check_catalog(catalog: &Catalog) {
         );
         check_text("product_name", &t.product_name);
         check_text("custom_name", &t.custom_name);
-        for spec in &t.paths {
-            let value = spec
-                .default
-                .as_ref()
-                .map(|d| json_to_value(d, spec.kind).unwrap_or_else(|e| panic!("{spec:?}: {e}")))
-                .unwrap_or(Value::Invalid);
-            let item = catalog_item(spec, value);
+        let items: Vec<Item> = t
+            .paths
+            .iter()
+            .map(|spec| {
+                let value = spec
+                    .default
+                    .as_ref()
+                    .map(|d| {
+                        json_to_value(d, spec.kind).unwrap_or_else(|e| panic!("{spec:?}: {e}"))
+                    })
+                    .unwrap_or(Value::Invalid);
+                catalog_item(spec, value)
+            })
+            .collect();
+        for item in &items {
             assert!(
                 dbus_mqtt_devices::dbus::tree::is_item_path(&item.path),
                 "{}",
                 item.path
             );
-            check_item(&item);
         }
+        check_items(&items);
     }
 }
 
-/// An item answers every call: its entry, text and description encode.
-fn check_item(item: &Item) {
-    check_sendable(&item.value);
-    let text = item.text();
-    check_text("text", &text);
-    check_text("description", &item.description);
-    let entry = HashMap::from([(item.path.clone(), item.entry())]);
+/// Items answer every call: their entries (value and text) and their
+/// descriptions encode, all in one message (GetItems sends them together).
+fn check_items(items: &[Item]) {
+    let mut entries = HashMap::new();
+    let mut descriptions = Vec::new();
+    for item in items {
+        item.value
+            .check_wire()
+            .unwrap_or_else(|e| panic!("{item:?}: {e}"));
+        check_text("text", &item.text());
+        check_text("description", &item.description);
+        entries.insert(item.path.clone(), item.entry());
+        descriptions.push(item.description.as_str());
+    }
     zbus::Message::signal("/", "com.victronenergy.BusItem", "ItemsChanged")
-        .build(&(entry, item.description.as_str()))
-        .unwrap_or_else(|e| panic!("{item:?}: {e}"));
+        .build(&(entries, descriptions))
+        .unwrap_or_else(|e| panic!("{items:?}: {e}"));
 }
 
 /// `config.toml`: parsed and resolved, or refused with a reason.
@@ -517,7 +532,7 @@ pub fn dbus_value(raw: &Variant<'_>) {
                 check_sendable(&stored);
                 let mut item = item;
                 item.value = stored;
-                check_item(&item);
+                check_items(&[item]);
             }
         }
     }

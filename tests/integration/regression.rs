@@ -61,22 +61,6 @@ async fn issue_10_retained_multibyte_status_does_not_stop_a_restart() {
     assert!(reply["deviceInstance"]["t1"].is_u64(), "{reply}");
 }
 
-/// `GetItems` on a service's root, as dbus-flashmq asks when a service
-/// appears; `None` when it gives no answer within a few seconds.
-async fn get_items_answers(conn: &zbus::Connection, service: &str) -> bool {
-    let call = conn.call_method(
-        Some(service),
-        "/",
-        Some("com.victronenergy.BusItem"),
-        "GetItems",
-        &(),
-    );
-    matches!(
-        tokio::time::timeout(std::time::Duration::from_secs(5), call).await,
-        Ok(Ok(_))
-    )
-}
-
 /// See: issue 10. D-Bus strings may not hold NUL: a text value with one was
 /// sent as is, and the bus daemon cut the service's connection, so the
 /// service vanished from the GX.
