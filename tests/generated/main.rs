@@ -13,8 +13,8 @@ mod properties;
 mod text;
 
 use proptest::collection::vec;
-use proptest::test_runner::FileFailurePersistence;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use text::*;
 
 fn config(cases: u32) -> ProptestConfig {
@@ -120,8 +120,7 @@ proptest! {
 }
 
 proptest! {
-    // Each case loads the whole built-in catalog too (about 40 ms unoptimised).
-    #![proptest_config(config(40))]
+    #![proptest_config(config(300))]
 
     #[test]
     fn catalog_files(text in catalog_text()) {
