@@ -1,6 +1,19 @@
 //! The Venus value model and its one wire mapping (the job of velib's `ve_utils`): values,
 //! their D-Bus encoding, their Python-compatible text, and SetValue type coercion.
 //! Knows no paths (except the `/ProductId` text rule), no connection and no MQTT.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -157,10 +170,12 @@ impl Value {
         match self {
             Value::Str(s) => check_text(s),
             Value::List(_) | Value::Dict(_) if depth >= MAX_NESTING => Err(ValueError::TooDeep),
-            Value::List(l) => l.iter().try_for_each(|v| v.check_wire_at(depth + 1)),
+            Value::List(l) => l
+                .iter()
+                .try_for_each(|v| v.check_wire_at(depth.saturating_add(1))),
             Value::Dict(d) => d.iter().try_for_each(|(k, v)| {
                 check_text(k)?;
-                v.check_wire_at(depth + 1)
+                v.check_wire_at(depth.saturating_add(1))
             }),
             _ => Ok(()),
         }
@@ -177,7 +192,7 @@ impl Value {
         if depth >= MAX_NESTING && (v.is_array() || v.is_object()) {
             return Err(ValueError::TooDeep);
         }
-        let inner = |v| Value::from_json_at(v, depth + 1);
+        let inner = |v| Value::from_json_at(v, depth.saturating_add(1));
         Ok(match v {
             serde_json::Value::Null => Value::Invalid,
             serde_json::Value::Bool(b) => Value::Bool(*b),
@@ -283,7 +298,7 @@ impl Value {
         if depth >= MAX_NESTING && container {
             return Err(ValueError::TooDeep);
         }
-        let inner = |v| Value::from_variant_at(v, depth + 1);
+        let inner = |v| Value::from_variant_at(v, depth.saturating_add(1));
         Ok(match v {
             Variant::U8(x) => Value::I32(i32::from(*x)),
             Variant::Bool(b) => Value::Bool(*b),
@@ -475,8 +490,23 @@ pub fn python_float(f: f64) -> String {
     if f == 0.0 {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
-    // `{:e}` gives the shortest round-trip digits: "1.2345e-5", "-3e16".
-    let sci = format!("{f:e}");
+    // `{:e}` gives the shortest round-trip digits: "1.2345e-5", "-3e16". Where two strings
+    // of that length round-trip and lie equally close (843602929140379.25), Python's repr
+    // takes the correctly rounded one (half to even), as `{:.*e}` does.
+    let shortest = format!("{f:e}");
+    let mantissa_digits = shortest
+        .split('e')
+        .next()
+        .unwrap_or_default()
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count();
+    let rounded = format!("{:.*e}", mantissa_digits.saturating_sub(1), f);
+    let sci = if rounded.parse::<f64>() == Ok(f) {
+        rounded
+    } else {
+        shortest
+    };
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (neg, mantissa) = match mantissa.strip_prefix('-') {
@@ -488,29 +518,35 @@ pub fn python_float(f: f64) -> String {
     if neg {
         out.push('-');
     }
-    if (-4..16).contains(&exp) {
-        let n = digits.len() as i32;
-        if exp < 0 {
+    match usize::try_from(exp) {
+        // -4 ≤ exp < 0: "0.000123".
+        Err(_) if exp >= -4 => {
+            let zeros = usize::try_from(exp.unsigned_abs()).unwrap_or(0);
             out.push_str("0.");
-            for _ in 0..(-exp - 1) {
-                out.push('0');
-            }
+            out.push_str(&"0".repeat(zeros.saturating_sub(1)));
             out.push_str(&digits);
-        } else if exp + 1 >= n {
-            out.push_str(&digits);
-            for _ in 0..(exp + 1 - n) {
-                out.push('0');
-            }
-            out.push_str(".0");
-        } else {
-            let (a, b) = digits.split_at((exp + 1) as usize);
-            out.push_str(a);
-            out.push('.');
-            out.push_str(b);
         }
-    } else {
-        out.push_str(mantissa);
-        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        // 0 ≤ exp < 16: the point after exp + 1 digits, "123.45" or "1200.0".
+        Ok(e) if e < 16 => {
+            let whole = e.saturating_add(1);
+            match digits.split_at_checked(whole) {
+                Some((a, b)) if !b.is_empty() => {
+                    out.push_str(a);
+                    out.push('.');
+                    out.push_str(b);
+                }
+                _ => {
+                    out.push_str(&digits);
+                    out.push_str(&"0".repeat(whole.saturating_sub(digits.len())));
+                    out.push_str(".0");
+                }
+            }
+        }
+        _ => {
+            out.push_str(mantissa);
+            let sign = if exp < 0 { '-' } else { '+' };
+            let _ = write!(out, "e{sign}{:02}", exp.unsigned_abs());
+        }
     }
     out
 }
@@ -534,6 +570,14 @@ mod tests {
             (0.0, "0.0"),
             (1.2345e-7, "1.2345e-07"),
             (230.0, "230.0"),
+            // See: issue 10. Ties are rounded half to even, as Python's repr
+            // does (found comparing 400 000 random doubles with Python).
+            (f64::from_bits(0x42ea_8090_bb0f_6d84), "233115890514796.12"),
+            (f64::from_bits(0x42e5_dd3d_3864_69d4), "192319672492878.62"),
+            (f64::from_bits(0xc31c_b54f_6b43_4481), "-2020163013628192.2"),
+            (3_374_411_716_561_517.0 / 4.0, "843602929140379.2"),
+            (0.125, "0.125"),
+            (2.5, "2.5"),
         ] {
             assert_eq!(python_float(f), want, "for {f:?}");
         }
