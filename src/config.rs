@@ -1,5 +1,18 @@
 //! Resolved settings of the daemon: command line over configuration file
 //! over defaults. Knows no clap internals, no tokio, no bus, no broker.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use crate::cli::DaemonArgs;
 use crate::ids::PortalId;
@@ -246,7 +259,11 @@ impl FileConfig {
 /// offset inside a character or past the end still has a line).
 fn line_of(text: &str, offset: usize) -> usize {
     let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
-    before.iter().filter(|b| **b == b'\n').count() + 1
+    before
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        .saturating_add(1)
 }
 
 #[cfg(test)]

@@ -38,6 +38,19 @@
 //! assert_eq!(path.decimals, Some(2));
 //! assert_eq!(path.unit.as_deref(), Some("°C"));
 //! ```
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod embedded;
 
@@ -589,8 +602,9 @@ fn toml_message(e: &toml::de::Error, text: &str) -> String {
         Some(span) => {
             // Spans lie on token boundaries; fall back to the start if not.
             let before = text.get(..span.start).unwrap_or_default();
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i.saturating_add(1));
+            let line = before.matches('\n').count().saturating_add(1);
+            let column = before.len().saturating_sub(line_start).saturating_add(1);
             format!("line {line}, column {column}: {}", e.message())
         }
         None => e.message().to_string(),

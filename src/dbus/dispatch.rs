@@ -3,6 +3,19 @@
 //! with or without an interface header. Never uses zbus' ObjectServer (it refuses calls without
 //! an interface header, which velib, dbus-mqtt and old dbusmonitor send).
 //! Knows no item tree and no settings: the handlers own those.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -181,7 +194,7 @@ fn answer(msg: &Message, handler: &dyn Handler) -> zbus::Result<Vec<Message>> {
         body: &body,
     };
     let response = standard(&call, handler).unwrap_or_else(|| handler.handle(&call));
-    let mut out = Vec::with_capacity(response.signals.len() + 1);
+    let mut out = Vec::with_capacity(response.signals.len().saturating_add(1));
     for s in &response.signals {
         out.push(signal_message(s)?);
     }

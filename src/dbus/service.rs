@@ -2,6 +2,19 @@
 //! `RequestName(DO_NOT_QUEUE)`; local writes with PropertiesChanged, batches and live
 //! additions/removals with ItemsChanged; remote writes reported to the owner; the name released
 //! on close. Knows no service types, no MQTT and no devices.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -4,6 +4,19 @@
 //!
 //! Knows no MQTT client and no D-Bus: it turns topics and payload bytes into
 //! values, and values into reply payloads.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 mod proxy;
 mod rejection;

@@ -35,7 +35,7 @@ impl ProxyRequest {
         };
         let levels: Vec<&str> = topic_path.split('/').collect();
         let malformed = |l: &&str| l.is_empty() || l.contains(['+', '#', '\0']);
-        if levels.len() != 4 || levels[0] != "W" || levels.iter().any(malformed) {
+        if levels.len() != 4 || levels.first() != Some(&"W") || levels.iter().any(malformed) {
             return Err(Rejection::new(
                 RejectionCode::InvalidTopicPath,
                 format!("\"topicPath\" must be W/<portal id>/<service type>/<device instance>, got {topic_path:?}"),

@@ -2,6 +2,19 @@
 //! `str()` conversion, min/max, the AddSettings error codes, the ClassAndVrmInstance
 //! first-free-instance rule, and the JSON file they persist to (written atomically).
 //! Pure apart from the file functions: knows no connection.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -296,7 +309,7 @@ impl Store {
             if !taken.contains(candidate.as_str()) || n == u32::MAX {
                 return candidate;
             }
-            n += 1;
+            n = n.saturating_add(1);
         }
     }
 
@@ -321,8 +334,8 @@ impl Store {
         }
         // Below an existing setting: not a valid place for a setting.
         let mut p = path;
-        while let Some(i) = p.rfind('/') {
-            p = &p[..i];
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            p = parent;
             if self.settings.contains_key(p) {
                 return Err(codes::INVALID_PATH);
             }
