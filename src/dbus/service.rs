@@ -109,23 +109,33 @@ impl Shared {
                 .into()
             }
         };
-        let Ok(value) = Value::from_variant(&raw) else {
-            return Reply::I32(1).into();
+        // The gateways ignore SetValue's code, so a refusal is only seen in the log.
+        let refuse = |code: i32, reason: &str| -> Response {
+            tracing::warn!(service = %self.name, path = call.path, code, "SetValue refused: {reason}");
+            Reply::I32(code).into()
         };
+        let value = match Value::from_variant(&raw) {
+            Ok(v) => v,
+            Err(e) => return refuse(1, &e.to_string()),
+        };
+        let shown = quoted(&value);
         let check = match self.tree().get(call.path) {
             Some(item) => item.check_remote_write(value),
             None => return unknown_object(call.path),
         };
         let value = match check {
-            WriteCheck::NotWriteable | WriteCheck::WrongType => return Reply::I32(1).into(),
-            WriteCheck::OutOfRange => return Reply::I32(2).into(),
+            WriteCheck::NotWriteable => return refuse(1, "the path is not writeable"),
+            WriteCheck::WrongType => {
+                return refuse(1, &format!("{shown} does not fit the path's type"))
+            }
+            WriteCheck::OutOfRange => return refuse(2, &format!("{shown} is out of range")),
             WriteCheck::Unchanged => return Reply::I32(0).into(),
             WriteCheck::Changed(v) => v,
         };
         // The hook runs without the lock, so it may read the service.
         if let Some(hook) = &self.hook {
             if !hook(call.path, &value) {
-                return Reply::I32(2).into();
+                return refuse(2, &format!("{shown} is not accepted by the service"));
             }
         }
         let entry = {
@@ -152,6 +162,20 @@ impl Shared {
             }],
         }
     }
+}
+
+/// How many characters of a refused value the log quotes.
+const QUOTE_MAX_CHARS: usize = 40;
+
+/// A value as the log quotes it: Python text, cut after [`QUOTE_MAX_CHARS`]
+/// characters (never inside one).
+fn quoted(value: &Value) -> String {
+    let mut text = value.python_text();
+    if let Some((cut, _)) = text.char_indices().nth(QUOTE_MAX_CHARS) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    format!("{text:?}")
 }
 
 fn unknown_object(path: &str) -> Response {

@@ -184,3 +184,61 @@ async fn issue_10_a_service_refuses_values_the_bus_cannot_carry() {
     let conn = bus.client().await;
     assert!(get_items_answers(&conn, name).await);
 }
+
+/// A log that tests can read: everything the daemon logs on this thread.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// See: issue 10. dbus-flashmq ignores SetValue's code, so a W/ write that
+/// a service refused left no trace anywhere: now each refusal is logged
+/// with the service, the path and the reason.
+#[tokio::test]
+async fn issue_10_a_refused_set_value_is_logged_with_its_reason() {
+    use dbus_mqtt_devices::dbus::{Item, Service, Value, ValueType};
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let bus = super::support::TestBus::start().await;
+    let name = "com.victronenergy.temperature.log10";
+    let items = vec![Item::new("/T", Value::F64(1.0))
+        .writeable()
+        .with_type(ValueType::Float)
+        .with_limits(Some(0.0), Some(10.0))];
+    let (_service, _writes) = Service::register(&bus.bus(), name, items, None)
+        .await
+        .expect("registered");
+    let conn = bus.client().await;
+    let body = zbus::Variant::from("warm");
+    assert_eq!(set_value(&conn, name, "/T", body).await, 1);
+    assert_eq!(set_value(&conn, name, "/T", zbus::Variant::from(11.0)).await, 2);
+
+    let text = log.text();
+    for want in [
+        "SetValue refused: \"warm\" does not fit the path's type",
+        "SetValue refused: \"11.0\" is out of range",
+    ] {
+        assert!(text.contains(want), "{want:?} not in the log:\n{text}");
+    }
+    assert!(text.contains(name) && text.contains("path=\"/T\""), "{text}");
+}
