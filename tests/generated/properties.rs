@@ -582,6 +582,38 @@ fn settings_value(value: &Value) {
             check_sendable(&v);
         }
     }
+    // AddSettings with the value as default, and as limits around a default.
+    let mut store = Store::new();
+    let adds = [
+        ("/Settings/A", value.clone(), None, None),
+        ("/Settings/B", Value::I32(5), Some(value), Some(value)),
+        (
+            "/Settings/C",
+            Value::F64(5.0),
+            Some(&Value::F64(0.0)),
+            Some(value),
+        ),
+        (
+            "/Settings/Devices/d/ClassAndVrmInstance",
+            value.clone(),
+            None,
+            None,
+        ),
+    ];
+    for (path, default, min, max) in adds {
+        if store.add(path, &default, None, min, max, false).is_ok() {
+            let s = store.get(path).expect("added");
+            check_sendable(&s.min());
+            check_sendable(&s.max());
+            for v in [&s.value, &s.default] {
+                check_sendable(v);
+                let kept = Value::from_json(&v.to_json())
+                    .ok()
+                    .and_then(|k| s.kind.convert(&k));
+                assert_eq!(kept.as_ref(), Some(v), "{path}: {value:?}");
+            }
+        }
+    }
 }
 
 /// A `W/` payload through the gateway of `sim`, typed as dbus-flashmq

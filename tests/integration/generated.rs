@@ -193,6 +193,33 @@ async fn set_value_of_every_d_bus_type_is_answered_on_services_and_settings() {
         values.len()
     );
 
+    // AddSettings with generated defaults and limits, as any driver may send.
+    for bytes in values.iter().take(60) {
+        let value = properties::variant_from_bytes(bytes);
+        if holds_nul(&value) {
+            continue;
+        }
+        let entry = std::collections::HashMap::from([
+            ("path", zbus::Variant::from("/Settings/Gen/X")),
+            ("default", value.try_clone().expect("clonable")),
+            ("min", value.try_clone().expect("clonable")),
+            ("max", value),
+        ]);
+        let body = (vec![entry],);
+        let call = world.conn.call_method(
+            Some("com.victronenergy.settings"),
+            "/",
+            Some("com.victronenergy.Settings"),
+            "AddSettings",
+            &body,
+        );
+        match tokio::time::timeout(Duration::from_secs(5), call).await {
+            Err(_) => panic!("AddSettings: no answer"),
+            Ok(Ok(reply)) => assert_eq!(reply.body().signature().to_string(), "aa{sv}"),
+            Ok(Err(_)) => {}
+        }
+    }
+
     for (service, _) in targets {
         assert!(get_items_answers(&world.conn, service).await, "{service}");
     }

@@ -231,7 +231,10 @@ async fn issue_10_a_refused_set_value_is_logged_with_its_reason() {
     let conn = bus.client().await;
     let body = zbus::Variant::from("warm");
     assert_eq!(set_value(&conn, name, "/T", body).await, 1);
-    assert_eq!(set_value(&conn, name, "/T", zbus::Variant::from(11.0)).await, 2);
+    assert_eq!(
+        set_value(&conn, name, "/T", zbus::Variant::from(11.0)).await,
+        2
+    );
 
     let text = log.text();
     for want in [
@@ -240,5 +243,8 @@ async fn issue_10_a_refused_set_value_is_logged_with_its_reason() {
     ] {
         assert!(text.contains(want), "{want:?} not in the log:\n{text}");
     }
-    assert!(text.contains(name) && text.contains("path=\"/T\""), "{text}");
+    assert!(
+        text.contains(name) && text.contains("path=\"/T\""),
+        "{text}"
+    );
 }
