@@ -352,7 +352,8 @@ impl PathSpec {
             (ValueKind::Int, Value::Number(n)) if n.is_i64() || n.is_u64() => value.clone(),
             (ValueKind::Int, Value::Number(_) | Value::Bool(_)) => {
                 let x = number(value).unwrap_or(f64::NAN);
-                if x.fract() != 0.0 || !x.is_finite() || x.abs() > i64::MAX as f64 {
+                // i64::MAX as f64 is 2^63, one above i64::MAX: it must be refused too.
+                if x.fract() != 0.0 || !x.is_finite() || x.abs() >= i64::MAX as f64 {
                     return Err(ValueError(format!("{x} is not a whole number")));
                 }
                 // In range and whole: the cast is exact.

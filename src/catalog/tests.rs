@@ -917,3 +917,25 @@ fn issue_10_user_text_d_bus_cannot_carry_is_refused() {
         }
     }
 }
+
+/// See: issue 10. 2^63 on an int path passed the range check and was cast
+/// to i64::MAX, another number than the one written.
+#[test]
+fn issue_10_a_whole_float_past_i64_is_refused_on_an_int_path() {
+    let catalog = Catalog::embedded();
+    let p = catalog
+        .get("temperature")
+        .and_then(|t| t.path("TemperatureType"))
+        .unwrap()
+        .clone();
+    let open = PathSpec {
+        min: None,
+        max: None,
+        ..p
+    };
+    assert!(open.check_value(&json!(9_223_372_036_854_775_808.0)).is_err());
+    assert_eq!(
+        open.check_value(&json!(-9_007_199_254_740_992.0)),
+        Ok(json!(-9_007_199_254_740_992i64))
+    );
+}
