@@ -933,7 +933,9 @@ fn issue_10_a_whole_float_past_i64_is_refused_on_an_int_path() {
         max: None,
         ..p
     };
-    assert!(open.check_value(&json!(9_223_372_036_854_775_808.0)).is_err());
+    assert!(open
+        .check_value(&json!(9_223_372_036_854_775_808.0))
+        .is_err());
     assert_eq!(
         open.check_value(&json!(-9_007_199_254_740_992.0)),
         Ok(json!(-9_007_199_254_740_992i64))

@@ -168,8 +168,13 @@ pub async fn serve(conn: Connection, mut stream: MessageStream, handler: Arc<dyn
         let msgs = match answer(&msg, handler.as_ref()) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "building a reply failed");
-                continue;
+                // The caller still gets an answer: without one it would wait for its
+                // timeout, and dbus-flashmq ignores a service whose GetItems goes unanswered.
+                tracing::warn!(error = %e, "building a reply failed; answering with an error");
+                match failure_reply(&msg, &e) {
+                    Some(reply) => vec![reply],
+                    None => continue,
+                }
             }
         };
         if let Err(e) = conn.send_all(&msgs).await {
@@ -216,6 +221,19 @@ fn answer(msg: &Message, handler: &dyn Handler) -> zbus::Result<Vec<Message>> {
     }?;
     out.push(reply);
     Ok(out)
+}
+
+/// `org.freedesktop.DBus.Error.Failed` for a call whose reply could not be built (`None`
+/// when the caller expects no reply).
+fn failure_reply(msg: &Message, e: &zbus::Error) -> Option<Message> {
+    let hdr = msg.header();
+    if hdr.primary().flags().contains(Flags::NO_REPLY_EXPECTED) {
+        return None;
+    }
+    let failed = ErrorReply::Failed(format!("the reply could not be built: {e}"));
+    Message::error(&hdr, failed.name())
+        .build(&(failed.message(),))
+        .ok()
 }
 
 /// Answers `Introspect`, `Ping` and `GetMachineId`; `None` for everything else.

@@ -248,3 +248,48 @@ async fn issue_10_a_refused_set_value_is_logged_with_its_reason() {
         "{text}"
     );
 }
+
+/// See: issue 10. When a reply could not be built, the dispatcher logged it
+/// and sent nothing: the caller waited for its timeout (25 s for
+/// dbus-flashmq, which then ignores the service for good). Now it gets an
+/// error reply at once.
+#[tokio::test]
+async fn issue_10_a_reply_that_cannot_be_built_is_answered_with_an_error() {
+    use dbus_mqtt_devices::dbus::dispatch::{self, Call, Handler, Introspection, Reply, Response};
+    use std::sync::Arc;
+
+    /// Answers every call with a value nested deeper than D-Bus allows.
+    struct TooDeep;
+    impl Handler for TooDeep {
+        fn handle(&self, _call: &Call<'_>) -> Response {
+            let mut v = zbus::Variant::I32(1);
+            for _ in 0..70 {
+                v = zbus::Variant::Variant(Box::new(v));
+            }
+            Reply::Variant(v).into()
+        }
+        fn introspect(&self, _path: &str) -> Option<Introspection> {
+            None
+        }
+    }
+
+    let bus = super::support::TestBus::start().await;
+    let server = bus.client().await;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::MethodCall)
+        .build()
+        .unwrap();
+    let stream = zbus::MessageStream::for_match_rule(rule, &server, None)
+        .await
+        .unwrap();
+    tokio::spawn(dispatch::serve(server.clone(), stream, Arc::new(TooDeep)));
+    let name = server.unique_name().unwrap().to_string();
+
+    let client = bus.client().await;
+    let call = client.call_method(Some(name.as_str()), "/", None::<&str>, "GetValue", &());
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), call)
+        .await
+        .expect("an answer, not a timeout");
+    let error = answer.expect_err("an error reply");
+    assert!(error.to_string().contains("could not be built"), "{error}");
+}
