@@ -127,7 +127,7 @@ impl Status {
                 self.rejections.push(Rejection::new(
                     RejectionCode::InvalidField,
                     format!(
-                        "\"lwt_topic\" must be a topic without wildcards, got {}",
+                        "\"lwt_topic\" must be a topic without wildcards, not a device topic, got {}",
                         describe(other)
                     ),
                 ));
@@ -398,9 +398,14 @@ fn check_settings(settings: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-/// A topic a device may name: non-empty, no wildcards.
+/// A topic a device may name as its `lwt_topic`: non-empty, no wildcards, and
+/// not a device topic the daemon reads (every message on an `lwt_topic` is
+/// taken for a last will, so another device's Status would be lost).
 fn is_plain_topic(topic: &str) -> bool {
-    !topic.is_empty() && !topic.contains(['+', '#']) && !topic.contains('\0')
+    !topic.is_empty()
+        && !topic.contains(['+', '#'])
+        && !topic.contains('\0')
+        && super::DeviceTopic::parse(topic).is_none()
 }
 
 /// How many characters of a refused value a rejection message quotes.

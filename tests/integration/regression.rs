@@ -293,3 +293,31 @@ async fn issue_10_a_reply_that_cannot_be_built_is_answered_with_an_error() {
     let error = answer.expect_err("an error reply");
     assert!(error.to_string().contains("could not be built"), "{error}");
 }
+
+/// See: issue 10. A device could name another device's Status topic as its
+/// `lwt_topic`; the daemon then took every message on it for a last will,
+/// and the other device could no longer register (nothing answered it).
+#[tokio::test]
+async fn issue_10_an_lwt_topic_cannot_capture_a_device_topic() {
+    let world = World::start().await;
+    let mut a = world.device("lwta").await;
+    a.send(
+        "Status",
+        r#"{"clientId": "lwta", "connected": 1, "lwt_topic": "device/lwtb/Status", "lwt_value": "x", "services": {"t1": "temperature"}}"#,
+    )
+    .await;
+    let error = a.expect_error().await;
+    assert_eq!(error["error"], "invalid_field", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("lwt_topic"),
+        "{error}"
+    );
+    assert!(a.expect_dbus_reply().await["deviceInstance"]["t1"].is_u64());
+
+    let mut b = world.device("lwtb").await;
+    let reply = b.register(r#"{"t1": "temperature"}"#).await;
+    assert!(reply["deviceInstance"]["t1"].is_u64(), "{reply}");
+}
