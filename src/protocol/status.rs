@@ -103,7 +103,7 @@ impl Status {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.contains('\0') => self.rejections.push(Rejection::new(
                 RejectionCode::InvalidField,
-                NUL_REASON.replace("{}", "version"),
+                nul_reason("\"version\""),
             )),
             Some(v @ Value::String(_)) => self.version = Some(v.clone()),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
@@ -308,9 +308,7 @@ fn parse_rich_service(
     };
     let name = match fields.get("name") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.contains('\0') => {
-            return Err(invalid(NUL_REASON.replace("{}", "name")))
-        }
+        Some(Value::String(s)) if s.contains('\0') => return Err(invalid(nul_reason("\"name\""))),
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
             return Err(invalid(format!(
@@ -352,7 +350,7 @@ fn parse_rich_service(
     let product = match fields.get("product") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.contains('\0') => {
-            return Err(invalid(NUL_REASON.replace("{}", "product")))
+            return Err(invalid(nul_reason("\"product\"")))
         }
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
@@ -374,7 +372,9 @@ fn parse_rich_service(
 
 /// Why text with NUL is refused: D-Bus strings cannot hold it (the bus daemon
 /// cuts the connection that sends one), and these fields go to D-Bus.
-const NUL_REASON: &str = "\"{}\" may not contain the NUL character (\\u0000)";
+fn nul_reason(field: &str) -> String {
+    format!("{field} may not contain the NUL character (\\u0000)")
+}
 
 /// Initial setting values become localsettings defaults, which are numbers
 /// or text: anything else, or text with NUL, is refused with the key named.
@@ -382,9 +382,7 @@ fn check_settings(settings: &Map<String, Value>) -> Result<(), String> {
     for (key, value) in settings {
         match value {
             Value::String(s) if s.contains('\0') => {
-                return Err(format!(
-                    "\"settings\": {key:?} may not contain the NUL character (\\u0000)"
-                ))
+                return Err(nul_reason(&format!("\"settings\": {key:?}")))
             }
             Value::Array(_) | Value::Object(_) => {
                 return Err(format!(
