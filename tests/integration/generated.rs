@@ -241,3 +241,92 @@ fn holds_nul(v: &zbus::Variant<'_>) -> bool {
         _ => false,
     }
 }
+
+#[tokio::test]
+async fn generated_w_values_through_the_gateway_leave_the_services_serving() {
+    use dbus_mqtt_devices::dbus::Value;
+    use dbus_mqtt_devices::sim::gateway::{Event, Gateway, GatewayConfig};
+    use tokio::sync::mpsc;
+
+    let world = World::start().await;
+    let mut device = world.device("wgen").await;
+    let reply = device
+        .register(r#"{"t1": "temperature", "ev1": "evcharger"}"#)
+        .await;
+    let t1 = reply["topicPath"]["t1"]["W"]
+        .as_str()
+        .expect("W path")
+        .to_owned();
+    let ev1 = reply["topicPath"]["ev1"]["W"]
+        .as_str()
+        .expect("W path")
+        .to_owned();
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let gateway = Gateway::start(
+        GatewayConfig {
+            bus: world.bus.bus(),
+            mqtt_host: "127.0.0.1".into(),
+            mqtt_port: world.port(),
+            portal: dbus_mqtt_devices::ids::PortalId::parse(PORTAL).expect("portal"),
+        },
+        events_tx,
+    )
+    .await
+    .expect("starting the gateway");
+    let mut seen = 0;
+    tokio::time::timeout(WAIT, async {
+        while seen < 2 {
+            if let Some(Event::ServiceAdded { service, .. }) = events.recv().await {
+                if service.contains("mqtt_wgen_") {
+                    seen += 1;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the gateway read both services");
+
+    let mut runner = runner();
+    let values = generate(
+        &mut runner,
+        text::json_tree(12).prop_map(|t| t.print()),
+        120,
+        |_| true,
+    );
+    let topics = [
+        format!("{t1}/Temperature"),
+        format!("{t1}/CustomName"),
+        format!("{t1}/TemperatureType"),
+        format!("{ev1}/Role"),
+        format!("{ev1}/SetCurrent"),
+    ];
+    for (i, value) in values.iter().enumerate() {
+        let payload = format!("{{\"value\": {value}}}");
+        device.publish(&topics[i % topics.len()], &payload).await;
+    }
+    // The gateway writes in order: once the last value arrives, every
+    // generated one has been answered.
+    device
+        .publish(&format!("{t1}/Temperature"), r#"{"value": 12.25}"#)
+        .await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Event::ValueChanged { path, value, .. }) = events.recv().await {
+                if path == "/Temperature" && value == Value::F64(12.25) {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the last write arrived");
+
+    for name in [
+        "com.victronenergy.temperature.mqtt_wgen_t1",
+        "com.victronenergy.evcharger.mqtt_wgen_ev1",
+    ] {
+        assert!(get_items_answers(&world.conn, name).await, "{name}");
+    }
+    gateway.stop().await;
+}
