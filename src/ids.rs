@@ -278,6 +278,20 @@ mod tests {
         assert_eq!(c, ClientId::parse("ESP32-ABC123").unwrap());
     }
 
+    /// The mapping is part of what users keep (instances and names are
+    /// stored under it): these exact forms must never change.
+    #[test]
+    fn mapped_ids_are_the_same_in_every_version() {
+        for (raw, legal) in [
+            ("ESP32-ABC123", "ESP32_ABC123_xe596aba9"),
+            ("shellyplus1pm-a8032a", "shellyplus1pm_a8032a_x6696ac32"),
+            ("Küche 1", "K_che_1_xeb83ece6"),
+            ("a.b", "a_b_x108bf50c"),
+        ] {
+            assert_eq!(ClientId::parse(raw).unwrap().legal(), legal, "{raw}");
+        }
+    }
+
     #[test]
     fn ids_that_sanitize_alike_stay_distinct() {
         let a = ClientId::parse("a-b").unwrap();
