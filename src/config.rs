@@ -1,5 +1,18 @@
 //! Resolved settings of the daemon: command line over configuration file
 //! over defaults. Knows no clap internals, no tokio, no bus, no broker.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use crate::cli::DaemonArgs;
 use crate::data_dir::{CONFIG_FILE, LEGACY_DATA_DIR};
@@ -231,15 +244,30 @@ fn read_file(path: &Path) -> Result<FileConfig, Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        // One line for the log and the terminal: the message and where.
-        line: e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(1),
-        message: e.message().replace('\n', " "),
-    })
+    FileConfig::parse(&text, path)
+}
+
+impl FileConfig {
+    /// Parses the text of a configuration file; `path` names it in the error.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, Error> {
+        toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            // One line for the log and the terminal: the message and where.
+            line: e.span().map_or(1, |span| line_of(text, span.start)),
+            message: e.message().replace('\n', " "),
+        })
+    }
+}
+
+/// The 1-based line of byte `offset` in `text` (counted in bytes, so an
+/// offset inside a character or past the end still has a line).
+fn line_of(text: &str, offset: usize) -> usize {
+    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
+    before
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        .saturating_add(1)
 }
 
 #[cfg(test)]

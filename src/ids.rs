@@ -3,6 +3,19 @@
 //!
 //! Pure: no I/O, no async. Every id is built through `parse`, so code past the
 //! protocol edge can rely on its form.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::fmt;
 
@@ -263,6 +276,20 @@ mod tests {
         assert!(c.legal().chars().all(is_legal_char));
         // Stable: the same input always gives the same output.
         assert_eq!(c, ClientId::parse("ESP32-ABC123").unwrap());
+    }
+
+    /// The mapping is part of what users keep (instances and names are
+    /// stored under it): these exact forms must never change.
+    #[test]
+    fn mapped_ids_are_the_same_in_every_version() {
+        for (raw, legal) in [
+            ("ESP32-ABC123", "ESP32_ABC123_xe596aba9"),
+            ("shellyplus1pm-a8032a", "shellyplus1pm_a8032a_x6696ac32"),
+            ("Küche 1", "K_che_1_xeb83ece6"),
+            ("a.b", "a_b_x108bf50c"),
+        ] {
+            assert_eq!(ClientId::parse(raw).unwrap().legal(), legal, "{raw}");
+        }
     }
 
     #[test]

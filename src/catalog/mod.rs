@@ -38,6 +38,19 @@
 //! assert_eq!(path.decimals, Some(2));
 //! assert_eq!(path.unit.as_deref(), Some("°C"));
 //! ```
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod embedded;
 
@@ -339,7 +352,8 @@ impl PathSpec {
             (ValueKind::Int, Value::Number(n)) if n.is_i64() || n.is_u64() => value.clone(),
             (ValueKind::Int, Value::Number(_) | Value::Bool(_)) => {
                 let x = number(value).unwrap_or(f64::NAN);
-                if x.fract() != 0.0 || !x.is_finite() || x.abs() > i64::MAX as f64 {
+                // i64::MAX as f64 is 2^63, one above i64::MAX: it must be refused too.
+                if x.fract() != 0.0 || !x.is_finite() || x.abs() >= i64::MAX as f64 {
                     return Err(ValueError(format!("{x} is not a whole number")));
                 }
                 // In range and whole: the cast is exact.
@@ -500,23 +514,34 @@ impl<'a> Origin<'a> {
     }
 }
 
+/// The built-in files, read into patches (by file name, with their label),
+/// and the mistakes found in them. Read once: they are compiled in.
+type EmbeddedPatches = (BTreeMap<String, (String, TypePatch)>, Vec<CatalogError>);
+
+fn embedded_patches() -> &'static EmbeddedPatches {
+    static PATCHES: std::sync::OnceLock<EmbeddedPatches> = std::sync::OnceLock::new();
+    PATCHES.get_or_init(|| {
+        let mut errors = Vec::new();
+        let mut embedded = BTreeMap::new();
+        for file in embedded::FILES {
+            let label = format!("embedded/{}.toml", file.name);
+            let origin = Origin::file(&label).service_type(file.name);
+            match toml::from_str::<toml::Table>(file.text) {
+                Ok(table) => {
+                    let patch = parse_type(table, &origin, &mut errors);
+                    embedded.insert(file.name.to_string(), (label.clone(), patch));
+                }
+                Err(e) => errors.push(origin.error(None, toml_message(&e, file.text))),
+            }
+        }
+        (embedded, errors)
+    })
+}
+
 /// Builds the catalog from the embedded files and an optional user file
 /// `(text, label)`.
 fn build(user: Option<(&str, &str)>) -> (Catalog, Vec<CatalogError>) {
-    let mut errors = Vec::new();
-
-    let mut embedded: BTreeMap<String, (String, TypePatch)> = BTreeMap::new();
-    for file in embedded::FILES {
-        let label = format!("embedded/{}.toml", file.name);
-        let origin = Origin::file(&label).service_type(file.name);
-        match toml::from_str::<toml::Table>(file.text) {
-            Ok(table) => {
-                let patch = parse_type(table, &origin, &mut errors);
-                embedded.insert(file.name.to_string(), (label.clone(), patch));
-            }
-            Err(e) => errors.push(origin.error(None, toml_message(&e, file.text))),
-        }
-    }
+    let (embedded, mut errors) = embedded_patches().clone();
 
     let mut user_patches: BTreeMap<String, TypePatch> = BTreeMap::new();
     let user_label = user.map(|(_, label)| label).unwrap_or("catalog.toml");
@@ -578,8 +603,9 @@ fn toml_message(e: &toml::de::Error, text: &str) -> String {
         Some(span) => {
             // Spans lie on token boundaries; fall back to the start if not.
             let before = text.get(..span.start).unwrap_or_default();
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i.saturating_add(1));
+            let line = before.matches('\n').count().saturating_add(1);
+            let column = before.len().saturating_sub(line_start).saturating_add(1);
             format!("line {line}, column {column}: {}", e.message())
         }
         None => e.message().to_string(),
@@ -605,6 +631,22 @@ fn take<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// [`take`] for text that ends up on D-Bus, which cannot carry NUL (the bus
+/// daemon disconnects a service that sends it).
+fn take_text(
+    table: &mut toml::Table,
+    key: &str,
+    origin: &Origin,
+    errors: &mut Vec<CatalogError>,
+) -> Option<String> {
+    let text: String = take(table, key, origin, errors)?;
+    if text.contains('\0') {
+        errors.push(origin.error(Some(key), "may not contain the NUL character (\\u0000)"));
+        return None;
+    }
+    Some(text)
+}
+
 fn report_unknown_keys(table: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError>) {
     for key in table.keys() {
         errors.push(origin.error(Some(key), "unknown key"));
@@ -614,9 +656,9 @@ fn report_unknown_keys(table: toml::Table, origin: &Origin, errors: &mut Vec<Cat
 fn parse_type(mut t: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError>) -> TypePatch {
     let mut patch = TypePatch {
         product_id: take(&mut t, "product_id", origin, errors),
-        product_name: take(&mut t, "product_name", origin, errors),
+        product_name: take_text(&mut t, "product_name", origin, errors),
         preferred_instance: take(&mut t, "preferred_instance", origin, errors),
-        custom_name: take(&mut t, "custom_name", origin, errors),
+        custom_name: take_text(&mut t, "custom_name", origin, errors),
         numeric_firmware: take(&mut t, "numeric_firmware", origin, errors),
         paths: Vec::new(),
     };
@@ -645,7 +687,7 @@ fn parse_type(mut t: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError
         }
         let path_patch = PathPatch {
             kind: take(&mut p, "kind", &path_origin, errors),
-            unit: take(&mut p, "unit", &path_origin, errors),
+            unit: take_text(&mut p, "unit", &path_origin, errors),
             decimals: take(&mut p, "decimals", &path_origin, errors),
             default: take::<toml::Value>(&mut p, "default", &path_origin, errors)
                 .and_then(|v| toml_to_json(v, &path_origin, errors)),
@@ -655,7 +697,7 @@ fn parse_type(mut t: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError
             measured: take(&mut p, "measured", &path_origin, errors),
             min: take(&mut p, "min", &path_origin, errors),
             max: take(&mut p, "max", &path_origin, errors),
-            description: take(&mut p, "description", &path_origin, errors),
+            description: take_text(&mut p, "description", &path_origin, errors),
             path: name.clone(),
         };
         report_unknown_keys(p, &path_origin, errors);
@@ -898,6 +940,10 @@ fn check_default(
                 kind_expectation(kind)
             ),
         ));
+    }
+    // Defaults are sent on D-Bus as they are.
+    if let Err(e) = crate::dbus::Value::from_json(v) {
+        return Err(("default", format!("{v}: {e}")));
     }
     let v = match (kind, v.as_f64()) {
         (ValueKind::Float, Some(x)) if !v.is_f64() => {

@@ -860,3 +860,84 @@ fn the_user_documentation_example_loads_cleanly() {
         .get("watermaker")
         .is_some_and(|t| t.paths.len() == 3));
 }
+
+/// See: issue 10. Text from the user file goes to D-Bus (ProductName,
+/// CustomName, GetText with the unit, GetDescription, defaults); with a NUL
+/// in it every service of the type lost its connection. Such keys are
+/// refused (the built-in value stays), as are defaults D-Bus cannot carry.
+#[test]
+fn issue_10_user_text_d_bus_cannot_carry_is_refused() {
+    let user = r#"
+        [temperature]
+        product_name = "a\u0000"
+        custom_name = "b\u0000"
+
+        [[temperature.path]]
+        path = "Temperature"
+        unit = "°C\u0000"
+
+        [[temperature.path]]
+        path = "Humidity"
+        description = "\u0000"
+
+        [[temperature.path]]
+        path = "Label"
+        kind = "str"
+        default = "x\u0000"
+
+        [[temperature.path]]
+        path = "Deep"
+        default = [[[[[[[[[[1]]]]]]]]]]
+    "#;
+    let (catalog, errors) = Catalog::load_str(user, "catalog.toml");
+    let keys: Vec<_> = errors
+        .iter()
+        .map(|e| (e.path.as_deref(), e.key.as_deref()))
+        .collect();
+    for want in [
+        (None, Some("product_name")),
+        (None, Some("custom_name")),
+        (Some("Temperature"), Some("unit")),
+        (Some("Humidity"), Some("description")),
+        (Some("Label"), Some("default")),
+        (Some("Deep"), Some("default")),
+    ] {
+        assert!(keys.contains(&want), "{want:?} not in {errors:#?}");
+    }
+    let t = catalog.get("temperature").expect("built-in type kept");
+    let text = |s: &str| !s.contains('\0');
+    assert!(text(&t.product_name) && text(&t.custom_name));
+    for p in &t.paths {
+        assert!(
+            text(&p.description) && p.unit.as_deref().is_none_or(text),
+            "{p:?}"
+        );
+        if let Some(d) = &p.default {
+            assert!(crate::dbus::Value::from_json(d).is_ok(), "{p:?}");
+        }
+    }
+}
+
+/// See: issue 10. 2^63 on an int path passed the range check and was cast
+/// to i64::MAX, another number than the one written.
+#[test]
+fn issue_10_a_whole_float_past_i64_is_refused_on_an_int_path() {
+    let catalog = Catalog::embedded();
+    let p = catalog
+        .get("temperature")
+        .and_then(|t| t.path("TemperatureType"))
+        .unwrap()
+        .clone();
+    let open = PathSpec {
+        min: None,
+        max: None,
+        ..p
+    };
+    assert!(open
+        .check_value(&json!(9_223_372_036_854_775_808.0))
+        .is_err());
+    assert_eq!(
+        open.check_value(&json!(-9_007_199_254_740_992.0)),
+        Ok(json!(-9_007_199_254_740_992i64))
+    );
+}

@@ -3,6 +3,19 @@
 //! with or without an interface header. Never uses zbus' ObjectServer (it refuses calls without
 //! an interface header, which velib, dbus-mqtt and old dbusmonitor send).
 //! Knows no item tree and no settings: the handlers own those.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -155,8 +168,13 @@ pub async fn serve(conn: Connection, mut stream: MessageStream, handler: Arc<dyn
         let msgs = match answer(&msg, handler.as_ref()) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "building a reply failed");
-                continue;
+                // The caller still gets an answer: without one it would wait for its
+                // timeout, and dbus-flashmq ignores a service whose GetItems goes unanswered.
+                tracing::warn!(error = %e, "building a reply failed; answering with an error");
+                match failure_reply(&msg, &e) {
+                    Some(reply) => vec![reply],
+                    None => continue,
+                }
             }
         };
         if let Err(e) = conn.send_all(&msgs).await {
@@ -181,7 +199,7 @@ fn answer(msg: &Message, handler: &dyn Handler) -> zbus::Result<Vec<Message>> {
         body: &body,
     };
     let response = standard(&call, handler).unwrap_or_else(|| handler.handle(&call));
-    let mut out = Vec::with_capacity(response.signals.len() + 1);
+    let mut out = Vec::with_capacity(response.signals.len().saturating_add(1));
     for s in &response.signals {
         out.push(signal_message(s)?);
     }
@@ -203,6 +221,19 @@ fn answer(msg: &Message, handler: &dyn Handler) -> zbus::Result<Vec<Message>> {
     }?;
     out.push(reply);
     Ok(out)
+}
+
+/// `org.freedesktop.DBus.Error.Failed` for a call whose reply could not be built (`None`
+/// when the caller expects no reply).
+fn failure_reply(msg: &Message, e: &zbus::Error) -> Option<Message> {
+    let hdr = msg.header();
+    if hdr.primary().flags().contains(Flags::NO_REPLY_EXPECTED) {
+        return None;
+    }
+    let failed = ErrorReply::Failed(format!("the reply could not be built: {e}"));
+    Message::error(&hdr, failed.name())
+        .build(&(failed.message(),))
+        .ok()
 }
 
 /// Answers `Introspect`, `Ping` and `GetMachineId`; `None` for everything else.

@@ -2,6 +2,19 @@
 //! `RequestName(DO_NOT_QUEUE)`; local writes with PropertiesChanged, batches and live
 //! additions/removals with ItemsChanged; remote writes reported to the owner; the name released
 //! on close. Knows no service types, no MQTT and no devices.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -96,23 +109,33 @@ impl Shared {
                 .into()
             }
         };
-        let Ok(value) = Value::from_variant(&raw) else {
-            return Reply::I32(1).into();
+        // The gateways ignore SetValue's code, so a refusal is only seen in the log.
+        let refuse = |code: i32, reason: &str| -> Response {
+            tracing::warn!(service = %self.name, path = call.path, code, "SetValue refused: {reason}");
+            Reply::I32(code).into()
         };
+        let value = match Value::from_variant(&raw) {
+            Ok(v) => v,
+            Err(e) => return refuse(1, &e.to_string()),
+        };
+        let shown = quoted(&value);
         let check = match self.tree().get(call.path) {
             Some(item) => item.check_remote_write(value),
             None => return unknown_object(call.path),
         };
         let value = match check {
-            WriteCheck::NotWriteable | WriteCheck::WrongType => return Reply::I32(1).into(),
-            WriteCheck::OutOfRange => return Reply::I32(2).into(),
+            WriteCheck::NotWriteable => return refuse(1, "the path is not writeable"),
+            WriteCheck::WrongType => {
+                return refuse(1, &format!("{shown} does not fit the path's type"))
+            }
+            WriteCheck::OutOfRange => return refuse(2, &format!("{shown} is out of range")),
             WriteCheck::Unchanged => return Reply::I32(0).into(),
             WriteCheck::Changed(v) => v,
         };
         // The hook runs without the lock, so it may read the service.
         if let Some(hook) = &self.hook {
             if !hook(call.path, &value) {
-                return Reply::I32(2).into();
+                return refuse(2, &format!("{shown} is not accepted by the service"));
             }
         }
         let entry = {
@@ -139,6 +162,20 @@ impl Shared {
             }],
         }
     }
+}
+
+/// How many characters of a refused value the log quotes.
+const QUOTE_MAX_CHARS: usize = 40;
+
+/// A value as the log quotes it: Python text, cut after [`QUOTE_MAX_CHARS`]
+/// characters (never inside one).
+fn quoted(value: &Value) -> String {
+    let mut text = value.python_text();
+    if let Some((cut, _)) = text.char_indices().nth(QUOTE_MAX_CHARS) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    format!("{text:?}")
 }
 
 fn unknown_object(path: &str) -> Response {
@@ -219,6 +256,16 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// Refuses a value the bus cannot carry before it is stored: a stored one would
+/// make every later `GetItems` of the service fail.
+fn check_wire(name: &str, path: &str, value: &Value) -> Result<(), Error> {
+    value.check_wire().map_err(|source| Error::InvalidValue {
+        name: name.to_string(),
+        path: path.to_string(),
+        source,
+    })
+}
+
 fn insert_error(name: &str, path: &str, e: InsertError) -> Error {
     match e {
         InsertError::InvalidPath => Error::InvalidPath {
@@ -250,6 +297,7 @@ impl Service {
         let mut tree = Tree::new();
         for item in items {
             let path = item.path.clone();
+            check_wire(name, &path, &item.value)?;
             tree.insert(item.with_local_value())
                 .map_err(|e| insert_error(name, &path, e))?;
         }
@@ -361,6 +409,7 @@ impl Service {
         let entry = {
             let mut tree = self.shared.tree();
             let item = tree.get_mut(path).ok_or_else(|| self.unknown_path(path))?;
+            check_wire(&self.shared.name, path, &value)?;
             let value = item.local_value(value);
             if item.value == value {
                 return Ok(false);
@@ -380,13 +429,16 @@ impl Service {
     }
 
     /// Local writes of several values, announced in one `ItemsChanged` on `/` holding the
-    /// changed ones. Checks every path first: on an unknown path nothing is written. Returns
-    /// how many changed.
+    /// changed ones. Checks every path and value first: on an unknown path or a value D-Bus
+    /// cannot carry nothing is written. Returns how many changed.
     pub async fn set_values(&self, changes: Vec<(String, Value)>) -> Result<usize, Error> {
         let entries = {
             let mut tree = self.shared.tree();
             if let Some((p, _)) = changes.iter().find(|(p, _)| tree.get(p).is_none()) {
                 return Err(self.unknown_path(p));
+            }
+            for (path, value) in &changes {
+                check_wire(&self.shared.name, path, value)?;
             }
             let mut entries = HashMap::new();
             for (path, value) in changes {
@@ -429,11 +481,15 @@ impl Service {
             let mut added: Vec<String> = Vec::new();
             for item in items {
                 let path = item.path.clone();
-                if let Err(e) = tree.insert(item.with_local_value()) {
+                let inserted = check_wire(&self.shared.name, &path, &item.value).and_then(|()| {
+                    tree.insert(item.with_local_value())
+                        .map_err(|e| insert_error(&self.shared.name, &path, e))
+                });
+                if let Err(e) = inserted {
                     for p in &added {
                         tree.remove(p);
                     }
-                    return Err(insert_error(&self.shared.name, &path, e));
+                    return Err(e);
                 }
                 added.push(path);
             }

@@ -1,6 +1,19 @@
 //! The items of one service and the BusItem key rules: leaf values and texts, node
 //! `GetValue`/`GetText` with keys relative to the node, root `GetItems` with absolute keys, and the
 //! remote-write checks behind SetValue. Pure: knows no connection and no MQTT.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -196,8 +209,8 @@ impl Tree {
         }
         // No ancestor may be an item: a path is either a value or a node.
         let mut p = item.path.as_str();
-        while let Some(i) = p.rfind('/') {
-            p = &p[..i];
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            p = parent;
             if !p.is_empty() && self.items.contains_key(p) {
                 return Err(InsertError::Clash);
             }
@@ -288,10 +301,8 @@ pub fn entries_under<'a, T>(
     } else {
         format!("{node}/")
     };
-    let skip = prefix.len();
     map.range(prefix.clone()..)
-        .take_while(move |(k, _)| k.starts_with(&prefix))
-        .map(move |(k, v)| (&k[skip..], v))
+        .map_while(move |(k, v)| k.strip_prefix(prefix.as_str()).map(|rel| (rel, v)))
 }
 
 /// The distinct first elements of sorted relative keys: a node's direct

@@ -42,7 +42,7 @@ pub fn json_to_value(json: &Json, kind: ValueKind) -> Result<Value, String> {
             }
         }
         ValueKind::Str => match json {
-            Json::String(s) => Ok(Value::Str(s.clone())),
+            Json::String(s) => Value::text(s.as_str()).map_err(|e| e.to_string()),
             Json::Number(n) => Ok(Value::Str(n.to_string())),
             other => Err(format!("expected a string, got {}", kind_name(other))),
         },

@@ -4,6 +4,19 @@
 //!
 //! Knows no MQTT client and no D-Bus: it turns topics and payload bytes into
 //! values, and values into reply payloads.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 mod proxy;
 mod rejection;
@@ -15,7 +28,7 @@ mod values;
 pub use proxy::ProxyRequest;
 pub use rejection::{Rejection, RejectionCode};
 pub use reply::{dbus_reply, device_instance_reply, error_reply, write_forward, ServiceReply};
-pub use status::{ServiceDecl, Status};
+pub use status::{ServiceDecl, Status, MAX_SERVICES_PER_DEVICE, MAX_TIMEOUT_SECS};
 pub use topic::device_topic;
 pub use topic::{DeviceTopic, MessageKind};
 pub use values::ValuesMessage;

@@ -101,6 +101,10 @@ impl Status {
     fn parse_version(&mut self, map: &Map<String, Value>) {
         match map.get("version") {
             None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.contains('\0') => self.rejections.push(Rejection::new(
+                RejectionCode::InvalidField,
+                nul_reason("\"version\""),
+            )),
             Some(v @ Value::String(_)) => self.version = Some(v.clone()),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
                 self.version = Some(Value::Number(n.clone()))
@@ -123,7 +127,7 @@ impl Status {
                 self.rejections.push(Rejection::new(
                     RejectionCode::InvalidField,
                     format!(
-                        "\"lwt_topic\" must be a topic without wildcards, got {}",
+                        "\"lwt_topic\" must be a topic without wildcards, not a device topic, got {}",
                         describe(other)
                     ),
                 ));
@@ -304,6 +308,7 @@ fn parse_rich_service(
     };
     let name = match fields.get("name") {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.contains('\0') => return Err(invalid(nul_reason("\"name\""))),
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
             return Err(invalid(format!(
@@ -331,7 +336,10 @@ fn parse_rich_service(
     };
     let settings = match fields.get("settings") {
         None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(s)) => s.clone(),
+        Some(Value::Object(s)) => {
+            check_settings(s).map_err(invalid)?;
+            s.clone()
+        }
         Some(other) => {
             return Err(invalid(format!(
                 "\"settings\" must be an object, got {}",
@@ -341,6 +349,9 @@ fn parse_rich_service(
     };
     let product = match fields.get("product") {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.contains('\0') => {
+            return Err(invalid(nul_reason("\"product\"")))
+        }
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
             return Err(invalid(format!(
@@ -359,9 +370,40 @@ fn parse_rich_service(
     })
 }
 
-/// A topic a device may name: non-empty, no wildcards.
+/// Why text with NUL is refused: D-Bus strings cannot hold it (the bus daemon
+/// cuts the connection that sends one), and these fields go to D-Bus.
+fn nul_reason(field: &str) -> String {
+    format!("{field} may not contain the NUL character (\\u0000)")
+}
+
+/// Initial setting values become localsettings defaults, which are numbers
+/// or text: anything else, or text with NUL, is refused with the key named.
+fn check_settings(settings: &Map<String, Value>) -> Result<(), String> {
+    for (key, value) in settings {
+        match value {
+            Value::String(s) if s.contains('\0') => {
+                return Err(nul_reason(&format!("\"settings\": {key:?}")))
+            }
+            Value::Array(_) | Value::Object(_) => {
+                return Err(format!(
+                    "\"settings\": {key:?} must be a number or a string, got {}",
+                    describe(value)
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A topic a device may name as its `lwt_topic`: non-empty, no wildcards, and
+/// not a device topic the daemon reads (every message on an `lwt_topic` is
+/// taken for a last will, so another device's Status would be lost).
 fn is_plain_topic(topic: &str) -> bool {
-    !topic.is_empty() && !topic.contains(['+', '#']) && !topic.contains('\0')
+    !topic.is_empty()
+        && !topic.contains(['+', '#'])
+        && !topic.contains('\0')
+        && super::DeviceTopic::parse(topic).is_none()
 }
 
 /// How many characters of a refused value a rejection message quotes.

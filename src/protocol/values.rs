@@ -99,6 +99,27 @@ mod tests {
         assert_eq!(m.rejections[1].service.as_deref(), Some("x"));
     }
 
+    /// See: issue 10. serde_json's default float parser is off by one unit
+    /// in the last place for some numbers, so the double on D-Bus was not
+    /// the one the device sent (nor what Python's json reads).
+    #[test]
+    fn issue_10_floats_are_read_to_the_bit() {
+        for text in [
+            "4.314509314113156e-30",
+            "2.5702914827664043e286",
+            "-4.801180672990437e-102",
+        ] {
+            let payload = format!(r#"{{"t1": {{"Temperature": {text}}}}}"#);
+            let m = ValuesMessage::parse(payload.as_bytes()).unwrap();
+            let got = m.services[0].1[0].1.as_f64().unwrap();
+            assert_eq!(
+                got.to_bits(),
+                text.parse::<f64>().unwrap().to_bits(),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn merging_keeps_the_newest_value_of_each_path() {
         let mut older = ValuesMessage::parse(

@@ -2,6 +2,19 @@
 //! AddSettings/AddSetting/RemoveSettings on groups, BusItem calls on settings and groups and
 //! GetItems on `/`, with the same error codes and rules, persisted atomically to
 //! `<data dir>/settings.json` shortly after each change. Knows no MQTT and no devices.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -3,6 +3,19 @@
 //! `full_publish_completed`, and the retained `N/<portal>/system/0/Serial`. It also reports what
 //! it sees (services and values) to the live view. It is a peer on the bus and the broker like
 //! any other: it knows nothing of the daemon's devices, only the BusItem dialect.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -619,7 +632,7 @@ impl State {
     }
 
     async fn keepalive(&mut self, payload: &[u8], republish: bool) {
-        self.alive_until = Some(Instant::now() + KEEPALIVE);
+        self.alive_until = Instant::now().checked_add(KEEPALIVE);
         // dbus-flashmq's options: {"keepalive-options": ["suppress-republish",
         // {"full-publish-completed-echo": "…"}]}.
         let options = serde_json::from_slice::<serde_json::Value>(payload)
@@ -685,7 +698,7 @@ impl State {
         }
         let value = match serde_json::from_slice::<serde_json::Value>(payload) {
             Ok(serde_json::Value::Object(o)) if o.contains_key("value") => {
-                match json_to_variant(&o["value"]) {
+                match o.get("value").and_then(json_to_variant) {
                     Some(v) => v,
                     None => {
                         tracing::warn!(service = %known.name, path, "W/: value of an unsupported type");

@@ -6,6 +6,7 @@ mod busitem;
 mod cli;
 mod example;
 mod flaps;
+mod generated;
 mod proxy;
 mod registration;
 mod regression;
@@ -15,3 +16,10 @@ mod v3;
 
 mod support;
 mod world;
+
+// The input generators and properties of tests/generated, shared.
+#[path = "../generated/properties.rs"]
+mod properties;
+#[allow(dead_code)]
+#[path = "../generated/text.rs"]
+mod text;

@@ -370,6 +370,19 @@ impl TestDevice {
             .expect("publish");
     }
 
+    /// Publishes any bytes on `device/<id>/<leaf>` (QoS 1, not retained).
+    pub async fn send_bytes(&self, leaf: &str, payload: &[u8]) {
+        self.client
+            .publish(
+                format!("device/{}/{leaf}", self.id),
+                QoS::AtLeastOnce,
+                false,
+                payload.to_vec(),
+            )
+            .await
+            .expect("publish");
+    }
+
     /// Publishes on `device/<id>/<leaf>`.
     pub async fn send(&self, leaf: &str, payload: &str) {
         self.publish(&format!("device/{}/{leaf}", self.id), payload)
@@ -478,6 +491,22 @@ pub async fn set_value(
         .await
         .unwrap_or_else(|e| panic!("SetValue {service} {path}: {e}"));
     reply.body().deserialize().expect("SetValue returns an int")
+}
+
+/// Whether `GetItems` on a service's root is answered within 5 s, as
+/// dbus-flashmq needs when a service appears (it ignores one that is not).
+pub async fn get_items_answers(conn: &zbus::Connection, service: &str) -> bool {
+    let call = conn.call_method(
+        Some(service),
+        "/",
+        Some("com.victronenergy.BusItem"),
+        "GetItems",
+        &(),
+    );
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), call).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Every bus name owned now.
