@@ -338,14 +338,28 @@ impl SettingsClient {
     /// anyone, from now on. The subscription ends when the receiver is dropped.
     pub fn subscribe(&self, path_prefix: &str) -> mpsc::Receiver<SettingChange> {
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
+        let mut subscribers = self
+            .inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Ended subscriptions go here too, not only when a signal comes: a device that
+        // registers and leaves again and again would otherwise pile up closed channels.
+        subscribers.retain(|s| !s.tx.is_closed());
+        subscribers.push(Subscriber {
+            prefix: path_prefix.to_string(),
+            tx,
+        });
+        rx
+    }
+
+    /// Subscriptions held, including ended ones not yet pruned (for health figures: it
+    /// must stay bounded by the live ones plus those ended since the last subscribe).
+    pub fn subscription_count(&self) -> usize {
         self.inner
             .subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Subscriber {
-                prefix: path_prefix.to_string(),
-                tx,
-            });
-        rx
+            .len()
     }
 }
