@@ -14,6 +14,8 @@
 //! - [`registry`]: client id → device task; parses and refuses device input.
 //! - [`device`]: one device's task: registration, reconcile, values, liveness.
 //! - [`persist`]: the state file that survives a restart of the daemon.
+//! - [`state`]: the record of connected devices, written through to the state file
+//!   (persist, then reply).
 //! - [`portal`]: finding the GX's portal id.
 //! - [`logging`]: stderr or syslog output.
 //! - [`ids`]: client, service, unique and portal ids; the legal-id mapping.
@@ -39,3 +41,4 @@ pub mod registry;
 pub mod settings;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod state;
