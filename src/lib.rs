@@ -16,6 +16,8 @@
 //! - [`persist`]: the state file that survives a restart of the daemon.
 //! - [`state`]: the record of connected devices, written through to the state file
 //!   (persist, then reply).
+//! - [`quarantine`]: messages that made the daemon fail, set aside so that a restart does
+//!   not replay them; the journal of replays in flight that finds them after a hard crash.
 //! - [`portal`]: finding the GX's portal id.
 //! - [`logging`]: stderr or syslog output.
 //! - [`ids`]: client, service, unique and portal ids; the legal-id mapping.
@@ -37,6 +39,7 @@ pub mod persist;
 pub mod portal;
 pub mod protocol;
 pub mod pyjson;
+pub mod quarantine;
 pub mod registry;
 pub mod settings;
 #[cfg(feature = "sim")]
