@@ -16,8 +16,10 @@
 //! - [`persist`]: the state file that survives a restart of the daemon.
 //! - [`state`]: the record of connected devices, written through to the state file
 //!   (persist, then reply).
-//! - [`quarantine`]: messages that made the daemon fail, set aside so that a restart does
-//!   not replay them; the journal of replays in flight that finds them after a hard crash.
+//! - [`quarantine`] and [`replay`]: messages that made the daemon fail are set aside, so
+//!   that a restart does not replay them (retained Status, state file).
+//! - [`health`]: counts of live objects, logged and asked for by tests.
+//! - [`fault`]: failures on purpose, for tests only (feature `fault-injection`).
 //! - [`portal`]: finding the GX's portal id.
 //! - [`logging`]: stderr or syslog output.
 //! - [`ids`]: client, service, unique and portal ids; the legal-id mapping.
@@ -32,6 +34,8 @@ pub mod cli;
 pub mod config;
 pub mod dbus;
 pub mod device;
+pub mod fault;
+pub mod health;
 pub mod ids;
 pub mod logging;
 pub mod mqtt;
@@ -41,6 +45,7 @@ pub mod protocol;
 pub mod pyjson;
 pub mod quarantine;
 pub mod registry;
+pub mod replay;
 pub mod settings;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -107,6 +107,29 @@ fn on_signal(subscribers: &Mutex<Vec<Subscriber>>, msg: &Message) {
     }
 }
 
+/// True when a call failed because localsettings has no owner on the bus or went away
+/// before answering (not because it refused something).
+fn is_unavailable(e: &Error) -> bool {
+    const GONE: [&str; 3] = [
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "org.freedesktop.DBus.Error.NameHasNoOwner",
+        "org.freedesktop.DBus.Error.NoReply",
+    ];
+    let Error::Call { source, .. } = e else {
+        return false;
+    };
+    match source {
+        zbus::Error::MethodError(name, _, _) => GONE.contains(&name.as_str()),
+        zbus::Error::FDO(e) => matches!(
+            **e,
+            zbus::fdo::Error::ServiceUnknown(_)
+                | zbus::fdo::Error::NameHasNoOwner(_)
+                | zbus::fdo::Error::NoReply(_)
+        ),
+        _ => false,
+    }
+}
+
 impl SettingsClient {
     /// Opens a connection and starts following the settings service's change signals.
     pub async fn connect(bus: &BusAddress) -> Result<SettingsClient, Error> {
@@ -286,6 +309,27 @@ impl SettingsClient {
                 }
             })
             .collect())
+    }
+
+    /// [`SettingsClient::add_settings`], waiting for localsettings whenever it is not there
+    /// (restarting, or not yet started) instead of failing: an instance is only ever what
+    /// localsettings answered. Other errors are returned.
+    pub async fn add_settings_when_available(
+        &self,
+        specs: &[SettingSpec],
+    ) -> Result<Vec<SettingResult>, Error> {
+        loop {
+            match self.add_settings(specs).await {
+                Err(e) if is_unavailable(&e) => {
+                    tracing::info!(
+                        path = specs.first().map(|s| s.path.as_str()),
+                        "com.victronenergy.settings is not there; the registration waits for it"
+                    );
+                    self.wait_for_service(None).await?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// `SetValue` on the setting's own object; a refusal (-1) is [`Error::Rejected`].
