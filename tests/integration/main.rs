@@ -4,6 +4,10 @@
 mod bad_input;
 mod busitem;
 mod cli;
+#[cfg(feature = "fault-injection")]
+mod containment;
+#[cfg(feature = "fault-injection")]
+mod crash;
 mod example;
 mod flaps;
 mod proxy;
