@@ -1,7 +1,7 @@
 //! The state file that lets the daemon survive its own restart: the Status
-//! payload of every connected device, written atomically (temporary file,
-//! fsync, rename). A file that cannot be used is set aside (renamed, never
-//! deleted) so that the daemon starts and the user can still look at it.
+//! payload of every connected device, replaced atomically (temporary file,
+//! rename) and then synced. A file that cannot be used is set aside (renamed,
+//! never deleted) so that the daemon starts and the user can still look at it.
 //! Knows ids and payloads, not what they mean; [`crate::state`] decides when
 //! it is written.
 
@@ -121,12 +121,19 @@ pub fn set_aside(dir: &Path) -> Result<PathBuf, Error> {
     Ok(target)
 }
 
-/// Writes the devices: to a temporary file, synced, then renamed over the
-/// old one, so a power cut leaves either the old or the new file. A failed
-/// write leaves the old file and removes what it wrote.
+/// Writes the devices and syncs them to the disk: [`replace`], then [`sync`].
 pub fn save(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
+    replace(dir, devices)?;
+    sync(dir)
+}
+
+/// Writes the devices to a temporary file and renames it over the old one.
+/// Once this returns, the new file is what any later reader sees, even if the
+/// daemon is killed the next instant (the kernel holds it). A failed write
+/// leaves the old file and removes what it wrote.
+pub fn replace(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let result = write_and_replace(dir, &tmp, devices);
+    let result = write_and_rename(dir, &tmp, devices);
     if result.is_err() {
         // A full disk must not keep a half-written file on top of it.
         let _ = std::fs::remove_file(&tmp);
@@ -134,7 +141,27 @@ pub fn save(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
     result
 }
 
-fn write_and_replace(dir: &Path, tmp: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
+/// Makes the file and its rename durable on the disk (against a power cut).
+pub fn sync(dir: &Path) -> Result<(), Error> {
+    let path = dir.join(STATE_FILE);
+    let file = std::fs::File::open(&path).map_err(|source| Error::Io {
+        action: "opening",
+        path: path.clone(),
+        source,
+    })?;
+    file.sync_all().map_err(|source| Error::Io {
+        action: "syncing",
+        path,
+        source,
+    })?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Makes the rename itself durable; not all filesystems allow it.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn write_and_rename(dir: &Path, tmp: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
     let path = dir.join(STATE_FILE);
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
@@ -155,12 +182,7 @@ fn write_and_replace(dir: &Path, tmp: &Path, devices: &[SavedDevice]) -> Result<
     })?;
     let mut file = std::fs::File::create(tmp).map_err(io("creating", tmp))?;
     file.write_all(&body).map_err(io("writing", tmp))?;
-    file.sync_all().map_err(io("syncing", tmp))?;
     std::fs::rename(tmp, &path).map_err(io("replacing", &path))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Makes the rename itself durable; not all filesystems allow it.
-        let _ = d.sync_all();
-    }
     Ok(())
 }
 

@@ -4,9 +4,16 @@
 //!
 //! One writer task owns the record and the file. Changes queue to it; every write takes all
 //! changes queued so far (group commit), so a burst of registrations costs a few writes, not
-//! one each. Writes run on the blocking pool: an fsync never stalls the devices. A write that
-//! fails (read-only or full data directory) is retried with the next change, and logged at
-//! most once per [`WARN_INTERVAL`]: the daemon keeps serving without it.
+//! one each. Writes run on the blocking pool, so the disk never stalls the devices.
+//!
+//! A device is answered once the new file has replaced the old one (written and renamed):
+//! from then on a daemon killed the next instant finds it at its restart. The fsync that
+//! makes it survive a power cut follows at once, off the reply's path: it costs a few
+//! milliseconds per write on flash, and localsettings, which holds the device's instance,
+//! writes its own file seconds later anyway.
+//!
+//! A write that fails (read-only or full data directory) is retried with the next change,
+//! and logged at most once per [`WARN_INTERVAL`]: the daemon keeps serving without it.
 
 #![deny(
     clippy::indexing_slicing,
@@ -34,7 +41,7 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
 enum Command {
     Upsert(SavedDevice),
     Remove(String),
-    /// Answered once everything queued before is written (or its write failed).
+    /// Answered once everything queued before is in the file (or its write failed).
     Sync(oneshot::Sender<()>),
 }
 
@@ -73,8 +80,9 @@ impl StateStore {
         let _ = self.tx.send(Command::Remove(client_id.to_owned()));
     }
 
-    /// Completes when every change made before this call is in the file, or its write
-    /// failed (the failure is logged; the caller goes on either way).
+    /// Completes when every change made before this call is in the file (renamed into
+    /// place; synced to the disk right after), or its write failed (the failure is logged;
+    /// the caller goes on either way).
     pub async fn sync(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Command::Sync(tx)).is_ok() {
@@ -113,29 +121,37 @@ async fn write_through(
             }
             next = rx.try_recv().ok();
         }
-        if dirty {
-            let snapshot: Vec<SavedDevice> = devices.values().cloned().collect();
-            let target = dir.clone();
-            let result = tokio::task::spawn_blocking(move || persist::save(&target, &snapshot))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(persist::Error::Io {
-                        action: "writing",
-                        path: dir.join(persist::STATE_FILE),
-                        source: std::io::Error::other(e.to_string()),
-                    })
-                });
-            match result {
-                Ok(()) => {
-                    dirty = false;
-                    failures.succeeded();
-                }
-                // Still dirty: the next change tries again.
-                Err(e) => failures.failed(&e),
+        if !dirty {
+            for done in waiting.drain(..) {
+                let _ = done.send(());
             }
+            continue;
         }
-        for done in waiting.drain(..) {
-            let _ = done.send(());
+        let snapshot: Vec<SavedDevice> = devices.values().cloned().collect();
+        let target = dir.clone();
+        let answered = std::mem::take(&mut waiting);
+        let job = tokio::task::spawn_blocking(move || {
+            let replaced = persist::replace(&target, &snapshot);
+            // Answered once the file is in place; the sync does not hold up replies.
+            for done in answered {
+                let _ = done.send(());
+            }
+            replaced.and_then(|()| persist::sync(&target))
+        });
+        let result = job.await.unwrap_or_else(|e| {
+            Err(persist::Error::Io {
+                action: "writing",
+                path: dir.join(persist::STATE_FILE),
+                source: std::io::Error::other(e.to_string()),
+            })
+        });
+        match result {
+            Ok(()) => {
+                dirty = false;
+                failures.succeeded();
+            }
+            // Still dirty: the next change tries again.
+            Err(e) => failures.failed(&e),
         }
     }
 }

@@ -10,6 +10,7 @@ mod containment;
 mod crash;
 mod example;
 mod flaps;
+mod leak;
 mod proxy;
 mod registration;
 mod regression;

@@ -136,7 +136,7 @@ impl TestBroker {
         std::fs::write(
             &conf,
             format!(
-                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n{extra}"
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n{extra}"
             ),
         )
         .expect("writing mosquitto.conf");
@@ -320,6 +320,10 @@ impl TestDevice {
             options.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, false));
         }
         let (client, mut eventloop) = AsyncClient::new(options, 100);
+        // Without TCP_NODELAY every small message waits ~40 ms for the previous one's ACK.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (tx, rx) = mpsc::unbounded_channel();
         let (subscribed_tx, mut subscribed_rx) = mpsc::unbounded_channel();
         for topic in subscriptions {
