@@ -9,6 +9,7 @@ mod containment;
 #[cfg(feature = "fault-injection")]
 mod crash;
 mod example;
+mod faults;
 mod flaps;
 mod leak;
 mod proxy;

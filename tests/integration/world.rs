@@ -407,6 +407,17 @@ impl TestDevice {
             .unwrap_or_else(|_| panic!("no message on {topic} within {WAIT:?}"))
     }
 
+    /// Waits for the next message on any topic (after those passed over by `expect`).
+    pub async fn next(&mut self) -> Received {
+        if !self.skipped.is_empty() {
+            return self.skipped.remove(0);
+        }
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no message within {WAIT:?}"))
+            .expect("device connection ended")
+    }
+
     /// Waits for the `DBus` reply and returns it parsed.
     pub async fn expect_dbus_reply(&mut self) -> serde_json::Value {
         let topic = format!("device/{}/DBus", self.id);
@@ -561,6 +572,8 @@ pub struct NameLog {
     rx: mpsc::UnboundedReceiver<(String, bool)>,
     pub owned: std::collections::BTreeSet<String>,
     pub ever: std::collections::BTreeSet<String>,
+    /// Names released since the log started.
+    pub released: std::collections::BTreeSet<String>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -593,6 +606,7 @@ impl NameLog {
             rx,
             ever: owned.clone(),
             owned,
+            released: Default::default(),
             _task: task,
         }
     }
@@ -603,6 +617,7 @@ impl NameLog {
             self.owned.insert(name);
         } else {
             self.owned.remove(&name);
+            self.released.insert(name);
         }
     }
 
@@ -631,9 +646,13 @@ impl NameLog {
                 self.apply(change);
             }
         };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("waited {WAIT:?} for {what}; owned: {:?}", self.owned));
+        tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| {
+            let owned: Vec<&String> = self.owned.iter().take(8).collect();
+            panic!(
+                "waited {WAIT:?} for {what}; {} names owned, first {owned:?}",
+                self.owned.len()
+            )
+        });
     }
 
     /// Our device services owned now.
@@ -803,7 +822,11 @@ impl World {
 
     /// Starts the bus, the settings service and the broker; no daemon.
     pub async fn start_without_daemon() -> World {
-        let bus = TestBus::start().await;
+        World::start_on(TestBus::start().await).await
+    }
+
+    /// Starts the settings service and the broker on `bus`; no daemon.
+    pub async fn start_on(bus: TestBus) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("settings")).expect("settings dir");
         std::fs::create_dir_all(dir.path().join("daemon")).expect("daemon dir");
@@ -888,4 +911,36 @@ impl World {
     pub async fn device(&self, id: &str) -> TestDevice {
         TestDevice::connect(self.port(), id).await
     }
+}
+
+/// Waits until `GetValue` of `path` on `service` satisfies `want`, re-reading it whenever
+/// the service signals a change (PropertiesChanged or ItemsChanged).
+pub async fn wait_for_value(
+    conn: &zbus::Connection,
+    service: &str,
+    path: &str,
+    want: impl Fn(&OwnedVariant) -> bool,
+) -> OwnedVariant {
+    use futures_util::StreamExt;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(service)
+        .interface("com.victronenergy.BusItem")
+        .build()
+        .expect("match rule");
+    let mut changes = zbus::MessageStream::for_match_rule(rule, conn, None)
+        .await
+        .expect("signal stream");
+    let wait = async {
+        loop {
+            let v = get_value(conn, service, path).await;
+            if want(&v) {
+                return v;
+            }
+            changes.next().await;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{service} {path} did not reach the wanted value"))
 }
