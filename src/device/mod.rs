@@ -313,8 +313,10 @@ impl Device {
                 envelope = inbox.recv() => match envelope {
                     Some(Envelope { event: DeviceEvent::Disconnect { reason }, .. }) => {
                         info!(client_id = %self.client, reason, "device disconnected");
-                        // Withdrawn: it must not come back after a restart.
+                        // Withdrawn: out of the state file before its services go,
+                        // so that it never comes back after a restart.
                         self.ctx.state.remove(self.client.raw());
+                        self.ctx.state.sync().await;
                         break;
                     }
                     Some(Envelope { event, origin }) => (Work::Event(event), origin),
