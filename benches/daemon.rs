@@ -1292,9 +1292,18 @@ impl World {
         self.publisher
             .publish(format!("device/{id}/Status"), status(id, services))
             .await;
-        self.watch
-            .expect("the DBus reply", |m| m.topic == topic)
-            .await;
+        let got = tokio::time::timeout(
+            WAIT,
+            self.watch.expect("the DBus reply", |m| m.topic == topic),
+        )
+        .await;
+        if got.is_err() {
+            let w = self.daemon.take_warnings();
+            panic!(
+                "no DBus reply for {id} within {WAIT:?}; the daemon's last warnings: {:#?}",
+                w.iter().rev().take(20).collect::<Vec<_>>()
+            );
+        }
         t.elapsed()
     }
 

@@ -52,6 +52,9 @@ pub const PRESENCE_TOPIC: &str = "dbus-mqtt-devices/status";
 /// Name of the user's catalog override in the data directory.
 pub const CATALOG_FILE: &str = "catalog.toml";
 
+/// How often Values that wait for their slot are looked at.
+const PACE_TICK: Duration = Duration::from_millis(20);
+
 /// How often finished device tasks are pruned.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
@@ -194,6 +197,9 @@ pub async fn run_with(
     replay(next, &mut registry, &mut replays, &mqtt, &state);
 
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    // Armed only while a device's Values wait for their slot (see device::pace).
+    let mut pace = tokio::time::interval(PACE_TICK);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut health_log = tokio::time::interval(tuning.health_log_interval);
     let serial_wait = tokio::time::sleep(SERIAL_WAIT);
     tokio::pin!(serial_wait);
@@ -248,6 +254,9 @@ pub async fn run_with(
             }
             _ = housekeeping.tick() => {
                 registry.prune();
+            }
+            _ = pace.tick(), if registry.has_paced() => {
+                contained_paced(&mut registry);
             }
             _ = health_log.tick() => {
                 health_of(&mut registry, &budget, &settings, &mqtt, &replays).log();
@@ -320,6 +329,19 @@ fn contained(
         registry.drop_client(client);
     }
     replays.set_aside(key, reason);
+}
+
+/// Takes the Values that waited for their slot, containing a panic as
+/// [`contained`] does (there is no one message to blame: nothing is set aside).
+fn contained_paced(registry: &mut Registry) {
+    let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| registry.take_paced())) else {
+        return;
+    };
+    let reason = crate::device::failure::panic_message(payload.as_ref());
+    error!(
+        reason,
+        "internal error while taking paced Values; other devices are not affected"
+    );
 }
 
 /// Handles replays as the quarantine says: the set-aside ones are logged and

@@ -20,6 +20,7 @@
 
 use crate::device::failure::{leaf, DeviceFailure, Origin};
 use crate::device::overflow::ValuesOverflow;
+use crate::device::pace::{Offer, Pace};
 use crate::device::{self, Announce, DeviceContext, DeviceEvent, Envelope};
 use crate::fault;
 use crate::ids::ClientId;
@@ -30,11 +31,12 @@ use crate::protocol::{
     ValuesMessage,
 };
 use crate::quarantine::Ticket;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// How long a stopping daemon waits for its devices to leave D-Bus.
@@ -46,6 +48,8 @@ struct DeviceEntry {
     tx: mpsc::Sender<Envelope>,
     task: JoinHandle<()>,
     overflow: Arc<ValuesOverflow>,
+    /// How fast its Values are taken in.
+    pace: Pace,
     lwt_topic: Option<String>,
 }
 
@@ -74,6 +78,8 @@ pub struct Registry {
     closing: HashMap<String, JoinHandle<()>>,
     lwt: HashMap<String, LwtRoute>,
     next_generation: u64,
+    /// Devices with a Values message waiting for its slot.
+    paced: BTreeSet<String>,
 }
 
 impl Registry {
@@ -86,6 +92,7 @@ impl Registry {
             closing: HashMap::new(),
             lwt: HashMap::new(),
             next_generation: 0,
+            paced: BTreeSet::new(),
         }
     }
 
@@ -162,6 +169,7 @@ impl Registry {
     }
 
     fn forget(&mut self, legal: &str) {
+        self.paced.remove(legal);
         if let Some(entry) = self.devices.remove(legal) {
             if let Some(topic) = &entry.lwt_topic {
                 self.lwt.remove(topic);
@@ -228,10 +236,48 @@ impl Registry {
                 Ok(p) => self.route(&client, DeviceEvent::Proxy(p), origin),
                 Err(r) => self.reject(client.raw(), kind_name, &r),
             },
-            MessageKind::Values => match ValuesMessage::parse(&message.payload) {
-                Ok(v) => self.route_values(&client, v, origin),
-                Err(r) => self.reject(client.raw(), kind_name, &r),
-            },
+            MessageKind::Values => {
+                if let Some(entry) = self.devices.get_mut(client.legal()) {
+                    if entry.pace.offer(Instant::now(), &message.payload) == Offer::Later {
+                        if let Some(skipped) = entry.pace.skipped_to_report(Instant::now()) {
+                            warn!(client_id = %client, skipped, "device sends Values faster than {} a second; messages in between are skipped, the newest is applied", crate::device::pace::RATE);
+                        }
+                        self.paced.insert(client.legal().to_owned());
+                        return;
+                    }
+                }
+                self.values(&client, origin);
+            }
+        }
+    }
+
+    fn values(&mut self, client: &ClientId, origin: Origin) {
+        match ValuesMessage::parse(&origin.payload) {
+            Ok(v) => self.route_values(client, v, origin),
+            Err(r) => self.reject(client.raw(), "Values", &r),
+        }
+    }
+
+    /// True while a device's Values message waits for its slot ([`Registry::take_paced`]).
+    pub fn has_paced(&self) -> bool {
+        !self.paced.is_empty()
+    }
+
+    /// Takes the Values messages whose slot has come.
+    pub fn take_paced(&mut self) {
+        let now = Instant::now();
+        for legal in std::mem::take(&mut self.paced) {
+            let Some(entry) = self.devices.get_mut(&legal) else {
+                continue;
+            };
+            let due = entry.pace.due(now);
+            if entry.pace.is_waiting() {
+                self.paced.insert(legal.clone());
+            }
+            if let Some(payload) = due {
+                let client = entry.client.clone();
+                self.values(&client, Origin::new(MessageKind::Values, payload));
+            }
         }
     }
 
@@ -280,6 +326,7 @@ impl Registry {
                     tx: handle.tx,
                     task: handle.task,
                     overflow: handle.overflow,
+                    pace: Pace::new(Instant::now()),
                     lwt_topic: None,
                 },
             );
@@ -324,6 +371,7 @@ impl Registry {
     }
 
     fn disconnect(&mut self, legal: &str, reason: &'static str) {
+        self.paced.remove(legal);
         let Some(entry) = self.devices.remove(legal) else {
             return;
         };

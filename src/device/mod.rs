@@ -23,6 +23,7 @@ pub mod budget;
 pub mod convert;
 pub mod failure;
 pub mod overflow;
+pub mod pace;
 pub mod service;
 
 use crate::catalog::{Catalog, ServiceType};
@@ -400,7 +401,7 @@ impl Device {
                     fault::inject(fault::Stage::Restore, status.version.as_ref());
                     let grace = status
                         .timeout
-                        .map(Duration::from_secs_f64)
+                        .and_then(|t| Duration::try_from_secs_f64(t).ok())
                         .or(self.ctx.default_timeout)
                         .unwrap_or(RESTORE_GRACE);
                     self.on_status(status, Some(payload)).await;
@@ -460,7 +461,7 @@ impl Device {
 
         self.timeout = status
             .timeout
-            .map(Duration::from_secs_f64)
+            .and_then(|t| Duration::try_from_secs_f64(t).ok())
             .or(self.ctx.default_timeout);
         self.liveness = Liveness::parse(status.liveness.as_deref());
         let version_changed = self.version != status.version;
