@@ -155,3 +155,88 @@ impl Replays {
         self.quarantine.close();
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+
+    fn retained(id: &str) -> Replay {
+        Replay::Retained(Message {
+            topic: format!("device/{id}/Status"),
+            payload: bytes::Bytes::from(format!("{{\"clientId\": \"{id}\"}}")),
+            retained: true,
+        })
+    }
+
+    fn handled(next: &[Next]) -> Vec<String> {
+        next.iter()
+            .filter_map(|n| match n {
+                Next::Handle(r, _) => Some(r.message().topic.clone()),
+                Next::SetAside(..) => None,
+            })
+            .collect()
+    }
+
+    /// A data directory whose last run died with `ids` in flight.
+    fn crashed_with(ids: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut replays, _) = Replays::open(dir.path(), "1");
+        let next = replays.admit(ids.iter().map(|id| retained(id)).collect());
+        // The process dies: no ticket is ever dropped.
+        std::mem::forget(next);
+        std::mem::forget(replays);
+        dir
+    }
+
+    #[test]
+    fn replays_go_side_by_side_normally() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut replays, newly) = Replays::open(dir.path(), "1");
+        assert!(newly.is_empty());
+        let next = replays.admit(vec![retained("a"), retained("b")]);
+        assert_eq!(handled(&next).len(), 2);
+        assert_eq!(replays.in_flight(), 2);
+    }
+
+    #[test]
+    fn after_a_crash_with_several_in_flight_they_go_one_at_a_time() {
+        let dir = crashed_with(&["a", "b", "c"]);
+        let (mut replays, newly) = Replays::open(dir.path(), "1");
+        assert!(newly.is_empty(), "nobody to blame yet");
+        let next = replays.admit(vec![retained("a"), retained("b"), retained("c")]);
+        assert_eq!(handled(&next), ["device/a/Status"]);
+        // A live message for c supersedes its replay.
+        replays.superseded("device/c/Status");
+        let id = match &next[0] {
+            Next::Handle(_, ticket) => ticket.id(),
+            Next::SetAside(..) => panic!("handled"),
+        };
+        drop(next);
+        let next = replays.complete(id);
+        assert_eq!(handled(&next), ["device/b/Status"]);
+        let id = match &next[0] {
+            Next::Handle(_, ticket) => ticket.id(),
+            Next::SetAside(..) => panic!("handled"),
+        };
+        drop(next);
+        // c was superseded: nothing is left.
+        assert!(replays.complete(id).is_empty());
+        assert_eq!(replays.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_one_alone_in_flight_at_a_crash_is_set_aside() {
+        let dir = crashed_with(&["a"]);
+        let (mut replays, newly) = Replays::open(dir.path(), "1");
+        assert_eq!(newly.len(), 1);
+        let next = replays.admit(vec![retained("a"), retained("b")]);
+        assert!(matches!(&next[0], Next::SetAside(r, _) if r.message().topic == "device/a/Status"));
+        assert_eq!(handled(&next), ["device/b/Status"]);
+    }
+}
