@@ -59,10 +59,36 @@ pub struct SavedDevice {
     pub status: serde_json::Value,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// What is read (the format number is checked apart, see [`FormatOnly`]).
+#[derive(Debug, Deserialize)]
 struct StateFile {
-    format: u32,
     devices: Vec<SavedDevice>,
+}
+
+/// What is written: the same shape, borrowing the devices.
+#[derive(Serialize)]
+struct StateFileRef<'a, I: Iterator<Item = &'a SavedDevice> + Clone> {
+    format: u32,
+    #[serde(serialize_with = "serialize_devices")]
+    devices: I,
+}
+
+fn serialize_devices<'a, I, S>(devices: &I, serializer: S) -> Result<S::Ok, S::Error>
+where
+    I: Iterator<Item = &'a SavedDevice> + Clone,
+    S: serde::Serializer,
+{
+    serializer.collect_seq(devices.clone())
+}
+
+/// The file's content for `devices`.
+pub fn encode<'a>(devices: impl Iterator<Item = &'a SavedDevice> + Clone) -> Vec<u8> {
+    // Serialising plain JSON values cannot fail; an empty list is the fallback all the same.
+    serde_json::to_vec_pretty(&StateFileRef {
+        format: FORMAT,
+        devices,
+    })
+    .unwrap_or_else(|_| format!("{{\"format\": {FORMAT}, \"devices\": []}}").into_bytes())
 }
 
 /// Only the format number, read before the rest so that a newer file is
@@ -123,17 +149,17 @@ pub fn set_aside(dir: &Path) -> Result<PathBuf, Error> {
 
 /// Writes the devices and syncs them to the disk: [`replace`], then [`sync`].
 pub fn save(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
-    replace(dir, devices)?;
+    replace(dir, &encode(devices.iter()))?;
     sync(dir)
 }
 
-/// Writes the devices to a temporary file and renames it over the old one.
-/// Once this returns, the new file is what any later reader sees, even if the
-/// daemon is killed the next instant (the kernel holds it). A failed write
-/// leaves the old file and removes what it wrote.
-pub fn replace(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
+/// Writes `body` (see [`encode`]) to a temporary file and renames it over the
+/// old one. Once this returns, the new file is what any later reader sees,
+/// even if the daemon is killed the next instant (the kernel holds it). A
+/// failed write leaves the old file and removes what it wrote.
+pub fn replace(dir: &Path, body: &[u8]) -> Result<(), Error> {
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let result = write_and_rename(dir, &tmp, devices);
+    let result = write_and_rename(dir, &tmp, body);
     if result.is_err() {
         // A full disk must not keep a half-written file on top of it.
         let _ = std::fs::remove_file(&tmp);
@@ -161,7 +187,7 @@ pub fn sync(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn write_and_rename(dir: &Path, tmp: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
+fn write_and_rename(dir: &Path, tmp: &Path, body: &[u8]) -> Result<(), Error> {
     let path = dir.join(STATE_FILE);
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
@@ -172,16 +198,8 @@ fn write_and_rename(dir: &Path, tmp: &Path, devices: &[SavedDevice]) -> Result<(
         }
     };
     std::fs::create_dir_all(dir).map_err(io("creating the directory of", &path))?;
-    let body = serde_json::to_vec_pretty(&StateFile {
-        format: FORMAT,
-        devices: devices.to_vec(),
-    })
-    .map_err(|source| Error::Parse {
-        path: path.clone(),
-        source,
-    })?;
     let mut file = std::fs::File::create(tmp).map_err(io("creating", tmp))?;
-    file.write_all(&body).map_err(io("writing", tmp))?;
+    file.write_all(body).map_err(io("writing", tmp))?;
     std::fs::rename(tmp, &path).map_err(io("replacing", &path))?;
     Ok(())
 }

@@ -105,54 +105,95 @@ async fn write_through(
     let mut failures = FailureLog::default();
     let mut dirty = false;
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        // Everything queued now goes into this write.
-        while let Some(command) = next {
-            match command {
-                Command::Upsert(d) => {
-                    if devices.get(&d.client_id) != Some(&d) {
-                        devices.insert(d.client_id.clone(), d);
-                        dirty = true;
+    // The fsync of the last write runs on its own, one at a time, off the replies' path.
+    let mut syncing: Option<JoinHandle<Result<(), persist::Error>>> = None;
+    let mut sync_again = false;
+    loop {
+        tokio::select! {
+            command = rx.recv() => {
+                let Some(first) = command else { break };
+                let mut next = Some(first);
+                // Everything queued now goes into this write.
+                while let Some(command) = next {
+                    match command {
+                        Command::Upsert(d) => {
+                            if devices.get(&d.client_id) != Some(&d) {
+                                devices.insert(d.client_id.clone(), d);
+                                dirty = true;
+                            }
+                        }
+                        Command::Remove(id) => dirty |= devices.remove(&id).is_some(),
+                        Command::Sync(done) => waiting.push(done),
+                    }
+                    next = rx.try_recv().ok();
+                }
+            }
+            synced = finished(&mut syncing) => {
+                syncing = None;
+                if let Err(e) = synced {
+                    failures.failed(&e);
+                }
+                if std::mem::take(&mut sync_again) {
+                    syncing = Some(start_sync(&dir));
+                }
+                continue;
+            }
+        }
+        if dirty {
+            let body = persist::encode(devices.values());
+            let target = dir.clone();
+            let replaced = tokio::task::spawn_blocking(move || persist::replace(&target, &body))
+                .await
+                .unwrap_or_else(|e| Err(lost_job(&dir, e)));
+            match replaced {
+                Ok(()) => {
+                    dirty = false;
+                    failures.succeeded();
+                    match syncing {
+                        Some(_) => sync_again = true,
+                        None => syncing = Some(start_sync(&dir)),
                     }
                 }
-                Command::Remove(id) => dirty |= devices.remove(&id).is_some(),
-                Command::Sync(done) => waiting.push(done),
+                // Still dirty: the next change tries again.
+                Err(e) => failures.failed(&e),
             }
-            next = rx.try_recv().ok();
         }
-        if !dirty {
-            for done in waiting.drain(..) {
-                let _ = done.send(());
-            }
-            continue;
+        // In the file (or its write failed, which was logged): answered.
+        for done in waiting.drain(..) {
+            let _ = done.send(());
         }
-        let snapshot: Vec<SavedDevice> = devices.values().cloned().collect();
-        let target = dir.clone();
-        let answered = std::mem::take(&mut waiting);
-        let job = tokio::task::spawn_blocking(move || {
-            let replaced = persist::replace(&target, &snapshot);
-            // Answered once the file is in place; the sync does not hold up replies.
-            for done in answered {
-                let _ = done.send(());
-            }
-            replaced.and_then(|()| persist::sync(&target))
-        });
-        let result = job.await.unwrap_or_else(|e| {
+    }
+    if let Some(job) = syncing {
+        let _ = job.await;
+    }
+}
+
+fn start_sync(dir: &std::path::Path) -> JoinHandle<Result<(), persist::Error>> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || persist::sync(&dir))
+}
+
+/// Completes when the running sync (if any) finishes; never while there is none.
+async fn finished(
+    syncing: &mut Option<JoinHandle<Result<(), persist::Error>>>,
+) -> Result<(), persist::Error> {
+    match syncing {
+        Some(job) => job.await.unwrap_or_else(|e| {
             Err(persist::Error::Io {
-                action: "writing",
-                path: dir.join(persist::STATE_FILE),
+                action: "syncing",
+                path: PathBuf::from(persist::STATE_FILE),
                 source: std::io::Error::other(e.to_string()),
             })
-        });
-        match result {
-            Ok(()) => {
-                dirty = false;
-                failures.succeeded();
-            }
-            // Still dirty: the next change tries again.
-            Err(e) => failures.failed(&e),
-        }
+        }),
+        None => std::future::pending().await,
+    }
+}
+
+fn lost_job(dir: &std::path::Path, e: tokio::task::JoinError) -> persist::Error {
+    persist::Error::Io {
+        action: "writing",
+        path: dir.join(persist::STATE_FILE),
+        source: std::io::Error::other(e.to_string()),
     }
 }
 
