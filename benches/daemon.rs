@@ -743,15 +743,48 @@ fn section(title: &str) {
 
 // ---- the bench ---------------------------------------------------------------------------
 
+/// Which sections to run: `BENCH_SECTIONS`, e.g. `7,8` (default: all).
+fn wanted(section: u32) -> bool {
+    match std::env::var("BENCH_SECTIONS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .any(|s| s.trim().parse::<u32>() == Ok(section)),
+        _ => true,
+    }
+}
+
 async fn bench() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (settings_dir, data_dir) = (dir.path().join("settings"), dir.path().join("daemon"));
+    if (1..=5).any(wanted) {
+        main_world(dir.path()).await;
+    }
+    if wanted(6) {
+        // 6. The default limits of dbus-daemon.
+        section("6. dbus-daemon's built-in limits (a system bus has them unless its configuration raises them)");
+        limits(dir.path()).await;
+    }
+    if wanted(7) {
+        section("7. One device floods 16 services with Values while another registers");
+        flood(dir.path()).await;
+    }
+    if wanted(8) {
+        section(&format!(
+            "8. Memory over {LEAK_CYCLES} register/unregister cycles (one device, temperature + tank)"
+        ));
+        cycles(dir.path()).await;
+    }
+}
+
+/// Sections 1–5: one world with roomy bus limits.
+async fn main_world(base: &Path) {
+    let dir = base.join("main");
+    let (settings_dir, data_dir) = (dir.as_path().join("settings"), dir.as_path().join("daemon"));
     for d in [&settings_dir, &data_dir] {
         std::fs::create_dir_all(d).expect("data dirs");
     }
     let epoch = Instant::now();
 
-    let (bus, address) = start_bus(dir.path(), ROOMY_LIMITS).await;
+    let (bus, address) = start_bus(dir.as_path(), ROOMY_LIMITS).await;
     let conn = dbus_mqtt_devices::dbus::BusAddress::Address(address.clone())
         .connect()
         .await
@@ -759,7 +792,7 @@ async fn bench() {
     let mut names = NameWatch::start(&conn).await;
     let items = ItemsCounter::start(&conn, epoch).await;
     let settings = start_settings(&address, &settings_dir, &mut names).await;
-    let (broker, port) = start_broker(dir.path()).await;
+    let (broker, port) = start_broker(dir.as_path()).await;
     let mut watch = Mqtt::connect(
         port,
         "bench-watch",
@@ -1075,10 +1108,6 @@ async fn bench() {
     drop(settings);
     drop(broker);
     drop(bus);
-
-    // 6. The default limits of dbus-daemon.
-    section("6. dbus-daemon's built-in limits (a system bus has them unless its configuration raises them)");
-    limits(dir.path()).await;
 }
 
 /// On a bus with dbus-daemon's built-in limits: a burst of [`LIMIT_DEVICES`] new devices, the
@@ -1204,4 +1233,231 @@ async fn conn_count(conn: &zbus::Connection) -> usize {
         .list_names()
         .await
         .map_or(0, |n| n.iter().filter(|n| n.starts_with(':')).count())
+}
+
+/// A fresh world in `dir` with roomy limits: bus, settings service, broker, the daemon, a
+/// watcher of the replies and a publisher for the devices.
+struct World {
+    _bus: Child,
+    _settings: Child,
+    _broker: Child,
+    _conn: zbus::Connection,
+    names: NameWatch,
+    port: u16,
+    watch: Mqtt,
+    publisher: Mqtt,
+    daemon: Daemon,
+}
+
+impl World {
+    async fn start(dir: &Path) -> World {
+        let (settings_dir, data_dir) = (dir.join("settings"), dir.join("daemon"));
+        for d in [&settings_dir, &data_dir] {
+            std::fs::create_dir_all(d).expect("data dirs");
+        }
+        let (bus, address) = start_bus(dir, ROOMY_LIMITS).await;
+        let conn = dbus_mqtt_devices::dbus::BusAddress::Address(address.clone())
+            .connect()
+            .await
+            .expect("bench connection");
+        let mut names = NameWatch::start(&conn).await;
+        let settings = start_settings(&address, &settings_dir, &mut names).await;
+        let (broker, port) = start_broker(dir).await;
+        let mut watch = Mqtt::connect(
+            port,
+            "bench-watch",
+            &[PRESENCE, "device/+/DBus", "device/+/Error"],
+        )
+        .await;
+        let publisher = Mqtt::connect(port, "bench-devices", &[]).await;
+        let (daemon, _) = Daemon::start(&address, port, &data_dir, &mut watch).await;
+        World {
+            _bus: bus,
+            _settings: settings,
+            _broker: broker,
+            _conn: conn,
+            names,
+            port,
+            watch,
+            publisher,
+            daemon,
+        }
+    }
+
+    /// Registers `id` with `services` and returns the time to its `DBus` reply.
+    async fn register(&mut self, id: &str, services: &str) -> Duration {
+        self.watch.drain();
+        let topic = format!("device/{id}/DBus");
+        let t = Instant::now();
+        self.publisher
+            .publish(format!("device/{id}/Status"), status(id, services))
+            .await;
+        let got = tokio::time::timeout(
+            WAIT,
+            self.watch.expect("the DBus reply", |m| m.topic == topic),
+        )
+        .await;
+        if got.is_err() {
+            let w = self.daemon.take_warnings();
+            panic!(
+                "no DBus reply for {id} within {WAIT:?}; the daemon's last warnings: {:#?}",
+                w.iter().rev().take(20).collect::<Vec<_>>()
+            );
+        }
+        t.elapsed()
+    }
+
+    /// `connected: 0` for `id`, then waits until none of `names` is owned.
+    async fn unregister(&mut self, id: &str, names: &[String]) {
+        self.publisher
+            .publish(format!("device/{id}/Status"), goodbye(id))
+            .await;
+        self.names
+            .until("the services gone", |o| {
+                !names.iter().any(|n| o.contains(n))
+            })
+            .await;
+    }
+}
+
+/// Registrations measured per phase of [`flood`].
+const FLOOD_REGISTRATIONS: usize = 50;
+/// Services of the flooding device.
+const FLOOD_SERVICES: usize = 16;
+
+/// Section 7: the reply delay of a registering device, alone and while another device floods
+/// its 16 services with `Values` as fast as its MQTT connection and the broker take them.
+async fn flood(base: &Path) {
+    let mut world = World::start(&base.join("flood")).await;
+    let flood_services: String = format!(
+        "{{{}}}",
+        (0..FLOOD_SERVICES)
+            .map(|i| format!("\"t{i}\": \"temperature\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    world.register("flood", &flood_services).await;
+    let other_names = device_names("other");
+
+    // Alone.
+    let mut alone = Vec::with_capacity(FLOOD_REGISTRATIONS);
+    for _ in 0..FLOOD_REGISTRATIONS {
+        alone.push(world.register("other", TWO_SERVICES).await);
+        world.unregister("other", &other_names).await;
+    }
+
+    // With the flood, from a connection of its own.
+    let flooder = Mqtt::connect(world.port, "bench-flood", &[]).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (s, n) = (stop.clone(), sent.clone());
+    let flood_task = tokio::spawn(async move {
+        let mut k = 0u64;
+        while !s.load(Ordering::Relaxed) {
+            let x = (k % 100_000) as f64 * 1e-3;
+            let body: Vec<String> = (0..FLOOD_SERVICES)
+                .map(|i| format!("\"t{i}\": {{\"Temperature\": {:.3}}}", 10.0 + x + i as f64))
+                .collect();
+            flooder
+                .client
+                .publish(
+                    "device/flood/Values",
+                    QoS::AtMostOnce,
+                    false,
+                    format!("{{{}}}", body.join(", ")).into_bytes(),
+                )
+                .await
+                .expect("publish");
+            k += 1;
+            n.fetch_add(1, Ordering::Relaxed);
+            if k.is_multiple_of(64) {
+                tokio::task::yield_now().await;
+            }
+        }
+        flooder
+    });
+    // Let the flood reach its pace before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_before = cpu_seconds(world.daemon.pid);
+    let (sent_before, t_flood) = (sent.load(Ordering::Relaxed), Instant::now());
+    let mut flooded = Vec::with_capacity(FLOOD_REGISTRATIONS);
+    for _ in 0..FLOOD_REGISTRATIONS {
+        flooded.push(world.register("other", TWO_SERVICES).await);
+        world.unregister("other", &other_names).await;
+    }
+    let flood_rate =
+        (sent.load(Ordering::Relaxed) - sent_before) as f64 / t_flood.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds(world.daemon.pid) - cpu_before) / t_flood.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _flooder = flood_task.await.expect("flood task");
+    alone.sort();
+    flooded.sort();
+    println!(
+        "reply delay of a device registering 2 services, {FLOOD_REGISTRATIONS} registrations each: alone median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&alone, 50),
+        percentile(&alone, 99),
+        percentile(&alone, 100),
+    );
+    println!(
+        "while one device floods {FLOOD_SERVICES} services ({flood_rate:.0} Values messages/s offered, {} values each; daemon CPU {:.0} % of one core): median {:.2} ms, p99 {:.2} ms, max {:.2} ms (aim: < 50 ms)",
+        FLOOD_SERVICES,
+        cpu * 100.0,
+        percentile(&flooded, 50),
+        percentile(&flooded, 99),
+        percentile(&flooded, 100),
+    );
+    let _ = world.daemon.stop().await;
+}
+
+/// Register/unregister cycles of section 8.
+const LEAK_CYCLES: usize = 1000;
+
+/// Section 8: the daemon's RSS over [`LEAK_CYCLES`] register/unregister cycles of one device
+/// with two services, then as many re-announcements without unregistering.
+async fn cycles(base: &Path) {
+    let mut world = World::start(&base.join("cycles")).await;
+    let id = "cyc";
+    let names = device_names(id);
+    let pid = world.daemon.pid;
+    let mut marks = Vec::new();
+    for cycle in 1..=LEAK_CYCLES {
+        world.register(id, TWO_SERVICES).await;
+        world
+            .names
+            .until("both services owned", |o| {
+                names.iter().all(|n| o.contains(n))
+            })
+            .await;
+        world.unregister(id, &names).await;
+        if cycle == 1 || cycle.is_multiple_of(LEAK_CYCLES / 4) {
+            marks.push((cycle, rss_kib(pid)));
+        }
+    }
+    let line: Vec<String> = marks
+        .iter()
+        .map(|(c, r)| format!("{c}: {}", mib(*r)))
+        .collect();
+    println!("RSS after cycle {}", line.join(", "));
+    if let (Some(&(c0, r0)), Some(&(c1, r1))) = (marks.get(1), marks.last()) {
+        println!(
+            "growth from cycle {c0} to {c1}: {:.2} KiB per cycle",
+            (r1 as f64 - r0 as f64) / (c1 - c0) as f64
+        );
+    }
+    let mut marks = Vec::new();
+    for n in 1..=LEAK_CYCLES {
+        world.register(id, TWO_SERVICES).await;
+        if n == 1 || n.is_multiple_of(LEAK_CYCLES / 4) {
+            marks.push((n, rss_kib(pid)));
+        }
+    }
+    let line: Vec<String> = marks
+        .iter()
+        .map(|(c, r)| format!("{c}: {}", mib(*r)))
+        .collect();
+    println!(
+        "re-announcing without unregistering, RSS after {}",
+        line.join(", ")
+    );
+    let _ = world.daemon.stop().await;
 }

@@ -1,28 +1,49 @@
 //! Wires the daemon together and owns its lifetime: D-Bus and localsettings,
 //! the portal id, the MQTT connection, the registry of devices, the state
 //! file and the driver's presence topic. The only module that knows them all.
+//!
+//! Every message from the broker is handled inside a panic boundary
+//! ([`contained`]); each device's own work has its boundary in its task
+//! ([`crate::device::failure`]). Replays go through the quarantine
+//! ([`crate::replay`]).
+
+#![deny(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 
 use crate::catalog::Catalog;
 use crate::config::{BusChoice, Config, VENUS_UNIQUE_ID_FILE};
 use crate::dbus::BusAddress;
 use crate::device::{DeviceContext, ServiceBudget};
+use crate::health::{self, Health};
 use crate::ids::PortalId;
-use crate::mqtt::{self, Inbound, MqttHandle, Will};
-use crate::persist;
+use crate::mqtt::{self, Inbound, Message, MqttHandle, Will};
+use crate::persist::{self, SavedDevice};
 use crate::portal;
-use crate::protocol::DeviceTopic;
+use crate::protocol::{self, DeviceTopic, Rejection, RejectionCode};
 use crate::pyjson;
+use crate::quarantine::MessageKey;
 use crate::registry::Registry;
+use crate::replay::{Next, Replay, Replays};
 use crate::settings::SettingsClient;
+use crate::state::StateStore;
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// The daemon's own retained presence topic (v3): devices may subscribe and
 /// announce themselves again whenever it turns online.
@@ -31,7 +52,10 @@ pub const PRESENCE_TOPIC: &str = "dbus-mqtt-devices/status";
 /// Name of the user's catalog override in the data directory.
 pub const CATALOG_FILE: &str = "catalog.toml";
 
-/// How often the state file is written at most, and finished devices pruned.
+/// How often Values that wait for their slot are looked at.
+const PACE_TICK: Duration = Duration::from_millis(20);
+
+/// How often finished device tasks are pruned.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// How long to wait for the gateway's retained `N/<id>/system/0/Serial`
@@ -46,9 +70,39 @@ pub fn bus_address(choice: &BusChoice) -> BusAddress {
     }
 }
 
+/// What a caller of [`run_with`] may change besides the configuration:
+/// timings that tests shorten, and a way to ask for health figures.
+pub struct Tuning {
+    /// Longest wait between two attempts to reach the broker.
+    pub mqtt_retry_max: Duration,
+    /// How often the health figures are logged (debug level).
+    pub health_log_interval: Duration,
+    /// Health requests: each is answered with a snapshot.
+    pub health: Option<mpsc::Receiver<oneshot::Sender<Health>>>,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            mqtt_retry_max: mqtt::BACKOFF_MAX,
+            health_log_interval: health::LOG_INTERVAL,
+            health: None,
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` completes, then removes every device
 /// service from D-Bus and disconnects from the broker.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    run_with(config, Tuning::default(), shutdown).await
+}
+
+/// [`run`] with non-default [`Tuning`].
+pub async fn run_with(
+    config: Config,
+    mut tuning: Tuning,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     tokio::pin!(shutdown);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -94,12 +148,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if portal_id.is_none() {
         subscriptions.push(portal::SERIAL_SUBSCRIPTION);
     }
-    let (mqtt, mut inbound, mqtt_task) = mqtt::start(options, &subscriptions, cancel.clone());
+    let (mqtt, mut inbound, mqtt_task) = mqtt::start(
+        options,
+        &subscriptions,
+        tuning.mqtt_retry_max,
+        cancel.clone(),
+    );
 
+    let saved = load_state(&config.data_dir);
+    let (mut replays, newly_set_aside) = Replays::open(&config.data_dir, env!("CARGO_PKG_VERSION"));
+    let (state, _state_task) = StateStore::start(config.data_dir.clone(), saved.clone());
+    let (failures_tx, mut failures) = mpsc::unbounded_channel();
     let ctx = Arc::new(DeviceContext {
         catalog: Arc::new(catalog),
         bus,
-        settings,
+        settings: settings.clone(),
         mqtt: mqtt.clone(),
         portal: portal_rx,
         budget: Arc::new(ServiceBudget::new(config.limits.max_services)),
@@ -107,25 +170,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         registrations: Arc::new(tokio::sync::Semaphore::new(
             crate::device::CONCURRENT_REGISTRATIONS,
         )),
+        state: state.clone(),
+        failures: failures_tx,
+        broker: mqtt.connected(),
     });
+    let budget = ctx.budget.clone();
     let mut registry = Registry::new(ctx, config.limits.max_devices);
-    match persist::load(&config.data_dir) {
-        Ok(saved) => {
-            if !saved.is_empty() {
-                info!(
-                    devices = saved.len(),
-                    "restoring devices from the state file"
-                );
-            }
-            for device in &saved {
-                registry.restore(device);
-            }
-        }
-        Err(e) => warn!(error = %crate::device::error_chain(&e), "state file ignored"),
+    for entry in &newly_set_aside {
+        warn!(
+            client_id = %entry.key.client_id().unwrap_or("?"),
+            topic = %entry.key.topic,
+            "the daemon stopped while handling this message last time; it is set aside and not handled again"
+        );
+        answer_internal_error(&mqtt, &entry.key, Failed::Before(&entry.reason));
     }
+    if !saved.is_empty() {
+        info!(
+            devices = saved.len(),
+            "restoring devices from the state file"
+        );
+    }
+    let restores = saved
+        .iter()
+        .map(|d| Replay::Restore(Registry::restore_message(d)))
+        .collect();
+    let next = replays.admit(restores);
+    replay(next, &mut registry, &mut replays, &mqtt, &state);
 
-    let mut dirty = false;
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    // Armed only while a device's Values wait for their slot (see device::pace).
+    let mut pace = tokio::time::interval(PACE_TICK);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut health_log = tokio::time::interval(tuning.health_log_interval);
     let serial_wait = tokio::time::sleep(SERIAL_WAIT);
     tokio::pin!(serial_wait);
     let mut serial_waiting = portal_id.is_none();
@@ -158,28 +234,203 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                             continue;
                         }
                     }
-                    dirty |= registry.handle(&m);
+                    if m.retained {
+                        let next = replays.admit(vec![Replay::Retained(m)]);
+                        replay(next, &mut registry, &mut replays, &mqtt, &state);
+                    } else {
+                        replays.superseded(&m.topic);
+                        contained(&m, &mut registry, &mut replays, &mqtt, |r| r.handle(&m, None));
+                    }
                 }
             },
-            _ = housekeeping.tick() => {
-                dirty |= registry.prune();
-                if dirty {
-                    save_state(&config.data_dir, &registry);
-                    dirty = false;
+            Some(failure) = failures.recv() => {
+                registry.on_failure(&failure);
+                if let Some(key) = failure.key {
+                    replays.set_aside(key, failure.reason);
                 }
+            }
+            id = replays.completed() => {
+                let next = replays.complete(id);
+                replay(next, &mut registry, &mut replays, &mqtt, &state);
+            }
+            _ = housekeeping.tick() => {
+                registry.prune();
+            }
+            _ = pace.tick(), if registry.has_paced() => {
+                contained_paced(&mut registry);
+            }
+            _ = health_log.tick() => {
+                health_of(&mut registry, &budget, &settings, &mqtt, &replays).log();
+            }
+            Some(reply) = next_request(&mut tuning.health) => {
+                let _ = reply.send(health_of(&mut registry, &budget, &settings, &mqtt, &replays));
             }
         }
     }
 
     info!("stopping: removing device services from D-Bus");
     // The state is kept as it is, so a restart brings the devices back.
-    save_state(&config.data_dir, &registry);
     mqtt.publish(PRESENCE_TOPIC, presence_payload(false, None), true);
     registry.shutdown().await;
+    state.sync().await;
+    replays.close();
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_millis(600), mqtt_task).await;
     info!("stopped");
     Ok(())
+}
+
+/// The devices remembered in the state file. A file that cannot be used is
+/// set aside with the reason logged, and the daemon starts without it:
+/// devices with a retained Status still come back.
+fn load_state(dir: &Path) -> Vec<SavedDevice> {
+    let e = match persist::load(dir) {
+        Ok(saved) => return saved,
+        Err(e) => e,
+    };
+    let reason = crate::device::error_chain(&e);
+    match persist::set_aside(dir) {
+        Ok(kept) => warn!(
+            reason,
+            kept_as = %kept.display(),
+            "the state file cannot be used; it is set aside and the daemon starts without it (devices with a retained Status still come back)"
+        ),
+        Err(e) => warn!(
+            reason,
+            error = %crate::device::error_chain(&e),
+            "the state file cannot be used, nor set aside; the daemon starts without it"
+        ),
+    }
+    Vec::new()
+}
+
+/// Handles a message, containing a panic of the registry: the message is set
+/// aside, the device (if registered) loses its services and is told
+/// `internal_error`; the daemon and the other devices go on.
+fn contained(
+    message: &Message,
+    registry: &mut Registry,
+    replays: &mut Replays,
+    mqtt: &MqttHandle,
+    handle: impl FnOnce(&mut Registry),
+) {
+    let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(registry))) else {
+        return;
+    };
+    let reason = crate::device::failure::panic_message(payload.as_ref());
+    let key = MessageKey::of(&message.topic, &message.payload);
+    error!(
+        client_id = %key.client_id().unwrap_or("?"),
+        topic = %message.topic,
+        reason,
+        "internal error while handling a message; it is set aside, other devices are not affected"
+    );
+    answer_internal_error(mqtt, &key, Failed::Now(&reason));
+    if let Some(client) = key.client_id() {
+        registry.drop_client(client);
+    }
+    replays.set_aside(key, reason);
+}
+
+/// Takes the Values that waited for their slot, containing a panic as
+/// [`contained`] does (there is no one message to blame: nothing is set aside).
+fn contained_paced(registry: &mut Registry) {
+    let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| registry.take_paced())) else {
+        return;
+    };
+    let reason = crate::device::failure::panic_message(payload.as_ref());
+    error!(
+        reason,
+        "internal error while taking paced Values; other devices are not affected"
+    );
+}
+
+/// Handles replays as the quarantine says: the set-aside ones are logged and
+/// answered, the others handled with their journal tickets.
+fn replay(
+    next: Vec<Next>,
+    registry: &mut Registry,
+    replays: &mut Replays,
+    mqtt: &MqttHandle,
+    state: &StateStore,
+) {
+    for n in next {
+        match n {
+            Next::Handle(Replay::Restore(m), ticket) => {
+                contained(&m, registry, replays, mqtt, |r| r.restore(&m, Some(ticket)))
+            }
+            Next::Handle(Replay::Retained(m), ticket) => {
+                contained(&m, registry, replays, mqtt, |r| r.handle(&m, Some(ticket)))
+            }
+            Next::SetAside(replay, reason) => {
+                let key = replay.key();
+                warn!(
+                    client_id = %key.client_id().unwrap_or("?"),
+                    topic = %key.topic,
+                    reason,
+                    "a message that made the daemon fail before is not handled again"
+                );
+                answer_internal_error(mqtt, &key, Failed::Before(&reason));
+                if let (Replay::Restore(_), Some(client)) = (&replay, key.client_id()) {
+                    state.remove(client);
+                }
+            }
+        }
+    }
+}
+
+/// How the device is told about a message that made the daemon fail.
+enum Failed<'a> {
+    /// Just now (a panic caught in the registry).
+    Now(&'a str),
+    /// Before (a replay that is set aside).
+    Before(&'a str),
+}
+
+/// `device/<id>/Error` `internal_error` about the message `key`.
+fn answer_internal_error(mqtt: &MqttHandle, key: &MessageKey, failed: Failed<'_>) {
+    let Some(client) = key.client_id() else {
+        return;
+    };
+    let message = match failed {
+        Failed::Now(reason) => format!(
+            "the daemon failed while handling this message ({reason}); the device's services were removed and the message is not handled again after a restart. This is a defect of the daemon: please report it. Send a Status to register again."
+        ),
+        Failed::Before(reason) => format!(
+            "this message made the daemon fail before ({reason}); it is set aside and not handled again. This is a defect of the daemon: please report it. Send a Status to register again."
+        ),
+    };
+    let rejection = Rejection::new(RejectionCode::InternalError, message);
+    mqtt.publish(
+        &protocol::device_topic(client, "Error"),
+        protocol::error_reply(&rejection, &key.topic),
+        false,
+    );
+}
+
+fn health_of(
+    registry: &mut Registry,
+    budget: &ServiceBudget,
+    settings: &SettingsClient,
+    mqtt: &MqttHandle,
+    replays: &Replays,
+) -> Health {
+    registry.prune();
+    Health {
+        tasks: health::alive_tasks(),
+        registry: registry.counts(),
+        services: budget.used(),
+        settings_subscriptions: settings.subscription_count(),
+        mqtt_subscriptions: mqtt.subscription_count(),
+        replays_in_flight: replays.in_flight(),
+    }
+}
+
+async fn next_request<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The command line, `/data/venus/unique-id`, then systemcalc's `/Serial`.
@@ -192,12 +443,6 @@ async fn find_portal_id(config: &Config, bus: &BusAddress) -> Option<PortalId> {
     }
     let conn = bus.connect().await.ok()?;
     portal::from_system_service(&conn).await
-}
-
-fn save_state(dir: &Path, registry: &Registry) {
-    if let Err(e) = persist::save(dir, &registry.saved_devices()) {
-        warn!(error = %crate::device::error_chain(&e), "could not write the state file");
-    }
 }
 
 /// `{"online": 1, "version": "0.1.0", "portalId": "c0ffee000001"}`.

@@ -15,6 +15,12 @@
 //! - [`registry`]: client id → device task; parses and refuses device input.
 //! - [`device`]: one device's task: registration, reconcile, values, liveness.
 //! - [`persist`]: the state file that survives a restart of the daemon.
+//! - [`state`]: the record of connected devices, written through to the state file
+//!   (persist, then reply).
+//! - [`quarantine`] and [`replay`]: messages that made the daemon fail are set aside, so
+//!   that a restart does not replay them (retained Status, state file).
+//! - [`health`]: counts of live objects, logged and asked for by tests.
+//! - [`fault`]: failures on purpose, for tests only (feature `fault-injection`).
 //! - [`portal`]: finding the GX's portal id.
 //! - [`logging`]: stderr or syslog output.
 //! - [`ids`]: client, service, unique and portal ids; the legal-id mapping.
@@ -30,6 +36,8 @@ pub mod config;
 pub mod data_dir;
 pub mod dbus;
 pub mod device;
+pub mod fault;
+pub mod health;
 pub mod ids;
 pub mod logging;
 pub mod mqtt;
@@ -37,7 +45,10 @@ pub mod persist;
 pub mod portal;
 pub mod protocol;
 pub mod pyjson;
+pub mod quarantine;
 pub mod registry;
+pub mod replay;
 pub mod settings;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod state;

@@ -33,6 +33,12 @@ fn main() -> ExitCode {
         eprintln!("dbus-mqtt-devices: {e}");
         return ExitCode::from(2);
     }
+    // A panic is a defect: it goes to the log (syslog too) with where it
+    // happened. Most are caught at a device's boundary and cost that device
+    // only (src/device/failure.rs).
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(target: "panic", "{info}");
+    }));
     // One thread is plenty for a few hundred small messages a second, and
     // keeps the memory use low on a GX.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -2,6 +2,17 @@
 //! topics: the command line, `/data/venus/unique-id`, `/Serial` of
 //! `com.victronenergy.system`, or the retained `N/<id>/system/0/Serial`.
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
 use crate::ids::PortalId;
 use std::path::Path;
 use tracing::debug;
@@ -64,6 +75,12 @@ pub fn from_serial_topic(topic: &str) -> Option<PortalId> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 

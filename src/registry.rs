@@ -4,9 +4,25 @@
 //!
 //! Never waits on a device: a full device queue drops that device's message
 //! with a warning, so one flooding or stuck device cannot block the others.
+//! A device whose task failed ([`crate::device::failure`]) is forgotten here
+//! the moment it says so.
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+use crate::device::failure::{leaf, DeviceFailure, Origin};
 use crate::device::overflow::ValuesOverflow;
-use crate::device::{self, DeviceContext, DeviceEvent};
+use crate::device::pace::{Offer, Pace};
+use crate::device::{self, Announce, DeviceContext, DeviceEvent, Envelope};
+use crate::fault;
 use crate::ids::ClientId;
 use crate::mqtt::Message;
 use crate::persist::SavedDevice;
@@ -14,11 +30,13 @@ use crate::protocol::{
     self, device_topic, DeviceTopic, MessageKind, ProxyRequest, Rejection, RejectionCode, Status,
     ValuesMessage,
 };
-use std::collections::HashMap;
+use crate::quarantine::Ticket;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// How long a stopping daemon waits for its devices to leave D-Bus.
@@ -26,17 +44,29 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 struct DeviceEntry {
     client: ClientId,
-    tx: mpsc::Sender<DeviceEvent>,
+    generation: u64,
+    tx: mpsc::Sender<Envelope>,
     task: JoinHandle<()>,
     overflow: Arc<ValuesOverflow>,
+    /// How fast its Values are taken in.
+    pace: Pace,
     lwt_topic: Option<String>,
-    /// The Status that registered the device (for the state file).
-    status_payload: serde_json::Value,
 }
 
 struct LwtRoute {
     legal: String,
     value: String,
+}
+
+/// Counts of what the registry holds (for health figures and leak tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryCounts {
+    /// Devices with a running task.
+    pub devices: usize,
+    /// Tasks of disconnected devices still removing their services.
+    pub closing: usize,
+    /// `lwt_topic`s followed.
+    pub lwt_routes: usize,
 }
 
 /// The set of devices known to this daemon.
@@ -47,8 +77,9 @@ pub struct Registry {
     /// Tasks of disconnected devices still removing their services.
     closing: HashMap<String, JoinHandle<()>>,
     lwt: HashMap<String, LwtRoute>,
-    /// Set while a remembered Status is being replayed.
-    restoring: bool,
+    next_generation: u64,
+    /// Devices with a Values message waiting for its slot.
+    paced: BTreeSet<String>,
 }
 
 impl Registry {
@@ -60,7 +91,8 @@ impl Registry {
             devices: HashMap::new(),
             closing: HashMap::new(),
             lwt: HashMap::new(),
-            restoring: false,
+            next_generation: 0,
+            paced: BTreeSet::new(),
         }
     }
 
@@ -69,76 +101,106 @@ impl Registry {
         self.devices.len()
     }
 
-    /// The Status payloads of the connected devices (for the state file).
-    pub fn saved_devices(&self) -> Vec<SavedDevice> {
-        let mut all: Vec<_> = self
-            .devices
-            .values()
-            .map(|d| SavedDevice {
-                client_id: d.client.raw().to_owned(),
-                status: d.status_payload.clone(),
-            })
-            .collect();
-        all.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        all
+    /// What the registry holds now.
+    pub fn counts(&self) -> RegistryCounts {
+        RegistryCounts {
+            devices: self.devices.len(),
+            closing: self.closing.len(),
+            lwt_routes: self.lwt.len(),
+        }
+    }
+
+    /// The message a remembered device is restored from.
+    pub fn restore_message(saved: &SavedDevice) -> Message {
+        Message {
+            topic: device_topic(&saved.client_id, "Status"),
+            payload: saved.status.to_string().into_bytes().into(),
+            retained: false,
+        }
     }
 
     /// Registers a device remembered in the state file, as if its Status had
     /// just arrived; it is removed again if it shows no sign of life.
-    pub fn restore(&mut self, saved: &SavedDevice) {
-        let payload = saved.status.to_string();
-        let message = Message {
-            topic: device_topic(&saved.client_id, "Status"),
-            payload: payload.into_bytes().into(),
-            retained: false,
-        };
-        self.restoring = true;
-        self.handle(&message);
-        self.restoring = false;
+    /// `message` is [`Registry::restore_message`] of it.
+    pub fn restore(&mut self, message: &Message, ticket: Option<Ticket>) {
+        self.dispatch(message, ticket, true);
     }
 
     /// Forgets devices whose task ended by itself (a restored device that
-    /// never showed up). Returns true when any was removed.
+    /// never showed up, or one that failed). Returns true when any was removed.
     pub fn prune(&mut self) -> bool {
-        let before = self.devices.len();
         let ended: Vec<String> = self
             .devices
             .iter()
             .filter(|(_, d)| d.task.is_finished())
             .map(|(k, _)| k.clone())
             .collect();
+        let removed = !ended.is_empty();
         for legal in ended {
-            if let Some(entry) = self.devices.remove(&legal) {
-                if let Some(topic) = &entry.lwt_topic {
-                    self.lwt.remove(topic);
-                    self.ctx.mqtt.unsubscribe(topic);
-                }
-            }
+            self.forget(&legal);
         }
         self.closing.retain(|_, task| !task.is_finished());
-        self.devices.len() != before
+        removed
     }
 
-    /// Handles one message from the broker. Returns true when the set of
-    /// connected devices may have changed.
-    pub fn handle(&mut self, message: &Message) -> bool {
+    /// A device task failed: it is forgotten (unless a newer task of the same
+    /// client id runs by now). Its services are gone with the task.
+    pub fn on_failure(&mut self, failure: &DeviceFailure) {
+        let current = self
+            .devices
+            .get(failure.client.legal())
+            .is_some_and(|d| d.generation == failure.generation);
+        if current {
+            self.forget(failure.client.legal());
+        }
+    }
+
+    /// Handling a message from `client_raw` failed (a panic in the registry
+    /// itself): the device, if registered, is disconnected, so its services go.
+    pub fn drop_client(&mut self, client_raw: &str) {
+        let legal = self
+            .devices
+            .iter()
+            .find(|(_, d)| d.client.raw() == client_raw)
+            .map(|(k, _)| k.clone());
+        if let Some(legal) = legal {
+            self.disconnect(&legal, "internal error");
+        }
+    }
+
+    fn forget(&mut self, legal: &str) {
+        self.paced.remove(legal);
+        if let Some(entry) = self.devices.remove(legal) {
+            if let Some(topic) = &entry.lwt_topic {
+                self.lwt.remove(topic);
+                self.ctx.mqtt.unsubscribe(topic);
+            }
+        }
+    }
+
+    /// Handles one message from the broker; `ticket` (a replay's journal
+    /// entry) goes with it to the device and is dropped once it is handled.
+    pub fn handle(&mut self, message: &Message, ticket: Option<Ticket>) {
+        self.dispatch(message, ticket, false);
+    }
+
+    fn dispatch(&mut self, message: &Message, ticket: Option<Ticket>, restored: bool) {
         if let Some(route) = self.lwt.get(&message.topic) {
             if message.payload.as_ref() == route.value.as_bytes() {
                 let legal = route.legal.clone();
                 info!(client_id = %legal, topic = %message.topic, "last will received");
                 self.disconnect(&legal, "last will");
-                return true;
             }
-            return false;
+            return;
         }
         let Some(topic) = DeviceTopic::parse(&message.topic) else {
             debug!(topic = %message.topic, "ignoring a message on an unknown topic");
-            return false;
+            return;
         };
         if message.payload.is_empty() {
             // An empty payload clears a retained message; it says nothing.
             debug!(topic = %message.topic, "ignoring an empty payload");
-            return false;
+            return;
         }
         let kind_name = leaf(topic.kind);
         let client = match ClientId::parse(topic.client_id) {
@@ -146,7 +208,7 @@ impl Registry {
             Err(e) => {
                 let rejection = Rejection::new(RejectionCode::InvalidClientId, e.to_string());
                 self.reject(topic.client_id, kind_name, &rejection);
-                return false;
+                return;
             }
         };
         if let Some(existing) = self.devices.get(client.legal()) {
@@ -160,43 +222,81 @@ impl Registry {
                     ),
                 );
                 self.reject(client.raw(), kind_name, &rejection);
-                return false;
+                return;
             }
         }
+        let origin = Origin {
+            kind: topic.kind,
+            payload: message.payload.clone(),
+            ticket,
+        };
         match topic.kind {
-            MessageKind::Status => self.on_status(client, &message.payload),
-            MessageKind::Proxy => {
-                match ProxyRequest::parse(&message.payload) {
-                    Ok(p) => self.route(&client, DeviceEvent::Proxy(p), kind_name),
-                    Err(r) => self.reject(client.raw(), kind_name, &r),
-                }
-                false
-            }
+            MessageKind::Status => self.on_status(client, origin, restored),
+            MessageKind::Proxy => match ProxyRequest::parse(&message.payload) {
+                Ok(p) => self.route(&client, DeviceEvent::Proxy(p), origin),
+                Err(r) => self.reject(client.raw(), kind_name, &r),
+            },
             MessageKind::Values => {
-                match ValuesMessage::parse(&message.payload) {
-                    Ok(v) => self.route_values(&client, v),
-                    Err(r) => self.reject(client.raw(), kind_name, &r),
+                if let Some(entry) = self.devices.get_mut(client.legal()) {
+                    if entry.pace.offer(Instant::now(), &message.payload) == Offer::Later {
+                        if let Some(skipped) = entry.pace.skipped_to_report(Instant::now()) {
+                            warn!(client_id = %client, skipped, "device sends Values faster than {} a second; messages in between are skipped, the newest is applied", crate::device::pace::RATE);
+                        }
+                        self.paced.insert(client.legal().to_owned());
+                        return;
+                    }
                 }
-                false
+                self.values(&client, origin);
             }
         }
     }
 
-    fn on_status(&mut self, client: ClientId, payload: &[u8]) -> bool {
-        let status = match Status::parse(client.raw(), payload) {
+    fn values(&mut self, client: &ClientId, origin: Origin) {
+        match ValuesMessage::parse(&origin.payload) {
+            Ok(v) => self.route_values(client, v, origin),
+            Err(r) => self.reject(client.raw(), "Values", &r),
+        }
+    }
+
+    /// True while a device's Values message waits for its slot ([`Registry::take_paced`]).
+    pub fn has_paced(&self) -> bool {
+        !self.paced.is_empty()
+    }
+
+    /// Takes the Values messages whose slot has come.
+    pub fn take_paced(&mut self) {
+        let now = Instant::now();
+        for legal in std::mem::take(&mut self.paced) {
+            let Some(entry) = self.devices.get_mut(&legal) else {
+                continue;
+            };
+            let due = entry.pace.due(now);
+            if entry.pace.is_waiting() {
+                self.paced.insert(legal.clone());
+            }
+            if let Some(payload) = due {
+                let client = entry.client.clone();
+                self.values(&client, Origin::new(MessageKind::Values, payload));
+            }
+        }
+    }
+
+    fn on_status(&mut self, client: ClientId, origin: Origin, restored: bool) {
+        let status = match Status::parse(client.raw(), &origin.payload) {
             Ok(s) => s,
             Err(r) => {
                 self.reject(client.raw(), "Status", &r);
-                return false;
+                return;
             }
         };
+        fault::inject(fault::Stage::Registry, status.version.as_ref());
         if !status.connected {
             if self.devices.contains_key(client.legal()) {
                 self.disconnect(client.legal(), "connected: 0");
-                return true;
+            } else {
+                debug!(client_id = %client, "disconnect from a device that is not registered");
             }
-            debug!(client_id = %client, "disconnect from a device that is not registered");
-            return false;
+            return;
         }
         if !self.devices.contains_key(client.legal()) {
             if self.devices.len() >= self.max_devices {
@@ -208,37 +308,37 @@ impl Registry {
                     ),
                 );
                 self.reject(client.raw(), "Status", &rejection);
-                return false;
+                return;
             }
             if client.is_mapped() {
                 info!(client_id = %client, legal_id = client.legal(), "client id has characters D-Bus does not allow; using the mapped id");
             }
             self.closing.retain(|_, task| !task.is_finished());
             let previous = self.closing.remove(client.legal());
-            let handle = device::spawn(self.ctx.clone(), client.clone(), previous);
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            let handle = device::spawn(self.ctx.clone(), client.clone(), generation, previous);
             self.devices.insert(
                 client.legal().to_owned(),
                 DeviceEntry {
                     client: client.clone(),
+                    generation,
                     tx: handle.tx,
                     task: handle.task,
                     overflow: handle.overflow,
+                    pace: Pace::new(Instant::now()),
                     lwt_topic: None,
-                    status_payload: serde_json::Value::Null,
                 },
             );
         }
         self.update_lwt(&client, status.lwt.clone());
-        if let Some(entry) = self.devices.get_mut(client.legal()) {
-            entry.status_payload = serde_json::from_slice(payload).unwrap_or_default();
-        }
-        let event = if self.restoring {
-            DeviceEvent::Restore(Box::new(status))
-        } else {
-            DeviceEvent::Status(Box::new(status))
+        let payload = serde_json::from_slice(&origin.payload).unwrap_or_default();
+        let announce = Announce {
+            status,
+            payload,
+            restored,
         };
-        self.route(&client, event, "Status");
-        true
+        self.route(&client, DeviceEvent::Announce(Box::new(announce)), origin);
     }
 
     fn update_lwt(&mut self, client: &ClientId, lwt: Option<(String, String)>) {
@@ -271,6 +371,7 @@ impl Registry {
     }
 
     fn disconnect(&mut self, legal: &str, reason: &'static str) {
+        self.paced.remove(legal);
         let Some(entry) = self.devices.remove(legal) else {
             return;
         };
@@ -282,13 +383,18 @@ impl Registry {
         // from a task of its own rather than dropping it.
         let tx = entry.tx;
         tokio::spawn(async move {
-            let _ = tx.send(DeviceEvent::Disconnect { reason }).await;
+            let envelope = Envelope {
+                event: DeviceEvent::Disconnect { reason },
+                origin: None,
+            };
+            let _ = tx.send(envelope).await;
         });
         self.closing.retain(|_, task| !task.is_finished());
         self.closing.insert(legal.to_owned(), entry.task);
     }
 
-    fn route(&self, client: &ClientId, event: DeviceEvent, kind: &str) {
+    fn route(&self, client: &ClientId, event: DeviceEvent, origin: Origin) {
+        let kind = leaf(origin.kind);
         let Some(entry) = self.devices.get(client.legal()) else {
             let rejection = Rejection::new(
                 RejectionCode::NotRegistered,
@@ -297,7 +403,11 @@ impl Registry {
             self.reject(client.raw(), kind, &rejection);
             return;
         };
-        if let Err(e) = entry.tx.try_send(event) {
+        let envelope = Envelope {
+            event,
+            origin: Some(origin),
+        };
+        if let Err(e) = entry.tx.try_send(envelope) {
             match e {
                 mpsc::error::TrySendError::Full(_) => {
                     warn!(client_id = %client, topic = kind, "device sends faster than it can be served; message dropped")
@@ -312,18 +422,23 @@ impl Registry {
     /// Values go through the queue while it has room; when it is full (or
     /// values already wait beside it) they are folded into the device's
     /// overflow, so the newest value of each path is never lost.
-    fn route_values(&self, client: &ClientId, values: ValuesMessage) {
+    fn route_values(&self, client: &ClientId, values: ValuesMessage, origin: Origin) {
         let Some(entry) = self.devices.get(client.legal()) else {
-            return self.route(client, DeviceEvent::Values(values), "Values");
+            return self.route(client, DeviceEvent::Values(values), origin);
         };
         if entry.overflow.is_pending() {
             return entry.overflow.push(client.raw(), values);
         }
-        match entry.tx.try_send(DeviceEvent::Values(values)) {
+        let envelope = Envelope {
+            event: DeviceEvent::Values(values),
+            origin: Some(origin),
+        };
+        match entry.tx.try_send(envelope) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(DeviceEvent::Values(values))) => {
-                entry.overflow.push(client.raw(), values)
-            }
+            Err(mpsc::error::TrySendError::Full(Envelope {
+                event: DeviceEvent::Values(values),
+                ..
+            })) => entry.overflow.push(client.raw(), values),
             Err(_) => {
                 warn!(client_id = %client, "device task has stopped; message dropped")
             }
@@ -354,13 +469,5 @@ impl Registry {
         if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
             warn!("some devices did not leave D-Bus in time");
         }
-    }
-}
-
-fn leaf(kind: MessageKind) -> &'static str {
-    match kind {
-        MessageKind::Status => "Status",
-        MessageKind::Proxy => "Proxy",
-        MessageKind::Values => "Values",
     }
 }

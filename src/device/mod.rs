@@ -3,33 +3,53 @@
 //! (D-Bus writes, settings changes), one event at a time.
 //!
 //! Each device runs in its own task, so a slow settings call or a stuck bus
-//! call for one device never stalls another. Knows no rumqttc: it publishes
-//! through [`MqttHandle`] and receives parsed messages from the registry.
+//! call for one device never stalls another, and a defect met while handling
+//! one device's event costs that device only ([`failure`]). Knows no rumqttc:
+//! it publishes through [`MqttHandle`] and receives parsed messages from the
+//! registry.
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+pub mod budget;
 pub mod convert;
+pub mod failure;
 pub mod overflow;
+pub mod pace;
 pub mod service;
 
 use crate::catalog::{Catalog, ServiceType};
 use crate::dbus::{BusAddress, Value};
+use crate::fault;
 use crate::ids::{ClientId, PortalId, ServiceId};
 use crate::mqtt::MqttHandle;
+use crate::persist::SavedDevice;
 use crate::protocol::{
     self, device_topic, ProxyRequest, Rejection, RejectionCode, ServiceDecl, ServiceReply, Status,
     ValuesMessage,
 };
 use crate::pyjson;
 use crate::settings::{parse_class_and_instance, SettingsClient};
+use crate::state::StateStore;
+pub use budget::{ServiceBudget, ServiceSlot};
 use convert::json_to_value;
+use failure::{DeviceFailure, Origin, Panic};
 use overflow::ValuesOverflow;
 use service::{DeviceService, Registration};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Events queued per device; past this the registry drops messages of that
 /// device (with a warning) instead of letting one device exhaust memory.
@@ -38,14 +58,10 @@ pub const DEVICE_QUEUE: usize = 64;
 /// What the device task is told.
 #[derive(Debug)]
 pub enum DeviceEvent {
-    /// A Status message with `connected: 1` (parsed; may carry rejections).
-    /// Boxed: it is much larger than the other events, and every queued
-    /// event takes the size of the largest.
-    Status(Box<Status>),
-    /// A Status remembered in the state file from before the daemon's
-    /// restart: registered again, and removed if the device shows no sign of
-    /// life within its timeout (or [`RESTORE_GRACE`]).
-    Restore(Box<Status>),
+    /// A Status message with `connected: 1` (parsed; may carry rejections),
+    /// or one remembered in the state file. Boxed: it is much larger than the
+    /// other events, and every queued event takes the size of the largest.
+    Announce(Box<Announce>),
     /// A Proxy message.
     Proxy(ProxyRequest),
     /// A Values message (v3).
@@ -66,8 +82,29 @@ pub enum DeviceEvent {
     },
 }
 
+/// A registration: a Status with `connected: 1`.
+#[derive(Debug)]
+pub struct Announce {
+    pub status: Status,
+    /// The payload as the state file keeps it.
+    pub payload: serde_json::Value,
+    /// Remembered in the state file from before the daemon's restart, not
+    /// sent now: registered again, and removed if the device shows no sign of
+    /// life within its timeout (or [`RESTORE_GRACE`]) of the broker being there.
+    pub restored: bool,
+}
+
+/// An event with where it came from (none for events from the GX side).
+#[derive(Debug)]
+pub struct Envelope {
+    pub event: DeviceEvent,
+    pub origin: Option<Origin>,
+}
+
 /// How long a device restored from the state file may stay without any sign
-/// of life (a value or a Status) when it declared no timeout of its own.
+/// of life (a value or a Status) when it declared no timeout of its own. It
+/// counts while the broker is connected only: a device cannot be heard
+/// while the broker is away.
 pub const RESTORE_GRACE: Duration = Duration::from_secs(300);
 
 /// What happens when a device with a timeout goes silent (v3).
@@ -91,42 +128,6 @@ impl Liveness {
     }
 }
 
-/// Counts D-Bus services across all devices against the configured limit.
-#[derive(Debug)]
-pub struct ServiceBudget {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl ServiceBudget {
-    /// A budget of `max` services.
-    pub fn new(max: usize) -> ServiceBudget {
-        ServiceBudget {
-            used: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    fn reserve(&self) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn release(&self) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    }
-
-    /// Services registered now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
-    }
-}
-
 /// What every device task shares.
 pub struct DeviceContext {
     pub catalog: Arc<Catalog>,
@@ -141,6 +142,12 @@ pub struct DeviceContext {
     /// limit of pending replies (128 by default): a burst of devices, or a
     /// restart restoring many, must queue here instead of failing there.
     pub registrations: Arc<tokio::sync::Semaphore>,
+    /// The state file (persist, then reply).
+    pub state: StateStore,
+    /// Where a device task that failed reports it.
+    pub failures: mpsc::UnboundedSender<DeviceFailure>,
+    /// Whether the broker connection is up.
+    pub broker: watch::Receiver<bool>,
 }
 
 /// Default for [`DeviceContext::registrations`]: well under dbus-daemon's
@@ -149,10 +156,12 @@ pub const CONCURRENT_REGISTRATIONS: usize = 32;
 
 /// Starts the task of one device. It first waits for `previous`, the task of
 /// the same client id that is still removing its services, so that a fast
-/// reconnect never races a disconnect for the same bus names.
+/// reconnect never races a disconnect for the same bus names. `generation`
+/// tells this task from other tasks of the same client id in failure reports.
 pub fn spawn(
     ctx: Arc<DeviceContext>,
     client: ClientId,
+    generation: u64,
     previous: Option<JoinHandle<()>>,
 ) -> DeviceHandle {
     let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
@@ -162,23 +171,87 @@ pub fn spawn(
         if let Some(previous) = previous {
             let _ = previous.await;
         }
-        Device::new(ctx, client, device_overflow).run(rx).await;
+        let device = Device::new(ctx.clone(), client.clone(), generation, device_overflow);
+        if let Err(panic) = failure::contain(device.run(rx)).await {
+            // A panic outside the handling of one event: the device was
+            // dropped while unwinding, which took its services off the bus.
+            report_failure(&ctx, generation, &client, None, None, &panic);
+        }
     });
     DeviceHandle { tx, task, overflow }
+}
+
+/// Logs a device's failure, answers it `internal_error`, forgets it in the
+/// state file and tells the registry.
+fn report_failure(
+    ctx: &DeviceContext,
+    generation: u64,
+    client: &ClientId,
+    origin: Option<&Origin>,
+    services: Option<usize>,
+    panic: &Panic,
+) {
+    let key = origin.map(|o| o.key(client));
+    let topic = key
+        .as_ref()
+        .map_or_else(|| device_topic(client.raw(), "Status"), |k| k.topic.clone());
+    error!(
+        client_id = %client,
+        topic,
+        reason = %panic.0,
+        services,
+        "internal error while handling this device; its services are removed, other devices are not affected"
+    );
+    let rejection = Rejection::new(
+        RejectionCode::InternalError,
+        format!(
+            "the daemon failed while handling this message ({}); the device's services were removed. This is a defect of the daemon: please report it. Send a Status to register again.",
+            panic.0
+        ),
+    );
+    ctx.mqtt.publish(
+        &device_topic(client.raw(), "Error"),
+        protocol::error_reply(&rejection, &topic),
+        false,
+    );
+    ctx.state.remove(client.raw());
+    let _ = ctx.failures.send(DeviceFailure {
+        generation,
+        client: client.clone(),
+        key,
+        reason: panic.0.clone(),
+    });
 }
 
 /// What the registry keeps of a device task.
 pub struct DeviceHandle {
     /// The device's queue.
-    pub tx: mpsc::Sender<DeviceEvent>,
+    pub tx: mpsc::Sender<Envelope>,
     pub task: JoinHandle<()>,
     /// Where Values go when the queue is full.
     pub overflow: Arc<ValuesOverflow>,
 }
 
+/// A restored device waiting for a sign of life.
+struct RestoreWait {
+    grace: Duration,
+    /// Removed at this instant; none while the broker is away.
+    deadline: Option<Instant>,
+}
+
+/// What the device task does next (each step is contained on its own).
+enum Work {
+    Event(DeviceEvent),
+    Silence,
+    ReplyDue,
+    Overflow(ValuesMessage),
+    BrokerChanged,
+}
+
 struct Device {
     ctx: Arc<DeviceContext>,
     client: ClientId,
+    generation: u64,
     version: Option<serde_json::Value>,
     /// Registered services, in the order the device declared them.
     services: Vec<DeviceService>,
@@ -190,19 +263,25 @@ struct Device {
     silent: bool,
     /// A reply is owed but no portal id is known yet.
     reply_pending: bool,
-    /// Restored from the state file and not heard from since: removed at this instant.
-    restore_deadline: Option<Instant>,
+    /// Restored from the state file and not heard from since.
+    restore: Option<RestoreWait>,
     bus_tx: mpsc::Sender<DeviceEvent>,
     bus_rx: mpsc::Receiver<DeviceEvent>,
     overflow: Arc<ValuesOverflow>,
 }
 
 impl Device {
-    fn new(ctx: Arc<DeviceContext>, client: ClientId, overflow: Arc<ValuesOverflow>) -> Device {
+    fn new(
+        ctx: Arc<DeviceContext>,
+        client: ClientId,
+        generation: u64,
+        overflow: Arc<ValuesOverflow>,
+    ) -> Device {
         let (bus_tx, bus_rx) = mpsc::channel(DEVICE_QUEUE);
         Device {
             ctx,
             client,
+            generation,
             version: None,
             services: Vec::new(),
             last_status: None,
@@ -211,67 +290,130 @@ impl Device {
             deadline: None,
             silent: false,
             reply_pending: false,
-            restore_deadline: None,
+            restore: None,
             bus_tx,
             bus_rx,
             overflow,
         }
     }
 
-    async fn run(mut self, mut inbox: mpsc::Receiver<DeviceEvent>) {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Envelope>) {
         let mut portal = self.ctx.portal.clone();
+        let mut broker = self.ctx.broker.clone();
         loop {
             let deadline = self.deadline;
-            let restore_deadline = self.restore_deadline;
+            let restore_deadline = self.restore.as_ref().and_then(|r| r.deadline);
+            let waiting_for_broker = self.restore.is_some();
             let overflow = self.overflow.clone();
-            tokio::select! {
+            let (work, origin) = tokio::select! {
                 // In this order: GX-side events are few and go first;
                 // overflowed values are newer than anything queued, so they
                 // are applied only once the queue is empty.
                 biased;
-                Some(event) = self.bus_rx.recv() => self.handle(event).await,
-                event = inbox.recv() => match event {
-                    Some(DeviceEvent::Disconnect { reason }) => {
+                Some(event) = self.bus_rx.recv() => (Work::Event(event), None),
+                envelope = inbox.recv() => match envelope {
+                    Some(Envelope { event: DeviceEvent::Disconnect { reason }, .. }) => {
                         info!(client_id = %self.client, reason, "device disconnected");
+                        // Withdrawn: out of the state file before its services go,
+                        // so that it never comes back after a restart.
+                        self.ctx.state.remove(self.client.raw());
+                        self.ctx.state.sync().await;
                         break;
                     }
-                    Some(event) => self.handle(event).await,
+                    Some(Envelope { event, origin }) => (Work::Event(event), origin),
                     // The registry is gone: the daemon is stopping.
                     None => break,
                 },
-                _ = sleep_until(deadline), if deadline.is_some() => self.on_silence().await,
+                _ = sleep_until(deadline), if deadline.is_some() => (Work::Silence, None),
                 _ = sleep_until(restore_deadline), if restore_deadline.is_some() => {
                     warn!(client_id = %self.client, "restored device showed no sign of life; removing it");
+                    self.ctx.state.remove(self.client.raw());
                     break;
                 }
-                Ok(()) = portal.changed(), if self.reply_pending => {
-                    self.send_reply();
-                }
-                _ = overflow.pushed() => {
-                    if let Some(values) = self.overflow.take() {
-                        self.on_values(values).await;
-                    }
-                }
+                Ok(()) = broker.changed(), if waiting_for_broker => (Work::BrokerChanged, None),
+                Ok(()) = portal.changed(), if self.reply_pending => (Work::ReplyDue, None),
+                _ = overflow.pushed() => match self.overflow.take() {
+                    Some(values) => (Work::Overflow(values), None),
+                    None => continue,
+                },
+            };
+            if let Err(panic) = failure::contain(self.perform(work)).await {
+                self.fail(origin.as_ref(), &panic).await;
+                return;
             }
+            // A replay's journal ticket is dropped here: handled.
+            drop(origin);
         }
         self.remove_all().await;
     }
 
+    async fn perform(&mut self, work: Work) {
+        match work {
+            Work::Event(event) => self.handle(event).await,
+            Work::Silence => self.on_silence().await,
+            Work::ReplyDue => self.send_reply(),
+            Work::Overflow(values) => self.on_values(values).await,
+            Work::BrokerChanged => {
+                let connected = *self.ctx.broker.borrow();
+                if let Some(wait) = &mut self.restore {
+                    wait.deadline = connected.then(|| Instant::now() + wait.grace);
+                }
+            }
+        }
+    }
+
+    /// A panic was caught while handling `origin`: the device's services go,
+    /// the device is told, the registry forgets it. Other devices go on.
+    async fn fail(&mut self, origin: Option<&Origin>, panic: &Panic) {
+        let services = std::mem::take(&mut self.services);
+        let count = services.len();
+        // Closing releases the names at once; if that panics too, what is
+        // left is dropped, which closes the connections all the same.
+        let closed = failure::contain(async {
+            for s in services {
+                s.close().await;
+            }
+        })
+        .await;
+        if let Err(again) = closed {
+            warn!(client_id = %self.client, reason = %again.0, "closing the services of a failed device failed; they were dropped");
+        }
+        report_failure(
+            &self.ctx,
+            self.generation,
+            &self.client,
+            origin,
+            Some(count),
+            panic,
+        );
+    }
+
     async fn handle(&mut self, event: DeviceEvent) {
         match event {
-            DeviceEvent::Status(status) => {
-                self.restore_deadline = None;
-                self.on_status(*status).await
-            }
-            DeviceEvent::Restore(status) => {
-                let grace = status
-                    .timeout
-                    .map(Duration::from_secs_f64)
-                    .or(self.ctx.default_timeout)
-                    .unwrap_or(RESTORE_GRACE);
-                info!(client_id = %self.client, "restoring the device from the state file");
-                self.on_status(*status).await;
-                self.restore_deadline = Some(Instant::now() + grace);
+            DeviceEvent::Announce(announce) => {
+                let Announce {
+                    status,
+                    payload,
+                    restored,
+                } = *announce;
+                if restored {
+                    info!(client_id = %self.client, "restoring the device from the state file");
+                    fault::inject(fault::Stage::Restore, status.version.as_ref());
+                    let grace = status
+                        .timeout
+                        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+                        .or(self.ctx.default_timeout)
+                        .unwrap_or(RESTORE_GRACE);
+                    self.on_status(status, Some(payload)).await;
+                    let connected = *self.ctx.broker.borrow();
+                    self.restore = Some(RestoreWait {
+                        grace,
+                        deadline: connected.then(|| Instant::now() + grace),
+                    });
+                } else {
+                    self.restore = None;
+                    self.on_status(status, Some(payload)).await;
+                }
             }
             DeviceEvent::Proxy(request) => self.on_proxy(request).await,
             DeviceEvent::Values(values) => self.on_values(values).await,
@@ -291,7 +433,9 @@ impl Device {
 
     // ---- Status: register, reconcile -------------------------------------
 
-    async fn on_status(&mut self, status: Status) {
+    /// Registers and reconciles the declared services; `payload` (what the
+    /// state file keeps) is recorded there before the device is answered.
+    async fn on_status(&mut self, status: Status, payload: Option<serde_json::Value>) {
         let mut rejections = status.rejections.clone();
         let mut refused: Vec<String> = status.refused_services.clone();
         let mut wanted: Vec<(ServiceDecl, ServiceType)> = Vec::new();
@@ -317,7 +461,7 @@ impl Device {
 
         self.timeout = status
             .timeout
-            .map(Duration::from_secs_f64)
+            .and_then(|t| Duration::try_from_secs_f64(t).ok())
             .or(self.ctx.default_timeout);
         self.liveness = Liveness::parse(status.liveness.as_deref());
         let version_changed = self.version != status.version;
@@ -334,7 +478,7 @@ impl Device {
                 kept.push(s);
             } else {
                 info!(client_id = %self.client, service_id = %s.id, "service removed or changed");
-                self.close_service(s).await;
+                s.close().await;
             }
         }
         self.services = kept;
@@ -365,11 +509,23 @@ impl Device {
                 .unwrap_or(usize::MAX)
         });
 
+        fault::inject(fault::Stage::Device, status.version.as_ref());
         self.last_status = Some(status);
         // A Status is a sign of life too: a silent device's services are
         // connected again (the values come with the next message).
         self.on_activity().await;
         self.reject_all(&rejections, "Status");
+        if let Some(payload) = payload {
+            // Persist, then reply: a device that has its answer comes back
+            // after a restart, even one the next instant.
+            self.ctx
+                .state
+                .record(SavedDevice {
+                    client_id: self.client.raw().to_owned(),
+                    status: payload,
+                })
+                .await;
+        }
         self.send_reply();
     }
 
@@ -378,16 +534,16 @@ impl Device {
         decl: &ServiceDecl,
         service_type: &ServiceType,
     ) -> Result<(), Rejection> {
-        if !self.ctx.budget.reserve() {
+        let Some(slot) = self.ctx.budget.reserve() else {
             return Err(Rejection::new(
                 RejectionCode::TooManyDevices,
                 format!(
                     "this GX already serves {} MQTT device services, the configured limit",
-                    self.ctx.budget.used()
+                    self.ctx.budget.max()
                 ),
             )
             .for_service(decl.id.as_str()));
-        }
+        };
         // The semaphore is never closed, so acquiring only fails if it were.
         let _permit = self.ctx.registrations.clone().acquire_owned().await.ok();
         let registration = Registration {
@@ -396,30 +552,23 @@ impl Device {
             client: &self.client,
             version: self.version.as_ref(),
             events: self.bus_tx.clone(),
+            slot,
         };
         match DeviceService::register(registration, decl, service_type).await {
             Ok(s) => {
                 self.services.push(s);
                 Ok(())
             }
-            Err(e) => {
-                self.ctx.budget.release();
-                Err(
-                    Rejection::new(RejectionCode::RegistrationFailed, error_chain(&e))
-                        .for_service(decl.id.as_str()),
-                )
-            }
+            Err(e) => Err(
+                Rejection::new(RejectionCode::RegistrationFailed, error_chain(&e))
+                    .for_service(decl.id.as_str()),
+            ),
         }
-    }
-
-    async fn close_service(&self, s: DeviceService) {
-        s.close().await;
-        self.ctx.budget.release();
     }
 
     async fn remove_all(&mut self) {
         for s in std::mem::take(&mut self.services) {
-            self.close_service(s).await;
+            s.close().await;
         }
     }
 
@@ -503,7 +652,7 @@ impl Device {
     async fn on_values(&mut self, message: ValuesMessage) {
         if self.services.is_empty() && self.silent && self.liveness == Liveness::Remove {
             if let Some(status) = self.last_status.clone() {
-                self.on_status(status).await;
+                self.on_status(status, None).await;
             }
         }
         let mut rejections = message.rejections;
@@ -590,7 +739,9 @@ impl Device {
         let Some(index) = self.services.iter().position(|s| s.id == service) else {
             return;
         };
-        let s = &self.services[index];
+        let Some(s) = self.services.get(index) else {
+            return;
+        };
         if path == s.unique.instance_setting() {
             let new_instance = value
                 .as_str()
@@ -602,7 +753,7 @@ impl Device {
                 info!(client_id = %self.client, service_id = %service, "device instance changed in localsettings; registering again");
                 let s = self.services.remove(index);
                 let (decl, service_type) = (s.decl.clone(), s.service_type.clone());
-                self.close_service(s).await;
+                s.close().await;
                 if let Err(r) = self.register(&decl, &service_type).await {
                     self.reject_all(&[r], "Status");
                 }
@@ -632,7 +783,7 @@ impl Device {
 
     async fn on_activity(&mut self) {
         self.touch();
-        self.restore_deadline = None;
+        self.restore = None;
         if !self.silent {
             return;
         }

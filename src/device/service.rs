@@ -2,7 +2,24 @@
 //! instance and persisted paths), its D-Bus service with the mandatory paths
 //! and the paths of its type, and the tasks that carry D-Bus writes and
 //! settings changes back to the device task.
+//!
+//! Everything a service holds is given back when it is dropped, even without
+//! [`DeviceService::close`] (a device torn down by a caught panic): its slot
+//! of the budget, its forwarding tasks, and its bus connection (the bus then
+//! releases the name).
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+use super::budget::ServiceSlot;
 use super::convert::json_to_value;
 use super::DeviceEvent;
 use crate::catalog::{PathSpec, ServiceType, ValueKind};
@@ -49,6 +66,8 @@ pub struct Registration<'a> {
     pub version: Option<&'a serde_json::Value>,
     /// Where D-Bus writes and settings changes of this service are sent.
     pub events: mpsc::Sender<DeviceEvent>,
+    /// The service's share of the configured limit.
+    pub slot: ServiceSlot,
 }
 
 /// A device service that is on D-Bus.
@@ -61,7 +80,20 @@ pub struct DeviceService {
     pub service: Service,
     /// D-Bus path (`/CustomName`) → localsettings path of each persisted path.
     pub persisted: HashMap<String, String>,
-    forwarders: Vec<JoinHandle<()>>,
+    forwarders: Forwarders,
+    _slot: ServiceSlot,
+}
+
+/// The tasks that carry a service's D-Bus writes and settings changes to the device task;
+/// stopped when the service goes, however it goes.
+struct Forwarders(Vec<JoinHandle<()>>);
+
+impl Drop for Forwarders {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            f.abort();
+        }
+    }
 }
 
 impl DeviceService {
@@ -90,14 +122,16 @@ impl DeviceService {
         for spec in &persisted_paths {
             specs.push(setting_spec(&unique, spec, decl, service_type));
         }
-        let results =
-            reg.settings
-                .add_settings(&specs)
-                .await
-                .map_err(|source| Error::Settings {
-                    unique: unique.to_string(),
-                    source,
-                })?;
+        // While localsettings is away (restarting), the registration waits for it: an
+        // instance is only ever what localsettings answered.
+        let results = reg
+            .settings
+            .add_settings_when_available(&specs)
+            .await
+            .map_err(|source| Error::Settings {
+                unique: unique.to_string(),
+                source,
+            })?;
 
         let instance_result = results.first();
         let instance_text = match instance_result {
@@ -174,7 +208,7 @@ impl DeviceService {
             path: c.path,
             value: c.value,
         };
-        let forwarders = vec![
+        let forwarders = Forwarders(vec![
             forward(writes, reg.events.clone(), write_event),
             forward(
                 reg.settings.subscribe(&unique.settings_prefix()),
@@ -186,7 +220,7 @@ impl DeviceService {
                 reg.events,
                 setting_event,
             ),
-        ];
+        ]);
         Ok(DeviceService {
             id: decl.id.clone(),
             decl: decl.clone(),
@@ -196,6 +230,7 @@ impl DeviceService {
             service,
             persisted,
             forwarders,
+            _slot: reg.slot,
         })
     }
 
@@ -206,11 +241,15 @@ impl DeviceService {
 
     /// Removes the service from D-Bus (its settings stay).
     pub async fn close(self) {
-        for f in &self.forwarders {
-            f.abort();
-        }
-        let name = self.service.name().to_owned();
-        if let Err(e) = self.service.close().await {
+        let DeviceService {
+            service,
+            forwarders,
+            _slot,
+            ..
+        } = self;
+        drop(forwarders);
+        let name = service.name().to_owned();
+        if let Err(e) = service.close().await {
             warn!(service = %name, error = %e, "closing the D-Bus service failed");
         }
     }
@@ -384,6 +423,12 @@ fn forward<T: Send + 'static>(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -4,9 +4,15 @@
 mod bad_input;
 mod busitem;
 mod cli;
+#[cfg(feature = "fault-injection")]
+mod containment;
+#[cfg(feature = "fault-injection")]
+mod crash;
 mod example;
+mod faults;
 mod flaps;
 mod generated;
+mod leak;
 mod proxy;
 mod registration;
 mod regression;

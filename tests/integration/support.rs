@@ -27,6 +27,8 @@ pub struct TestBus {
     child: Child,
     /// The bus address printed by the daemon.
     pub address: String,
+    /// Where a configuration made for this bus lives.
+    _config_dir: Option<tempfile::TempDir>,
 }
 
 /// The config of the private bus, checked in under tests/fixtures.
@@ -37,8 +39,30 @@ pub fn bus_config() -> PathBuf {
 impl TestBus {
     /// Starts a daemon and waits for it to print its address.
     pub async fn start() -> TestBus {
+        TestBus::start_with(bus_config(), None).await
+    }
+
+    /// Starts a daemon whose `max_connections_per_user` is `max` (the limit a system bus
+    /// has, 256 by default, is what bounds the services of one machine).
+    pub async fn start_with_connection_limit(max: usize) -> TestBus {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = std::fs::read_to_string(bus_config()).expect("the test bus config");
+        let limited = config.replace(
+            r#"<limit name="max_connections_per_user">10000</limit>"#,
+            &format!(r#"<limit name="max_connections_per_user">{max}</limit>"#),
+        );
+        assert_ne!(
+            config, limited,
+            "the fixture names max_connections_per_user"
+        );
+        let path = dir.path().join("bus.conf");
+        std::fs::write(&path, limited).expect("writing the bus config");
+        TestBus::start_with(path, Some(dir)).await
+    }
+
+    async fn start_with(config: PathBuf, config_dir: Option<tempfile::TempDir>) -> TestBus {
         let mut child = match Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", bus_config().display()))
+            .arg(format!("--config-file={}", config.display()))
             .arg("--print-address")
             .arg("--nofork")
             .stdout(Stdio::piped())
@@ -60,7 +84,11 @@ impl TestBus {
             .expect("reading the bus address");
         let address = line.trim().to_string();
         assert!(!address.is_empty(), "dbus-daemon printed no address");
-        TestBus { child, address }
+        TestBus {
+            child,
+            address,
+            _config_dir: config_dir,
+        }
     }
 
     /// The bus as the library names it.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use super::support::TestBus;
+use dbus_mqtt_devices::app::Tuning;
 use dbus_mqtt_devices::config::Config;
 use dbus_mqtt_devices::ids::PortalId;
 use dbus_mqtt_devices::settings::SettingsService;
@@ -135,7 +136,7 @@ impl TestBroker {
         std::fs::write(
             &conf,
             format!(
-                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n{extra}"
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n{extra}"
             ),
         )
         .expect("writing mosquitto.conf");
@@ -241,8 +242,13 @@ impl Daemon {
 
     /// Starts the daemon with `config`.
     pub fn start(config: Config) -> Daemon {
+        Daemon::start_tuned(config, Tuning::default())
+    }
+
+    /// Starts the daemon with `config` and non-default timings or probes.
+    pub fn start_tuned(config: Config, tuning: Tuning) -> Daemon {
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(dbus_mqtt_devices::app::run(config, async {
+        let task = tokio::spawn(dbus_mqtt_devices::app::run_with(config, tuning, async {
             let _ = stopped.await;
         }));
         Daemon {
@@ -314,6 +320,10 @@ impl TestDevice {
             options.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, false));
         }
         let (client, mut eventloop) = AsyncClient::new(options, 100);
+        // Without TCP_NODELAY every small message waits ~40 ms for the previous one's ACK.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (tx, rx) = mpsc::unbounded_channel();
         let (subscribed_tx, mut subscribed_rx) = mpsc::unbounded_channel();
         for topic in subscriptions {
@@ -408,6 +418,17 @@ impl TestDevice {
         tokio::time::timeout(WAIT, wait)
             .await
             .unwrap_or_else(|_| panic!("no message on {topic} within {WAIT:?}"))
+    }
+
+    /// Waits for the next message on any topic (after those passed over by `expect`).
+    pub async fn next(&mut self) -> Received {
+        if !self.skipped.is_empty() {
+            return self.skipped.remove(0);
+        }
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no message within {WAIT:?}"))
+            .expect("device connection ended")
     }
 
     /// Waits for the `DBus` reply and returns it parsed.
@@ -574,6 +595,241 @@ pub async fn device_services(conn: &zbus::Connection) -> Vec<String> {
     all
 }
 
+/// Follows NameOwnerChanged of the whole bus from its creation on: which names were ever
+/// owned, and which are owned now.
+pub struct NameLog {
+    rx: mpsc::UnboundedReceiver<(String, bool)>,
+    pub owned: std::collections::BTreeSet<String>,
+    pub ever: std::collections::BTreeSet<String>,
+    /// Names released since the log started.
+    pub released: std::collections::BTreeSet<String>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl NameLog {
+    /// Starts following (names owned already count as owned).
+    pub async fn start(conn: &zbus::Connection) -> NameLog {
+        use futures_util::StreamExt;
+        let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
+        let mut changes = proxy
+            .receive_name_owner_changed()
+            .await
+            .expect("NameOwnerChanged stream");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(signal) = changes.next().await {
+                if let Ok(args) = signal.args() {
+                    let name = args.name().to_string();
+                    if !name.starts_with(':') {
+                        let _ = tx.send((name, args.new_owner().is_some()));
+                    }
+                }
+            }
+        });
+        let owned: std::collections::BTreeSet<String> = names(conn)
+            .await
+            .into_iter()
+            .filter(|n| !n.starts_with(':'))
+            .collect();
+        NameLog {
+            rx,
+            ever: owned.clone(),
+            owned,
+            released: Default::default(),
+            _task: task,
+        }
+    }
+
+    fn apply(&mut self, (name, owned): (String, bool)) {
+        if owned {
+            self.ever.insert(name.clone());
+            self.owned.insert(name);
+        } else {
+            self.owned.remove(&name);
+            self.released.insert(name);
+        }
+    }
+
+    /// Applies what arrived so far.
+    pub fn update(&mut self) {
+        while let Ok(change) = self.rx.try_recv() {
+            self.apply(change);
+        }
+    }
+
+    /// Applies changes until `done` holds for the owned names.
+    pub async fn until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+    ) {
+        self.until_seen(what, |log| done(&log.owned)).await
+    }
+
+    /// Applies changes until `done` holds for the log (owned names and names ever owned).
+    pub async fn until_seen(&mut self, what: &str, done: impl Fn(&NameLog) -> bool) {
+        self.update();
+        let wait = async {
+            while !done(self) {
+                let change = self.rx.recv().await.expect("NameOwnerChanged stream");
+                self.apply(change);
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| {
+            let owned: Vec<&String> = self.owned.iter().take(8).collect();
+            panic!(
+                "waited {WAIT:?} for {what}; {} names owned, first {owned:?}",
+                self.owned.len()
+            )
+        });
+    }
+
+    /// Our device services owned now.
+    pub fn device_services(&mut self) -> Vec<String> {
+        self.update();
+        self.owned
+            .iter()
+            .filter(|n| n.contains(".mqtt_"))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The daemon binary as a separate process (as a supervisor runs it), its log kept.
+pub struct DaemonProcess {
+    child: Child,
+    pub pid: u32,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Lines read so far, to await new ones.
+    lines: tokio::sync::watch::Receiver<usize>,
+}
+
+/// The binary the tests run as a process.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_dbus-mqtt-devices");
+
+impl DaemonProcess {
+    /// Spawns the daemon on `bus` and the broker at `port` with its data in `data_dir`,
+    /// plus `extra` arguments; returns at once.
+    pub fn spawn(bus: &TestBus, port: u16, data_dir: &Path, extra: &[&str]) -> DaemonProcess {
+        DaemonProcess::spawn_at(&bus.address, port, data_dir, extra)
+    }
+
+    /// [`DaemonProcess::spawn`] with the bus given by its address.
+    pub fn spawn_at(bus: &str, port: u16, data_dir: &Path, extra: &[&str]) -> DaemonProcess {
+        let mut child = Command::new(BINARY)
+            .args(["--dbus-address", bus])
+            .args(["--mqtt-port", &port.to_string()])
+            .args(["--portal-id", PORTAL])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning the daemon");
+        let pid = child.id().expect("daemon pid");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count_tx, lines) = tokio::sync::watch::channel(0);
+        let kept = log.clone();
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                let mut kept = kept.lock().expect("log lock");
+                kept.push(line);
+                count_tx.send_replace(kept.len());
+            }
+        });
+        DaemonProcess {
+            child,
+            pid,
+            log,
+            lines,
+        }
+    }
+
+    /// Spawns the daemon and waits until it is online, or returns `None` if it exits first.
+    pub async fn start(
+        bus: &TestBus,
+        port: u16,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Option<DaemonProcess> {
+        let mut watcher =
+            TestDevice::connect_with(port, "process-watch", None, &["dbus-mqtt-devices/status"])
+                .await;
+        let _ = watcher.drain();
+        let mut daemon = DaemonProcess::spawn(bus, port, data_dir, extra);
+        let online = async {
+            loop {
+                let m = watcher.expect("dbus-mqtt-devices/status").await;
+                if m.payload.contains("\"online\": 1") && !m.retained {
+                    return;
+                }
+            }
+        };
+        let started = tokio::time::timeout(WAIT, async {
+            tokio::select! {
+                _ = online => true,
+                _ = daemon.child.wait() => false,
+            }
+        })
+        .await
+        .expect("the daemon neither came online nor exited");
+        watcher.disconnect().await;
+        started.then_some(daemon)
+    }
+
+    /// The log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Log lines containing `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        self.log().iter().filter(|l| l.contains(text)).count()
+    }
+
+    /// Waits until a log line contains `text`.
+    pub async fn expect_log(&mut self, text: &str) {
+        let wait = async {
+            while self.log_count(text) == 0 {
+                if self.lines.changed().await.is_err() {
+                    panic!("the daemon's log ended without {text:?}: {:?}", self.log());
+                }
+            }
+        };
+        if tokio::time::timeout(WAIT, wait).await.is_err() {
+            panic!(
+                "no log line with {text:?} within {WAIT:?}: {:?}",
+                self.log()
+            );
+        }
+    }
+
+    /// Completes when the process exits (no time limit).
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        self.child.wait().await.expect("waiting for the daemon")
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("the daemon did not exit")
+            .expect("waiting for the daemon")
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub async fn signal(mut self, signal: i32) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child with a valid signal number.
+        unsafe {
+            libc::kill(self.pid as i32, signal);
+        }
+        self.wait().await
+    }
+}
+
 /// A whole world for one test: bus, settings service, broker, daemon.
 pub struct World {
     pub bus: TestBus,
@@ -588,23 +844,43 @@ impl World {
     /// Starts everything and waits until the daemon is connected to the broker
     /// (its presence topic is online).
     pub async fn start() -> World {
-        let bus = TestBus::start().await;
+        let mut world = World::start_without_daemon().await;
+        world.start_daemon().await;
+        world
+    }
+
+    /// Starts the bus, the settings service and the broker; no daemon.
+    pub async fn start_without_daemon() -> World {
+        World::start_on(TestBus::start().await).await
+    }
+
+    /// Starts the settings service and the broker on `bus`; no daemon.
+    pub async fn start_on(bus: TestBus) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("settings")).expect("settings dir");
         std::fs::create_dir_all(dir.path().join("daemon")).expect("daemon dir");
         let settings = Settings::start(&bus, &dir.path().join("settings")).await;
         let broker = TestBroker::start().await;
         let conn = bus.client().await;
-        let mut world = World {
+        World {
             bus,
             broker: Some(broker),
             settings: Some(settings),
             daemon: None,
             dir,
             conn,
-        };
-        world.start_daemon().await;
-        world
+        }
+    }
+
+    /// The daemon's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("daemon")
+    }
+
+    /// Starts the daemon binary as a process on this world; `None` if it exits before it is
+    /// online.
+    pub async fn start_process(&self, extra: &[&str]) -> Option<DaemonProcess> {
+        DaemonProcess::start(&self.bus, self.port(), &self.data_dir(), extra).await
     }
 
     /// The broker's port.
@@ -624,6 +900,11 @@ impl World {
 
     /// Starts the daemon with a given configuration and waits until it is online.
     pub async fn start_daemon_with(&mut self, config: Config) {
+        self.start_daemon_tuned(config, Tuning::default()).await;
+    }
+
+    /// Starts the daemon with a given configuration and tuning, and waits until it is online.
+    pub async fn start_daemon_tuned(&mut self, config: Config, tuning: Tuning) {
         let mut watcher = TestDevice::connect_with(
             self.port(),
             "presence-watch",
@@ -633,7 +914,7 @@ impl World {
         .await;
         // A retained "online" from an earlier daemon may come first.
         let _ = watcher.drain();
-        self.daemon = Some(Daemon::start(config));
+        self.daemon = Some(Daemon::start_tuned(config, tuning));
         let wait = async {
             loop {
                 let m = watcher.expect("dbus-mqtt-devices/status").await;
@@ -659,4 +940,36 @@ impl World {
     pub async fn device(&self, id: &str) -> TestDevice {
         TestDevice::connect(self.port(), id).await
     }
+}
+
+/// Waits until `GetValue` of `path` on `service` satisfies `want`, re-reading it whenever
+/// the service signals a change (PropertiesChanged or ItemsChanged).
+pub async fn wait_for_value(
+    conn: &zbus::Connection,
+    service: &str,
+    path: &str,
+    want: impl Fn(&OwnedVariant) -> bool,
+) -> OwnedVariant {
+    use futures_util::StreamExt;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(service)
+        .interface("com.victronenergy.BusItem")
+        .build()
+        .expect("match rule");
+    let mut changes = zbus::MessageStream::for_match_rule(rule, conn, None)
+        .await
+        .expect("signal stream");
+    let wait = async {
+        loop {
+            let v = get_value(conn, service, path).await;
+            if want(&v) {
+                return v;
+            }
+            changes.next().await;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{service} {path} did not reach the wanted value"))
 }
