@@ -238,11 +238,16 @@ impl Registry {
             },
             MessageKind::Values => {
                 if let Some(entry) = self.devices.get_mut(client.legal()) {
-                    if entry.pace.offer(Instant::now(), &message.payload) == Offer::Later {
+                    if let Offer::Later(pushed_out) =
+                        entry.pace.offer(Instant::now(), &message.payload)
+                    {
                         if let Some(skipped) = entry.pace.skipped_to_report(Instant::now()) {
-                            warn!(client_id = %client, skipped, "device sends Values faster than {} a second; messages in between are skipped, the newest is applied", crate::device::pace::RATE);
+                            warn!(client_id = %client, skipped, "device sends Values faster than {} a second; messages superseded by newer ones with the same paths are skipped", crate::device::pace::RATE);
                         }
                         self.paced.insert(client.legal().to_owned());
+                        if let Some(oldest) = pushed_out {
+                            self.values(&client, Origin::new(MessageKind::Values, oldest));
+                        }
                         return;
                     }
                 }
@@ -270,12 +275,15 @@ impl Registry {
             let Some(entry) = self.devices.get_mut(&legal) else {
                 continue;
             };
-            let due = entry.pace.due(now);
+            let mut due = Vec::new();
+            while let Some(payload) = entry.pace.due(now) {
+                due.push(payload);
+            }
             if entry.pace.is_waiting() {
                 self.paced.insert(legal.clone());
             }
-            if let Some(payload) = due {
-                let client = entry.client.clone();
+            let client = entry.client.clone();
+            for payload in due {
                 self.values(&client, Origin::new(MessageKind::Values, payload));
             }
         }

@@ -1,11 +1,14 @@
 //! How fast one device's `Values` are taken in: at most [`RATE`] messages a second (after a
 //! burst of [`BURST`]). Parsing is most of what a message costs the daemon, and all devices
 //! share one broker connection, read in order: a device that floods faster than the daemon
-//! parses would queue every other device's messages behind its own, at the broker. Past its
-//! rate, a device's messages are therefore set aside unparsed, and only the newest is kept,
-//! to be taken at the next free slot: a flood costs the daemon almost nothing per message,
-//! the device's newest values still arrive, and the messages in between are skipped (as the
-//! folding of [`super::overflow`] skips intermediate values).
+//! parses would queue every other device's messages behind its own, at the broker.
+//!
+//! Past its rate, a device's messages wait unparsed, to be taken at the next free slots, and a
+//! waiting message is dropped only when a newer one carries the same paths (its [`Shape`]):
+//! applying the newer one alone then ends where applying both would have. A device that
+//! floods full snapshots thus costs one skim per message, and a device that floods partial
+//! updates (one service or one path per message) still has the newest value of every path
+//! applied, in order.
 //!
 //! No sensor sends two hundred messages a second; a device that does is logged (at most once a
 //! minute, with how many messages were skipped).
@@ -22,6 +25,8 @@
 )]
 
 use bytes::Bytes;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -29,6 +34,9 @@ use tokio::time::Instant;
 pub const RATE: f64 = 200.0;
 /// `Values` messages a device may send at once before its rate applies.
 pub const BURST: f64 = 200.0;
+/// Messages of distinct shapes that may wait per device; a further one makes the oldest
+/// be taken at once (out of pace, in order), so that nothing is dropped.
+pub const MAX_WAITING: usize = 32;
 /// At most one log line per device about skipped messages per this interval.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -37,16 +45,85 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
 pub enum Offer {
     /// Parse and apply it now.
     Now,
-    /// It waits (unparsed) as the device's newest; taken by [`Pace::due`].
-    Later,
+    /// It waits (unparsed); taken by [`Pace::due`]. If too many messages of distinct shapes
+    /// were waiting, the oldest of them is handed back, to be applied now, before it.
+    Later(Option<Bytes>),
 }
 
-/// One device's pace (a token bucket with a slot for the newest waiting message).
+/// The paths a `Values` payload sets: service id → path keys, as the payload spells them.
+/// Anything that is not an object of objects has the shape [`Shape::Unreadable`] (the
+/// parser refuses it; of a flood of those, the newest is answered).
+#[derive(Debug, PartialEq, Eq)]
+enum Shape {
+    Paths(BTreeMap<String, ServicePaths>),
+    Unreadable,
+}
+
+/// The keys of one service's object, or `None` when the service's value is not an object.
+#[derive(Debug, PartialEq, Eq)]
+struct ServicePaths(Option<BTreeSet<String>>);
+
+impl Shape {
+    /// Reads only the keys: the values are skipped without being converted.
+    fn of(payload: &[u8]) -> Shape {
+        serde_json::from_slice::<BTreeMap<String, ServicePaths>>(payload)
+            .map_or(Shape::Unreadable, Shape::Paths)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServicePaths {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = ServicePaths;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServicePaths, A::Error> {
+                let mut keys = BTreeSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    keys.insert(key);
+                }
+                Ok(ServicePaths(Some(keys)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ServicePaths, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ServicePaths(None))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<ServicePaths, E> {
+                Ok(ServicePaths(None))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<ServicePaths, E> {
+                Ok(ServicePaths(None))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<ServicePaths, E> {
+                Ok(ServicePaths(None))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<ServicePaths, E> {
+                Ok(ServicePaths(None))
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<ServicePaths, E> {
+                Ok(ServicePaths(None))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<ServicePaths, E> {
+                Ok(ServicePaths(None))
+            }
+        }
+        deserializer.deserialize_any(Keys)
+    }
+}
+
+/// One device's pace: a token bucket, and the messages waiting for a slot in arrival order,
+/// at most one per shape.
 #[derive(Debug)]
 pub struct Pace {
     tokens: f64,
     refilled: Instant,
-    waiting: Option<Bytes>,
+    waiting: VecDeque<(Shape, Bytes)>,
     skipped: u64,
     warned: Option<Instant>,
 }
@@ -57,7 +134,7 @@ impl Pace {
         Pace {
             tokens: BURST,
             refilled: now,
-            waiting: None,
+            waiting: VecDeque::new(),
             skipped: 0,
             warned: None,
         }
@@ -72,31 +149,42 @@ impl Pace {
     /// A `Values` payload arrived.
     pub fn offer(&mut self, now: Instant, payload: &Bytes) -> Offer {
         self.refill(now);
-        if self.waiting.is_none() && self.tokens >= 1.0 {
+        if self.waiting.is_empty() && self.tokens >= 1.0 {
             self.tokens -= 1.0;
             return Offer::Now;
         }
-        // Newer than what waits: it takes its place, the older one is skipped.
-        if self.waiting.replace(payload.clone()).is_some() {
+        let shape = Shape::of(payload);
+        // A waiting message with the same paths is superseded: the new one goes last, after
+        // every message that was older than it, and sets each of those paths itself.
+        if let Some(at) = self.waiting.iter().position(|(s, _)| *s == shape) {
+            self.waiting.remove(at);
             self.skipped += 1;
         }
-        Offer::Later
+        let pushed_out = if self.waiting.len() >= MAX_WAITING {
+            self.waiting.pop_front().map(|(_, oldest)| oldest)
+        } else {
+            None
+        };
+        self.waiting.push_back((shape, payload.clone()));
+        Offer::Later(pushed_out)
     }
 
-    /// The waiting payload, once a slot is free.
+    /// The oldest waiting payload, if a slot is free.
     pub fn due(&mut self, now: Instant) -> Option<Bytes> {
-        self.waiting.as_ref()?;
+        if self.waiting.is_empty() {
+            return None;
+        }
         self.refill(now);
         if self.tokens < 1.0 {
             return None;
         }
         self.tokens -= 1.0;
-        self.waiting.take()
+        self.waiting.pop_front().map(|(_, payload)| payload)
     }
 
     /// True while a payload waits.
     pub fn is_waiting(&self) -> bool {
-        self.waiting.is_some()
+        !self.waiting.is_empty()
     }
 
     /// How many messages were skipped since the last time this said so, when it is time
@@ -125,24 +213,32 @@ impl Pace {
 )]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    fn payload(n: u32) -> Bytes {
-        Bytes::from(n.to_string())
+    /// A full snapshot: the same paths every time.
+    fn snapshot(n: u32) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"t1": {{"Temperature": {n}, "Humidity": 40}}}}"#
+        ))
+    }
+
+    fn fill_burst(pace: &mut Pace, t0: Instant) {
+        for n in 0..BURST as u32 {
+            assert_eq!(pace.offer(t0, &snapshot(n)), Offer::Now);
+        }
     }
 
     #[test]
-    fn a_burst_is_taken_then_only_the_newest_waits() {
+    fn a_burst_is_taken_then_only_the_newest_snapshot_waits() {
         let t0 = Instant::now();
         let mut pace = Pace::new(t0);
-        for n in 0..BURST as u32 {
-            assert_eq!(pace.offer(t0, &payload(n)), Offer::Now);
-        }
+        fill_burst(&mut pace, t0);
         for n in 0..10 {
-            assert_eq!(pace.offer(t0, &payload(1000 + n)), Offer::Later);
+            assert_eq!(pace.offer(t0, &snapshot(1000 + n)), Offer::Later(None));
         }
         assert_eq!(pace.due(t0), None, "no slot yet");
         let later = t0 + Duration::from_secs_f64(1.0 / RATE);
-        assert_eq!(pace.due(later), Some(payload(1009)), "the newest");
+        assert_eq!(pace.due(later), Some(snapshot(1009)), "the newest");
         assert_eq!(pace.due(later), None);
         assert_eq!(pace.skipped_to_report(later), Some(9));
         assert_eq!(pace.skipped_to_report(later), None);
@@ -154,7 +250,7 @@ mod tests {
         let mut pace = Pace::new(t0);
         for n in 0..10_000u32 {
             let now = t0 + Duration::from_secs_f64(f64::from(n) / (RATE * 0.9));
-            assert_eq!(pace.offer(now, &payload(n)), Offer::Now);
+            assert_eq!(pace.offer(now, &snapshot(n)), Offer::Now);
         }
     }
 
@@ -162,13 +258,129 @@ mod tests {
     fn a_message_that_waits_keeps_the_order() {
         let t0 = Instant::now();
         let mut pace = Pace::new(t0);
-        for n in 0..BURST as u32 {
-            pace.offer(t0, &payload(n));
-        }
-        assert_eq!(pace.offer(t0, &payload(500)), Offer::Later);
+        fill_burst(&mut pace, t0);
+        assert_eq!(pace.offer(t0, &snapshot(500)), Offer::Later(None));
         // A slot is free again, but a message waits: the new one must not overtake it.
         let later = t0 + Duration::from_secs(1);
-        assert_eq!(pace.offer(later, &payload(501)), Offer::Later);
-        assert_eq!(pace.due(later), Some(payload(501)));
+        assert_eq!(pace.offer(later, &snapshot(501)), Offer::Later(None));
+        assert_eq!(pace.due(later), Some(snapshot(501)));
+    }
+
+    #[test]
+    fn partial_updates_each_keep_their_newest() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        fill_burst(&mut pace, t0);
+        let t1 = |n: u32| Bytes::from(format!(r#"{{"t1": {{"Temperature": {n}}}}}"#));
+        let tk = |n: u32| Bytes::from(format!(r#"{{"tk1": {{"Level": {n}}}}}"#));
+        for n in 0..5 {
+            pace.offer(t0, &t1(n));
+            pace.offer(t0, &tk(n));
+        }
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(pace.due(later), Some(t1(4)));
+        assert_eq!(pace.due(later), Some(tk(4)));
+        assert_eq!(pace.due(later), None);
+    }
+
+    #[test]
+    fn a_message_with_fewer_paths_does_not_supersede_one_with_more() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        fill_burst(&mut pace, t0);
+        let both = Bytes::from(r#"{"t1": {"Temperature": 1, "Humidity": 2}}"#);
+        let one = Bytes::from(r#"{"t1": {"Temperature": 3}}"#);
+        let both_again = Bytes::from(r#"{"t1": {"Humidity": 5, "Temperature": 4}}"#);
+        pace.offer(t0, &both);
+        pace.offer(t0, &one);
+        pace.offer(t0, &both_again);
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(pace.due(later), Some(one), "older than the newest snapshot");
+        assert_eq!(pace.due(later), Some(both_again));
+        assert_eq!(pace.due(later), None);
+    }
+
+    #[test]
+    fn too_many_distinct_shapes_hand_back_the_oldest() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        fill_burst(&mut pace, t0);
+        let path = |n: usize| Bytes::from(format!(r#"{{"t1": {{"P{n}": 1}}}}"#));
+        for n in 0..MAX_WAITING {
+            assert_eq!(pace.offer(t0, &path(n)), Offer::Later(None));
+        }
+        assert_eq!(
+            pace.offer(t0, &path(MAX_WAITING)),
+            Offer::Later(Some(path(0)))
+        );
+    }
+
+    #[test]
+    fn unreadable_payloads_wait_as_one_shape() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        fill_burst(&mut pace, t0);
+        pace.offer(t0, &Bytes::from("{not json"));
+        pace.offer(t0, &Bytes::from("[1, 2]"));
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(pace.due(later), Some(Bytes::from("[1, 2]")));
+        assert_eq!(pace.due(later), None);
+    }
+
+    /// Applies a Values payload to a map of (service, path) → value, as the device does.
+    fn apply(state: &mut BTreeMap<(String, String), serde_json::Value>, payload: &[u8]) {
+        let message: BTreeMap<String, BTreeMap<String, serde_json::Value>> =
+            serde_json::from_slice(payload).unwrap();
+        for (service, paths) in message {
+            for (path, value) in paths {
+                state.insert((service.clone(), path), value);
+            }
+        }
+    }
+
+    proptest! {
+        /// Whatever a device floods, what the pace lets through ends where applying every
+        /// message in order ends, path by path.
+        #[test]
+        fn a_flood_ends_where_every_message_would(
+            messages in prop::collection::vec(
+                (prop::collection::btree_map(0..3u8, prop::collection::btree_set(0..3u8, 1..3), 1..3), 0..10u32, 0..3u32),
+                1..600,
+            )
+        ) {
+            let t0 = Instant::now();
+            let mut pace = Pace::new(t0);
+            let mut expected = BTreeMap::new();
+            let mut got = BTreeMap::new();
+            let mut now = t0;
+            for (n, (services, value, gap_ms)) in messages.iter().enumerate() {
+                let body: BTreeMap<String, BTreeMap<String, String>> = services
+                    .iter()
+                    .map(|(s, paths)| {
+                        let paths = paths.iter().map(|p| (format!("P{p}"), format!("{n}-{value}"))).collect();
+                        (format!("s{s}"), paths)
+                    })
+                    .collect();
+                let payload = Bytes::from(serde_json::to_vec(&body).unwrap());
+                apply(&mut expected, &payload);
+                now += Duration::from_millis(u64::from(*gap_ms));
+                while let Some(p) = pace.due(now) {
+                    apply(&mut got, &p);
+                }
+                match pace.offer(now, &payload) {
+                    Offer::Now => apply(&mut got, &payload),
+                    Offer::Later(pushed_out) => {
+                        if let Some(p) = pushed_out {
+                            apply(&mut got, &p);
+                        }
+                    }
+                }
+            }
+            let end = now + Duration::from_secs(60);
+            while let Some(p) = pace.due(end) {
+                apply(&mut got, &p);
+            }
+            prop_assert_eq!(got, expected);
+        }
     }
 }
