@@ -27,8 +27,8 @@ pub struct TestBus {
     child: Child,
     /// The bus address printed by the daemon.
     pub address: String,
-    /// Where a configuration made for this bus lives.
-    _config_dir: Option<tempfile::TempDir>,
+    /// The bus's socket (and the configuration made for it, if any): removed with the bus.
+    _dir: tempfile::TempDir,
 }
 
 /// The config of the private bus, checked in under tests/fixtures.
@@ -39,7 +39,8 @@ pub fn bus_config() -> PathBuf {
 impl TestBus {
     /// Starts a daemon and waits for it to print its address.
     pub async fn start() -> TestBus {
-        TestBus::start_with(bus_config(), None).await
+        let dir = tempfile::tempdir().expect("temporary directory");
+        TestBus::start_with(bus_config(), dir).await
     }
 
     /// Starts a daemon whose `max_connections_per_user` is `max` (the limit a system bus
@@ -57,12 +58,15 @@ impl TestBus {
         );
         let path = dir.path().join("bus.conf");
         std::fs::write(&path, limited).expect("writing the bus config");
-        TestBus::start_with(path, Some(dir)).await
+        TestBus::start_with(path, dir).await
     }
 
-    async fn start_with(config: PathBuf, config_dir: Option<tempfile::TempDir>) -> TestBus {
+    async fn start_with(config: PathBuf, dir: tempfile::TempDir) -> TestBus {
+        // The socket in the test's own directory (the fixture's `tmpdir=/tmp` would leave
+        // one file per bus behind in /tmp).
         let mut child = match Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
+            .arg(format!("--address=unix:dir={}", dir.path().display()))
             .arg("--print-address")
             .arg("--nofork")
             .stdout(Stdio::piped())
@@ -87,7 +91,7 @@ impl TestBus {
         TestBus {
             child,
             address,
-            _config_dir: config_dir,
+            _dir: dir,
         }
     }
 
