@@ -35,7 +35,6 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::Hasher;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -286,11 +285,11 @@ impl Quarantine {
         let path = self.dir.join(QUARANTINE_FILE);
         let result = if empty {
             match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
                 _ => Ok(()),
             }
         } else {
-            replace(&self.dir, &path, &file)
+            replace(&path, &file)
         };
         match result {
             Ok(()) => self.warned = false,
@@ -303,13 +302,9 @@ impl Quarantine {
     }
 }
 
-fn replace(dir: &Path, path: &Path, file: &QuarantineFile) -> std::io::Result<()> {
-    let body = serde_json::to_vec(file).map_err(std::io::Error::other)?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{QUARANTINE_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&body)?;
-    std::fs::rename(&tmp, path)
+fn replace(path: &Path, file: &QuarantineFile) -> Result<(), Box<dyn std::error::Error>> {
+    let body = serde_json::to_vec(file)?;
+    Ok(crate::atomic_file::replace(path, &body)?)
 }
 
 fn now() -> u64 {

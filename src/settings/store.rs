@@ -17,7 +17,6 @@
 )]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -461,13 +460,9 @@ impl Store {
         Ok(Store { settings })
     }
 
-    /// Writes the store to `file` atomically: a temporary file in the same directory, fsync,
-    /// rename over the old file, fsync of the directory.
+    /// Writes the store to `file` atomically and durably
+    /// ([`crate::atomic_file::replace_durably`]).
     pub fn save(&self, file: &Path) -> Result<(), Error> {
-        let io = |what: &'static str| {
-            let path = file.to_path_buf();
-            move |source| Error::Io { what, path, source }
-        };
         let format = FileFormat {
             version: 1,
             settings: self
@@ -490,16 +485,11 @@ impl Store {
         };
         // Serializing plain maps of JSON values cannot fail.
         let text = serde_json::to_string_pretty(&format).unwrap_or_default();
-        let dir = file.parent().unwrap_or(Path::new("."));
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(io("creating a temporary file for"))?;
-        tmp.write_all(text.as_bytes()).map_err(io("writing"))?;
-        tmp.as_file().sync_all().map_err(io("syncing"))?;
-        tmp.persist(file).map_err(|e| io("replacing")(e.error))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            // Makes the rename durable; a failure here leaves a valid file, so it is not fatal.
-            let _ = d.sync_all();
-        }
+        crate::atomic_file::replace_durably(file, text.as_bytes()).map_err(|e| Error::Io {
+            what: e.action,
+            path: e.path,
+            source: e.source,
+        })?;
         Ok(())
     }
 }
