@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use zbus::Variant;
 
 use super::{parse_class_and_instance, Error};
-use crate::dbus::tree::{child_names, entries_under};
+use crate::dbus::dispatch::{Call, Reply};
+use crate::dbus::tree::{self, child_names, entries_under, Leaf};
 use crate::dbus::value::python_float;
 use crate::dbus::{Value, VariantMap};
 
@@ -51,6 +52,22 @@ pub mod codes {
 
 /// The name of the setting localsettings allocates device instances for.
 pub const CLASS_AND_VRM_INSTANCE: &str = "ClassAndVrmInstance";
+
+/// A setting is a value object of the settings service's BusItem tree; its `GetItems` and
+/// `ItemsChanged` entry has its limits and default too, as localsettings sends.
+impl Leaf for Setting {
+    fn value(&self) -> &Value {
+        &self.value
+    }
+
+    fn text(&self) -> String {
+        Setting::text(self)
+    }
+
+    fn entry(&self) -> VariantMap {
+        Setting::entry(self)
+    }
+}
 
 /// A setting's type, as localsettings names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +298,11 @@ impl Store {
         group: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a Setting)> + 'a {
         entries_under(&self.settings, group)
+    }
+
+    /// The BusItem answer of group `call.path` (see [`tree::node_reply`]).
+    pub fn node_reply(&self, call: &Call<'_>) -> Option<Reply> {
+        tree::node_reply(&self.settings, call)
     }
 
     /// Names of the direct children of group `path`, for introspection.
