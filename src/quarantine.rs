@@ -285,7 +285,7 @@ impl Quarantine {
         let path = self.dir.join(QUARANTINE_FILE);
         let result = if empty {
             match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             }
         } else {
@@ -302,9 +302,10 @@ impl Quarantine {
     }
 }
 
-fn replace(path: &Path, file: &QuarantineFile) -> Result<(), Box<dyn std::error::Error>> {
-    let body = serde_json::to_vec(file)?;
-    Ok(crate::atomic_file::replace(path, &body)?)
+fn replace(path: &Path, file: &QuarantineFile) -> std::io::Result<()> {
+    let body = serde_json::to_vec(file).map_err(std::io::Error::other)?;
+    // The path is logged beside the error.
+    crate::atomic_file::replace(path, &body).map_err(|e| e.source)
 }
 
 fn now() -> u64 {
