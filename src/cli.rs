@@ -142,3 +142,27 @@ pub enum Command {
     #[cfg(feature = "sim")]
     Sim(crate::sim::SimArgs),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_help_names_the_defaults_that_apply() {
+        let help = Cli::command().render_help().to_string();
+        for line in [
+            "MQTT broker host [default: 127.0.0.1]",
+            "MQTT broker port [default: 1883, or 8883 with --tls]",
+            "Portal id (VRM id) [default: /data/venus/unique-id, else /Serial of \
+             com.victronenergy.system, else the retained N/+/system/0/Serial, else the MAC \
+             address of eth0 or $VRM_IFACE]",
+            "the catalog override and the state file [default: /data/conf/dbus-mqtt-devices]",
+            "(error, warn, info, debug, trace) [default: info]",
+            "Most devices served at once [default: 64]",
+            "Most D-Bus services (all devices together) [default: 128]",
+        ] {
+            assert!(help.contains(line), "{line} not in {help}");
+        }
+    }
+}

@@ -355,23 +355,4 @@ mod tests {
         let e = FileConfig::parse("config = \"other.toml\"\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown field `config`"), "{e}");
     }
-
-    #[test]
-    fn the_help_names_the_defaults_that_apply() {
-        use clap::CommandFactory;
-        let help = crate::cli::Cli::command().render_help().to_string();
-        for line in [
-            "MQTT broker host [default: 127.0.0.1]",
-            "MQTT broker port [default: 1883, or 8883 with --tls]",
-            "Portal id (VRM id) [default: /data/venus/unique-id, else /Serial of \
-             com.victronenergy.system, else the retained N/+/system/0/Serial, else the MAC \
-             address of eth0 or $VRM_IFACE]",
-            "the catalog override and the state file [default: /data/conf/dbus-mqtt-devices]",
-            "(error, warn, info, debug, trace) [default: info]",
-            "Most devices served at once [default: 64]",
-            "Most D-Bus services (all devices together) [default: 128]",
-        ] {
-            assert!(help.contains(line), "{line} not in {help}");
-        }
-    }
 }
