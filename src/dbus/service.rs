@@ -27,7 +27,7 @@ use super::dispatch::{
     self, Call, Emit, Handler, Introspection, Reply, Response, SignalBody, BUSITEM_INTERFACE,
 };
 use super::error::{Error, ErrorReply};
-use super::tree::{value_text_entry, InsertError, Item, Tree, WriteCheck, NODE_XML, ROOT_XML};
+use super::tree::{value_text_entry, InsertError, Item, ObjectTree, Tree, WriteCheck, NODE_XML};
 use super::value::{Value, INVALID_TEXT};
 use super::BusAddress;
 
@@ -205,24 +205,7 @@ impl Handler for Shared {
     }
 
     fn introspect(&self, path: &str) -> Option<Introspection> {
-        let tree = self.tree();
-        if tree.get(path).is_some() {
-            Some(Introspection {
-                interfaces: &[LEAF_XML],
-                children: Vec::new(),
-            })
-        } else if tree.is_node(path) {
-            Some(Introspection {
-                interfaces: if path == "/" {
-                    &[ROOT_XML]
-                } else {
-                    &[NODE_XML]
-                },
-                children: tree.children(path),
-            })
-        } else {
-            None
-        }
+        self.tree().introspect(path, &[LEAF_XML], &[NODE_XML])
     }
 }
 

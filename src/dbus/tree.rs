@@ -1,6 +1,6 @@
 //! The BusItem object model: a tree of value objects keyed by absolute path, whose nodes answer
 //! `GetValue`/`GetText` with keys relative to the node and whose root answers `GetItems` with
-//! absolute keys ([`Leaf`], [`node_reply`]: the same for device services and the settings
+//! absolute keys ([`ObjectTree`], [`Leaf`]: the same for device services and the settings
 //! service); the items of one service and the remote-write checks behind SetValue.
 //! Pure: knows no connection and no MQTT.
 // Outside input passes through here: no indexing, slicing, unwrap or
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use zbus::{Dict, Signature, Variant};
 
-use super::dispatch::{Call, Reply};
+use super::dispatch::{Call, Introspection, Reply};
 use super::value::{TextFormat, Value, ValueType, VariantMap};
 
 /// Introspection of `/` of a BusItem tree.
@@ -50,11 +50,60 @@ pub trait Leaf {
     fn entry(&self) -> VariantMap;
 }
 
-/// The BusItem answer of node `call.path` of a tree of leaves keyed by absolute path:
-/// `GetValue` (a variant holding `a{sv}`) and `GetText` (`a{ss}`) with keys relative to the
-/// node, `GetItems` on `/` with absolute keys; `None` for any other member. The caller has
-/// checked that the path is a node and the interface is BusItem's.
-pub fn node_reply<T: Leaf>(leaves: &BTreeMap<String, T>, call: &Call<'_>) -> Option<Reply> {
+/// A BusItem object tree: value objects ([`Leaf`]) keyed by absolute path, and the nodes
+/// above them, `/` included. The items of a device service ([`Tree`]) and the settings of the
+/// settings service are both one.
+pub trait ObjectTree {
+    /// The value objects.
+    type Leaf: Leaf;
+
+    /// The value objects, keyed by absolute path.
+    fn leaves(&self) -> &BTreeMap<String, Self::Leaf>;
+
+    /// Is `path` a node: `/` or a strict prefix of a value object's path?
+    fn is_node(&self, path: &str) -> bool {
+        path == "/" || entries_under(self.leaves(), path).next().is_some()
+    }
+
+    /// Names of the direct children of node `path`, for introspection.
+    fn children(&self, path: &str) -> Vec<String> {
+        child_names(entries_under(self.leaves(), path).map(|(rel, _)| rel))
+    }
+
+    /// The BusItem answer of node `call.path`: `GetValue` (a variant holding `a{sv}`) and
+    /// `GetText` (`a{ss}`) with keys relative to the node, `GetItems` on `/` with absolute
+    /// keys; `None` for any other member. The caller has checked that the path is a node and
+    /// the interface is BusItem's.
+    fn node_reply(&self, call: &Call<'_>) -> Option<Reply> {
+        node_reply(self.leaves(), call)
+    }
+
+    /// How `path` introspects: a value object with the `leaf` interfaces, `/` with
+    /// [`ROOT_XML`] and another node with the `node` interfaces, both with their children;
+    /// `None` where there is no object.
+    fn introspect(
+        &self,
+        path: &str,
+        leaf: &'static [&'static str],
+        node: &'static [&'static str],
+    ) -> Option<Introspection> {
+        if self.leaves().contains_key(path) {
+            Some(Introspection {
+                interfaces: leaf,
+                children: Vec::new(),
+            })
+        } else if self.is_node(path) {
+            Some(Introspection {
+                interfaces: if path == "/" { &[ROOT_XML] } else { node },
+                children: self.children(path),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+fn node_reply<T: Leaf>(leaves: &BTreeMap<String, T>, call: &Call<'_>) -> Option<Reply> {
     match call.member {
         "GetValue" => Some(Reply::Variant(node_value(leaves, call.path))),
         "GetText" => Some(Reply::Variant(node_text(leaves, call.path))),
@@ -329,24 +378,17 @@ impl Tree {
         self.items.values()
     }
 
-    /// Is `path` `/` or an intermediate node (a strict prefix of an item path)?
-    pub fn is_node(&self, path: &str) -> bool {
-        path == "/" || self.under(path).next().is_some()
-    }
-
     /// Items below node `node`, with their keys relative to it (no leading slash).
     pub fn under<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a str, &'a Item)> + 'a {
         entries_under(&self.items, node)
     }
+}
 
-    /// The BusItem answer of node `call.path` (see [`node_reply`]).
-    pub fn node_reply(&self, call: &Call<'_>) -> Option<Reply> {
-        node_reply(&self.items, call)
-    }
+impl ObjectTree for Tree {
+    type Leaf = Item;
 
-    /// Names of the direct children of node `path`, for introspection.
-    pub fn children(&self, path: &str) -> Vec<String> {
-        child_names(self.under(path).map(|(rel, _)| rel))
+    fn leaves(&self) -> &BTreeMap<String, Item> {
+        &self.items
     }
 }
 

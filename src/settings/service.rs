@@ -33,7 +33,7 @@ use super::{Error, SETTINGS_INTERFACE, SETTINGS_SERVICE};
 use crate::dbus::dispatch::{
     self, Call, Emit, Handler, Introspection, Reply, Response, SignalBody,
 };
-use crate::dbus::tree::{value_text_entry, NODE_XML, ROOT_XML};
+use crate::dbus::tree::{value_text_entry, ObjectTree, NODE_XML};
 use crate::dbus::{BusAddress, ErrorReply, Value, VariantMap, BUSITEM_INTERFACE, INVALID_TEXT};
 
 /// The file the settings persist to, inside the data directory.
@@ -355,7 +355,7 @@ impl Handler for Shared {
             };
             return reply.into();
         }
-        if !store.is_group(call.path) {
+        if !store.is_node(call.path) {
             return Reply::Error(ErrorReply::UnknownObject(format!(
                 "no setting or group at {}",
                 call.path
@@ -389,24 +389,8 @@ impl Handler for Shared {
     }
 
     fn introspect(&self, path: &str) -> Option<Introspection> {
-        let store = self.store();
-        if store.get(path).is_some() {
-            Some(Introspection {
-                interfaces: &[SETTING_XML],
-                children: Vec::new(),
-            })
-        } else if store.is_group(path) {
-            Some(Introspection {
-                interfaces: if path == "/" {
-                    &[ROOT_XML]
-                } else {
-                    &[NODE_XML, GROUP_SETTINGS_XML]
-                },
-                children: store.children(path),
-            })
-        } else {
-            None
-        }
+        self.store()
+            .introspect(path, &[SETTING_XML], &[NODE_XML, GROUP_SETTINGS_XML])
     }
 }
 

@@ -23,8 +23,7 @@ use serde::{Deserialize, Serialize};
 use zbus::Variant;
 
 use super::{parse_class_and_instance, Error};
-use crate::dbus::dispatch::{Call, Reply};
-use crate::dbus::tree::{self, child_names, entries_under, Leaf};
+use crate::dbus::tree::{child_names, entries_under, Leaf, ObjectTree};
 use crate::dbus::value::python_float;
 use crate::dbus::{Value, VariantMap};
 
@@ -66,6 +65,30 @@ impl Leaf for Setting {
 
     fn entry(&self) -> VariantMap {
         Setting::entry(self)
+    }
+}
+
+/// The settings service's objects: the settings, and the groups above them.
+impl ObjectTree for Store {
+    type Leaf = Setting;
+
+    fn leaves(&self) -> &BTreeMap<String, Setting> {
+        &self.settings
+    }
+
+    /// Is `path` a group: `/`, `/Settings`, `/Settings/Devices` (always there, as in
+    /// localsettings, so drivers can add relative to it), or a strict prefix of a setting path?
+    fn is_node(&self, path: &str) -> bool {
+        matches!(path, "/" | "/Settings" | "/Settings/Devices") || self.under(path).next().is_some()
+    }
+
+    /// Names of the direct children of group `path`; `/` always has `Settings`.
+    fn children(&self, path: &str) -> Vec<String> {
+        let mut out = child_names(self.under(path).map(|(rel, _)| rel));
+        if path == "/" && out.is_empty() {
+            out.push("Settings".to_string());
+        }
+        out
     }
 }
 
@@ -286,32 +309,12 @@ impl Store {
         self.settings.iter()
     }
 
-    /// Is `path` a group: `/`, `/Settings`, `/Settings/Devices` (always there, as in
-    /// localsettings, so drivers can add relative to it), or a strict prefix of a setting path?
-    pub fn is_group(&self, path: &str) -> bool {
-        matches!(path, "/" | "/Settings" | "/Settings/Devices") || self.under(path).next().is_some()
-    }
-
     /// Settings below group `group`, with keys relative to it.
     pub fn under<'a>(
         &'a self,
         group: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a Setting)> + 'a {
         entries_under(&self.settings, group)
-    }
-
-    /// The BusItem answer of group `call.path` (see [`tree::node_reply`]).
-    pub fn node_reply(&self, call: &Call<'_>) -> Option<Reply> {
-        tree::node_reply(&self.settings, call)
-    }
-
-    /// Names of the direct children of group `path`, for introspection.
-    pub fn children(&self, path: &str) -> Vec<String> {
-        let mut out = child_names(self.under(path).map(|(rel, _)| rel));
-        if path == "/" && out.is_empty() {
-            out.push("Settings".to_string());
-        }
-        out
     }
 
     /// The first `<class>:N` with N ≥ `preferred` that no other instance setting holds.
@@ -350,7 +353,7 @@ impl Store {
             Some(k) => k,
             None => Kind::of_default(default).ok_or(codes::UNKNOWN_TYPE)?,
         };
-        if self.is_group(path) {
+        if self.is_node(path) {
             return Err(codes::IS_GROUP);
         }
         // Below an existing setting: not a valid place for a setting.
