@@ -14,17 +14,15 @@
     )
 )]
 
-use crate::cli::DaemonArgs;
+use crate::cli::{defaults, DaemonArgs};
 use crate::data_dir::{CONFIG_FILE, LEGACY_DATA_DIR};
 use crate::ids::PortalId;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::data_dir::DEFAULT_DATA_DIR;
 
-/// File written at boot by Venus with the portal id (dbus-flashmq reads it too).
-pub const VENUS_UNIQUE_ID_FILE: &str = "/data/venus/unique-id";
+pub use crate::portal::VENUS_UNIQUE_ID_FILE;
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -48,25 +46,9 @@ pub enum Error {
     Invalid(String),
 }
 
-/// The configuration file: the same names as the long options.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
-    pub mqtt_host: Option<String>,
-    pub mqtt_port: Option<u16>,
-    pub mqtt_user: Option<String>,
-    pub mqtt_password: Option<String>,
-    pub tls: Option<bool>,
-    pub ca_file: Option<PathBuf>,
-    pub portal_id: Option<String>,
-    pub dbus_address: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub log_level: Option<String>,
-    pub syslog: Option<bool>,
-    pub max_devices: Option<usize>,
-    pub max_services: Option<usize>,
-    pub default_timeout: Option<f64>,
-}
+/// The configuration file: the daemon's options, with the long options'
+/// names as keys (`--config` excepted).
+pub type FileConfig = DaemonArgs;
 
 /// How to reach the MQTT broker.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +97,7 @@ impl Config {
         let default_dir = args
             .data_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => {
@@ -137,11 +119,12 @@ impl Config {
 
     /// Command line over file over defaults.
     pub fn merge(args: &DaemonArgs, file: FileConfig) -> Result<Config, Error> {
-        let tls = args.tls || file.tls.unwrap_or(false);
-        let port = args
-            .mqtt_port
-            .or(file.mqtt_port)
-            .unwrap_or(if tls { 8883 } else { 1883 });
+        let tls = args.tls || file.tls;
+        let port = args.mqtt_port.or(file.mqtt_port).unwrap_or(if tls {
+            defaults::MQTT_TLS_PORT
+        } else {
+            defaults::MQTT_PORT
+        });
         if port == 0 {
             return Err(Error::Invalid("the MQTT port must not be 0".into()));
         }
@@ -159,8 +142,14 @@ impl Config {
             None => BusChoice::FromEnvironment,
         };
         let limits = Limits {
-            max_devices: args.max_devices.or(file.max_devices).unwrap_or(64),
-            max_services: args.max_services.or(file.max_services).unwrap_or(128),
+            max_devices: args
+                .max_devices
+                .or(file.max_devices)
+                .unwrap_or(defaults::MAX_DEVICES),
+            max_services: args
+                .max_services
+                .or(file.max_services)
+                .unwrap_or(defaults::MAX_SERVICES),
         };
         if limits.max_devices == 0 || limits.max_services == 0 {
             return Err(Error::Invalid(
@@ -189,7 +178,7 @@ impl Config {
                     .mqtt_host
                     .clone()
                     .or(file.mqtt_host)
-                    .unwrap_or_else(|| "127.0.0.1".into()),
+                    .unwrap_or_else(|| defaults::MQTT_HOST.into()),
                 port,
                 user,
                 password,
@@ -202,13 +191,13 @@ impl Config {
                 .data_dir
                 .clone()
                 .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+                .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
             log_level: args
                 .log_level
                 .clone()
                 .or(file.log_level)
-                .unwrap_or_else(|| "info".into()),
-            syslog: args.syslog || file.syslog.unwrap_or(false),
+                .unwrap_or_else(|| defaults::LOG_LEVEL.into()),
+            syslog: args.syslog || file.syslog,
             limits,
             default_timeout,
         })
@@ -218,7 +207,7 @@ impl Config {
     pub fn for_local(bus_address: &str, mqtt_port: u16, data_dir: &Path) -> Config {
         Config {
             mqtt: MqttConfig {
-                host: "127.0.0.1".into(),
+                host: defaults::MQTT_HOST.into(),
                 port: mqtt_port,
                 user: None,
                 password: None,
@@ -228,11 +217,11 @@ impl Config {
             portal_id: None,
             bus: BusChoice::Address(bus_address.into()),
             data_dir: data_dir.to_path_buf(),
-            log_level: "info".into(),
+            log_level: defaults::LOG_LEVEL.into(),
             syslog: false,
             limits: Limits {
-                max_devices: 64,
-                max_services: 128,
+                max_devices: defaults::MAX_DEVICES,
+                max_services: defaults::MAX_SERVICES,
             },
             default_timeout: None,
         }
@@ -359,5 +348,11 @@ mod tests {
             );
         }
         assert!(toml::from_str::<FileConfig>("mqtt-hots = \"x\"").is_err());
+    }
+
+    #[test]
+    fn the_file_cannot_name_another_file() {
+        let e = FileConfig::parse("config = \"other.toml\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `config`"), "{e}");
     }
 }

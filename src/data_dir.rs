@@ -16,6 +16,7 @@
 //! already exists at the destination is never overwritten: the old copy is
 //! kept beside it under a `.legacy` name.
 
+use crate::atomic_file::sync_dir;
 use std::io;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
@@ -260,13 +261,6 @@ fn remove_any(path: &Path) -> io::Result<()> {
 
 fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
     Ok(std::fs::read(a)? == std::fs::read(b)?)
-}
-
-/// Makes renames in `dir` durable; not every filesystem allows it.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! - [`mqtt`]: the broker connection (rumqttc), reconnects and resubscribes.
 //! - [`registry`]: client id → device task; parses and refuses device input.
 //! - [`device`]: one device's task: registration, reconcile, values, liveness.
+//! - [`atomic_file`]: replacing a file atomically (temporary file, rename) and syncing it.
 //! - [`persist`]: the state file that survives a restart of the daemon.
 //! - [`state`]: the record of connected devices, written through to the state file
 //!   (persist, then reply).
@@ -30,6 +31,7 @@
 //!   an MQTT gateway like dbus-flashmq, the daemon, a demo device) with a live view.
 
 pub mod app;
+pub mod atomic_file;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -16,8 +16,8 @@
     clippy::unimplemented
 )]
 
+use crate::atomic_file;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Name of the state file in the data directory.
@@ -154,54 +154,25 @@ pub fn save(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
 }
 
 /// Writes `body` (see [`encode`]) to a temporary file and renames it over the
-/// old one. Once this returns, the new file is what any later reader sees,
-/// even if the daemon is killed the next instant (the kernel holds it). A
-/// failed write leaves the old file and removes what it wrote.
+/// old one (see [`atomic_file::replace`]): once this returns, the new file is
+/// what any later reader sees, even if the daemon is killed the next instant.
 pub fn replace(dir: &Path, body: &[u8]) -> Result<(), Error> {
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let result = write_and_rename(dir, &tmp, body);
-    if result.is_err() {
-        // A full disk must not keep a half-written file on top of it.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    atomic_file::replace(&dir.join(STATE_FILE), body).map_err(Error::from)
 }
 
 /// Makes the file and its rename durable on the disk (against a power cut).
 pub fn sync(dir: &Path) -> Result<(), Error> {
-    let path = dir.join(STATE_FILE);
-    let file = std::fs::File::open(&path).map_err(|source| Error::Io {
-        action: "opening",
-        path: path.clone(),
-        source,
-    })?;
-    file.sync_all().map_err(|source| Error::Io {
-        action: "syncing",
-        path,
-        source,
-    })?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Makes the rename itself durable; not all filesystems allow it.
-        let _ = d.sync_all();
-    }
-    Ok(())
+    atomic_file::sync(&dir.join(STATE_FILE)).map_err(Error::from)
 }
 
-fn write_and_rename(dir: &Path, tmp: &Path, body: &[u8]) -> Result<(), Error> {
-    let path = dir.join(STATE_FILE);
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
+impl From<atomic_file::Error> for Error {
+    fn from(e: atomic_file::Error) -> Self {
+        Error::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
         }
-    };
-    std::fs::create_dir_all(dir).map_err(io("creating the directory of", &path))?;
-    let mut file = std::fs::File::create(tmp).map_err(io("creating", tmp))?;
-    file.write_all(body).map_err(io("writing", tmp))?;
-    std::fs::rename(tmp, &path).map_err(io("replacing", &path))?;
-    Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,6 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::Hasher;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -290,7 +289,7 @@ impl Quarantine {
                 _ => Ok(()),
             }
         } else {
-            replace(&self.dir, &path, &file)
+            replace(&path, &file)
         };
         match result {
             Ok(()) => self.warned = false,
@@ -303,13 +302,10 @@ impl Quarantine {
     }
 }
 
-fn replace(dir: &Path, path: &Path, file: &QuarantineFile) -> std::io::Result<()> {
+fn replace(path: &Path, file: &QuarantineFile) -> std::io::Result<()> {
     let body = serde_json::to_vec(file).map_err(std::io::Error::other)?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{QUARANTINE_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&body)?;
-    std::fs::rename(&tmp, path)
+    // The path is logged beside the error.
+    crate::atomic_file::replace(path, &body).map_err(|e| e.source)
 }
 
 fn now() -> u64 {

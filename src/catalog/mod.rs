@@ -190,6 +190,19 @@ impl ValueKind {
     }
 }
 
+/// The D-Bus value type of a path of this kind: what device values and remote
+/// writes are coerced to.
+impl From<ValueKind> for crate::dbus::ValueType {
+    fn from(kind: ValueKind) -> Self {
+        match kind {
+            ValueKind::Any => crate::dbus::ValueType::Any,
+            ValueKind::Int => crate::dbus::ValueType::Int,
+            ValueKind::Float => crate::dbus::ValueType::Float,
+            ValueKind::Str => crate::dbus::ValueType::Str,
+        }
+    }
+}
+
 impl fmt::Display for ValueKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -236,18 +249,6 @@ impl fmt::Display for CatalogError {
 }
 
 impl std::error::Error for CatalogError {}
-
-/// Why a value was refused by [`PathSpec::check_value`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValueError(pub String);
-
-impl fmt::Display for ValueError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ValueError {}
 
 impl Catalog {
     /// The built-in types. A unit test guarantees that every embedded file
@@ -335,61 +336,6 @@ impl ServiceType {
 }
 
 impl PathSpec {
-    /// Checks a value written to this path (by a device or over D-Bus) and
-    /// returns it as the path stores it: `null` (invalid) is always
-    /// accepted; an `int` path takes whole numbers (also `21.0`) and
-    /// booleans as 0/1; a `float` path takes numbers and booleans and stores
-    /// a float; a `str` path takes text; an `any` path takes anything but
-    /// objects. Numbers must lie within `min`..`max`.
-    pub fn check_value(&self, value: &Value) -> Result<Value, ValueError> {
-        let number = |v: &Value| match v {
-            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-            Value::Number(n) => n.as_f64(),
-            _ => None,
-        };
-        let checked = match (self.kind, value) {
-            (_, Value::Null) => return Ok(Value::Null),
-            (ValueKind::Int, Value::Number(n)) if n.is_i64() || n.is_u64() => value.clone(),
-            (ValueKind::Int, Value::Number(_) | Value::Bool(_)) => {
-                let x = number(value).unwrap_or(f64::NAN);
-                // i64::MAX as f64 is 2^63, one above i64::MAX: it must be refused too.
-                if x.fract() != 0.0 || !x.is_finite() || x.abs() >= i64::MAX as f64 {
-                    return Err(ValueError(format!("{x} is not a whole number")));
-                }
-                // In range and whole: the cast is exact.
-                Value::from(x as i64)
-            }
-            (ValueKind::Float, Value::Number(_) | Value::Bool(_)) => {
-                let x = number(value).unwrap_or(f64::NAN);
-                match serde_json::Number::from_f64(x) {
-                    Some(n) => Value::Number(n),
-                    None => return Err(ValueError("not a finite number".into())),
-                }
-            }
-            (ValueKind::Str, Value::String(_)) => value.clone(),
-            (ValueKind::Any, Value::Object(_)) => {
-                return Err(ValueError("objects are not accepted".into()))
-            }
-            (ValueKind::Any, _) => value.clone(),
-            (kind, other) => {
-                return Err(ValueError(format!(
-                    "expected {}, got {}",
-                    kind_expectation(kind),
-                    json_type_name(other)
-                )))
-            }
-        };
-        if let Some(x) = number(&checked).filter(|_| !checked.is_boolean()) {
-            if let Some(min) = self.min.filter(|min| x < *min) {
-                return Err(ValueError(format!("{x} is below the minimum {min}")));
-            }
-            if let Some(max) = self.max.filter(|max| x > *max) {
-                return Err(ValueError(format!("{x} is above the maximum {max}")));
-            }
-        }
-        Ok(checked)
-    }
-
     /// The text `GetText` shows for a value: `---` when invalid, numbers with
     /// [`Self::decimals`], then a space and [`Self::unit`] if there is one.
     pub fn format_text(&self, value: Option<&Value>) -> String {
@@ -415,17 +361,6 @@ fn kind_expectation(kind: ValueKind) -> &'static str {
         ValueKind::Float => "a number",
         ValueKind::Str => "a string",
         ValueKind::Any => "a value",
-    }
-}
-
-fn json_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -18,11 +18,15 @@
 )]
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
 use zbus::message::{Body, Flags, Type};
-use zbus::{Connection, Message, MessageStream, Variant};
+use zbus::names::WellKnownName;
+use zbus::{Connection, MatchRule, Message, MessageStream, Variant};
 
 use super::error::ErrorReply;
 use super::value::VariantMap;
@@ -124,8 +128,8 @@ impl From<Reply> for Response {
 
 /// What an object looks like to `Introspect`.
 pub struct Introspection {
-    /// XML `<interface>` elements for the object (besides the standard ones).
-    pub interfaces: &'static str,
+    /// XML `<interface>` elements for the object (besides the standard ones), in order.
+    pub interfaces: &'static [&'static str],
     /// Names of the direct child nodes.
     pub children: Vec<String>,
 }
@@ -148,6 +152,55 @@ pub fn signal_message(emit: &Emit) -> zbus::Result<Message> {
     match &emit.body {
         SignalBody::Properties(m) => b.build(&(m,)),
         SignalBody::Items(m) => b.build(&(m,)),
+    }
+}
+
+/// Why a connection could not start answering calls.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct StartError {
+    /// The step that failed.
+    pub what: &'static str,
+    /// The cause.
+    #[source]
+    pub source: zbus::Error,
+}
+
+/// Starts answering the method calls that reach `conn` through `handler` ([`serve`] on a
+/// task). The call stream is subscribed before this returns, so a name requested afterwards
+/// ([`request_name`]) misses no call; at most `queue` calls wait for the dispatcher.
+pub async fn start(
+    conn: &Connection,
+    queue: NonZeroUsize,
+    handler: Arc<dyn Handler>,
+) -> Result<JoinHandle<()>, StartError> {
+    let rule = MatchRule::builder()
+        .msg_type(Type::MethodCall)
+        .build()
+        .map_err(|source| StartError {
+            what: "building the method-call match rule",
+            source,
+        })?;
+    let stream = MessageStream::for_match_rule(rule, conn, Some(queue))
+        .await
+        .map_err(|source| StartError {
+            what: "subscribing to method calls",
+            source,
+        })?;
+    Ok(tokio::spawn(serve(conn.clone(), stream, handler)))
+}
+
+/// Requests `name` with DO_NOT_QUEUE, once the objects are in place and [`start`] answers
+/// for them, so that `GetItems` answers the moment `NameOwnerChanged` fires (the Venus
+/// registration order). `Ok(false)` when another connection owns the name.
+pub async fn request_name(conn: &Connection, name: WellKnownName<'_>) -> zbus::Result<bool> {
+    match conn
+        .request_name_with_flags(name, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+    {
+        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(true),
+        Ok(_) | Err(zbus::Error::NameTaken) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -287,7 +340,9 @@ fn introspection_xml(path: &str, i: &Introspection) -> String {
     );
     xml.push_str(&format!("<node name=\"{path}\">\n"));
     xml.push_str(STANDARD_INTERFACES_XML);
-    xml.push_str(i.interfaces);
+    for interface in i.interfaces {
+        xml.push_str(interface);
+    }
     for c in &i.children {
         xml.push_str(&format!("  <node name=\"{c}\"/>\n"));
     }

@@ -21,15 +21,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use zbus::fdo::{RequestNameFlags, RequestNameReply};
-use zbus::message::Type;
-use zbus::{Connection, MatchRule, MessageStream};
+use zbus::Connection;
 
 use super::dispatch::{
     self, Call, Emit, Handler, Introspection, Reply, Response, SignalBody, BUSITEM_INTERFACE,
 };
 use super::error::{Error, ErrorReply};
-use super::tree::{value_text_entry, InsertError, Item, Tree, WriteCheck};
+use super::tree::{value_text_entry, InsertError, Item, ObjectTree, Tree, WriteCheck, NODE_XML};
 use super::value::{Value, INVALID_TEXT};
 use super::BusAddress;
 
@@ -54,7 +52,10 @@ pub const REMOTE_WRITE_QUEUE: usize = 256;
 /// Method calls queued for the dispatcher before the connection's reader waits for it.
 /// zbus allocates the whole queue up front for every service, and the dispatcher answers
 /// each call at once, so a short queue keeps a few hundred services small in memory.
-const CALL_QUEUE: usize = 32;
+const CALL_QUEUE: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(32) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 
 /// Messages the service's connection queues internally (zbus' default is 64); see
 /// [`BusAddress::connect_with_queue`].
@@ -71,19 +72,6 @@ const LEAF_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
     <signal name="PropertiesChanged"><arg type="a{sv}"/></signal>
   </interface>
 "#;
-const NODE_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
-    <method name="GetValue"><arg type="v" direction="out"/></method>
-    <method name="GetText"><arg type="v" direction="out"/></method>
-  </interface>
-"#;
-const ROOT_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
-    <method name="GetItems"><arg type="a{sa{sv}}" direction="out"/></method>
-    <method name="GetValue"><arg type="v" direction="out"/></method>
-    <method name="GetText"><arg type="v" direction="out"/></method>
-    <signal name="ItemsChanged"><arg type="a{sa{sv}}"/></signal>
-  </interface>
-"#;
-
 /// State shared by the owner's handle and the dispatcher.
 struct Shared {
     name: String,
@@ -211,30 +199,13 @@ impl Handler for Shared {
             };
             return reply.into();
         }
-        match call.member {
-            "GetValue" => Reply::Variant(tree.node_value(call.path)),
-            "GetText" => Reply::Variant(tree.node_text(call.path)),
-            "GetItems" if call.path == "/" => Reply::Items(tree.items()),
-            _ => Reply::Error(call.unknown_method()),
-        }
-        .into()
+        tree.node_reply(call)
+            .unwrap_or_else(|| Reply::Error(call.unknown_method()))
+            .into()
     }
 
     fn introspect(&self, path: &str) -> Option<Introspection> {
-        let tree = self.tree();
-        if tree.get(path).is_some() {
-            Some(Introspection {
-                interfaces: LEAF_XML,
-                children: Vec::new(),
-            })
-        } else if tree.is_node(path) {
-            Some(Introspection {
-                interfaces: if path == "/" { ROOT_XML } else { NODE_XML },
-                children: tree.children(path),
-            })
-        } else {
-            None
-        }
+        self.tree().introspect(path, &[LEAF_XML], &[NODE_XML])
     }
 }
 
@@ -312,15 +283,6 @@ impl Service {
             let name = name.to_string();
             move |source| Error::Bus { what, name, source }
         };
-        // The stream exists before the name is requested, so no call can be missed.
-        let rule = MatchRule::builder()
-            .msg_type(Type::MethodCall)
-            .build()
-            .map_err(bus_err("building the method-call match rule"))?;
-        let stream =
-            MessageStream::for_match_rule(rule, &conn, std::num::NonZeroUsize::new(CALL_QUEUE))
-                .await
-                .map_err(bus_err("subscribing to method calls"))?;
         let (tx, rx) = mpsc::channel(REMOTE_WRITE_QUEUE);
         let shared = Arc::new(Shared {
             name: name.to_string(),
@@ -328,26 +290,20 @@ impl Service {
             hook,
             writes: tx,
         });
-        let task = tokio::spawn(dispatch::serve(
-            conn.clone(),
-            stream,
-            shared.clone() as Arc<dyn Handler>,
-        ));
+        let task = dispatch::start(&conn, CALL_QUEUE, shared.clone() as Arc<dyn Handler>)
+            .await
+            .map_err(|e| bus_err(e.what)(e.source))?;
         let service = Service {
             shared,
             conn,
             task: Some(task),
         };
-        match service
-            .conn
-            .request_name_with_flags(well_known, RequestNameFlags::DO_NOT_QUEUE)
-            .await
-        {
-            Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => {
+        match dispatch::request_name(&service.conn, well_known).await {
+            Ok(true) => {
                 tracing::debug!(service = %name, "registered on the d-bus");
                 Ok((service, rx))
             }
-            Ok(_) | Err(zbus::Error::NameTaken) => {
+            Ok(false) => {
                 service.shutdown().await;
                 Err(Error::NameTaken {
                     name: name.to_string(),

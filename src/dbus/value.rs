@@ -67,7 +67,7 @@ pub enum ValueError {
 pub const MAX_NESTING: usize = 8;
 
 /// Checks one piece of text for D-Bus.
-fn check_text(s: &str) -> Result<(), ValueError> {
+pub(super) fn check_text(s: &str) -> Result<(), ValueError> {
     if s.contains('\0') {
         Err(ValueError::NulInText)
     } else {
@@ -178,62 +178,6 @@ impl Value {
                 v.check_wire_at(depth.saturating_add(1))
             }),
             _ => Ok(()),
-        }
-    }
-
-    /// From JSON: integer → `I32` (`I64` outside int32), float → `F64`, bool, string,
-    /// null → `Invalid`, array → `List`, object → `Dict`. Refuses what D-Bus cannot carry
-    /// (see [`Value::check_wire`]).
-    pub fn from_json(v: &serde_json::Value) -> Result<Value, ValueError> {
-        Value::from_json_at(v, 0)
-    }
-
-    fn from_json_at(v: &serde_json::Value, depth: usize) -> Result<Value, ValueError> {
-        if depth >= MAX_NESTING && (v.is_array() || v.is_object()) {
-            return Err(ValueError::TooDeep);
-        }
-        let inner = |v| Value::from_json_at(v, depth.saturating_add(1));
-        Ok(match v {
-            serde_json::Value::Null => Value::Invalid,
-            serde_json::Value::Bool(b) => Value::Bool(*b),
-            serde_json::Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Value::int(i)
-                } else if n.is_f64() {
-                    // serde_json only yields finite doubles.
-                    Value::F64(n.as_f64().unwrap_or_default())
-                } else {
-                    return Err(ValueError::NumberOutOfRange(n.to_string()));
-                }
-            }
-            serde_json::Value::String(s) => Value::text(s.as_str())?,
-            serde_json::Value::Array(a) => {
-                Value::List(a.iter().map(inner).collect::<Result<_, _>>()?)
-            }
-            serde_json::Value::Object(o) => Value::Dict(
-                o.iter()
-                    .map(|(k, v)| {
-                        check_text(k)?;
-                        Ok((k.clone(), inner(v)?))
-                    })
-                    .collect::<Result<_, ValueError>>()?,
-            ),
-        })
-    }
-
-    /// To JSON; `Invalid` → `null`, non-finite doubles → `null` (JSON has no NaN).
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Value::Invalid => serde_json::Value::Null,
-            Value::I32(v) => (*v).into(),
-            Value::I64(v) => (*v).into(),
-            Value::F64(v) => serde_json::Number::from_f64(*v)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null),
-            Value::Bool(b) => (*b).into(),
-            Value::Str(s) => s.clone().into(),
-            Value::List(l) => l.iter().map(Value::to_json).collect(),
-            Value::Dict(d) => d.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
         }
     }
 

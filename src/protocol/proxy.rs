@@ -1,7 +1,7 @@
 //! The Proxy message (v2): values the daemon republishes to the gateway's
 //! `W/` topics on the device's behalf.
 
-use super::{json_type, parse_object, Rejection, RejectionCode};
+use super::{json_type_name, parse_object, Rejection, RejectionCode};
 use serde_json::Value;
 
 /// A parsed Proxy message:
@@ -23,7 +23,10 @@ impl ProxyRequest {
             Some(other) => {
                 return Err(Rejection::new(
                     RejectionCode::InvalidTopicPath,
-                    format!("\"topicPath\" must be a string, got {}", json_type(other)),
+                    format!(
+                        "\"topicPath\" must be a string, got {}",
+                        json_type_name(other)
+                    ),
                 ))
             }
             None => {
@@ -52,7 +55,10 @@ impl ProxyRequest {
             Some(other) => {
                 return Err(Rejection::new(
                     RejectionCode::InvalidField,
-                    format!("\"values\" must be an object, got {}", json_type(other)),
+                    format!(
+                        "\"values\" must be an object, got {}",
+                        json_type_name(other)
+                    ),
                 ))
             }
             None => {

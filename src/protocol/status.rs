@@ -1,7 +1,7 @@
 //! The Status message: registration (`connected: 1`) and disconnect
 //! (`connected: 0`), in the v1/v2 form and with the v3 additions.
 
-use super::{json_type, parse_object, Rejection, RejectionCode};
+use super::{json_type_name, parse_object, Rejection, RejectionCode};
 use crate::ids::{ServiceId, MAX_SERVICE_ID_LEN};
 use serde_json::{Map, Value};
 
@@ -201,7 +201,7 @@ impl Status {
                     RejectionCode::InvalidField,
                     format!(
                         "\"services\" must be an object such as {{\"t1\": \"temperature\"}}, got {}",
-                        json_type(other)
+                        json_type_name(other)
                     ),
                 ))
             }
@@ -418,7 +418,7 @@ fn describe(value: &Value) -> String {
         text.truncate(cut);
         text.push('…');
     }
-    format!("{} ({text})", json_type(value))
+    format!("{} ({text})", json_type_name(value))
 }
 
 #[cfg(test)]

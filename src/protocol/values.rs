@@ -2,7 +2,7 @@
 //! directly on the device's D-Bus services.
 
 use super::proxy::check_path_key;
-use super::{json_type, parse_object, Rejection, RejectionCode};
+use super::{json_type_name, parse_object, Rejection, RejectionCode};
 use serde_json::Value;
 
 /// A parsed Values message: per service id, the paths and values in message order.
@@ -28,7 +28,7 @@ impl ValuesMessage {
                         RejectionCode::InvalidField,
                         format!(
                             "values of a service must be an object of path: value, got {}",
-                            json_type(&paths)
+                            json_type_name(&paths)
                         ),
                     )
                     .for_service(service.as_str()),

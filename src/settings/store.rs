@@ -17,14 +17,13 @@
 )]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use zbus::Variant;
 
 use super::{parse_class_and_instance, Error};
-use crate::dbus::tree::{child_names, entries_under};
+use crate::dbus::tree::{child_names, entries_under, Leaf, ObjectTree};
 use crate::dbus::value::python_float;
 use crate::dbus::{Value, VariantMap};
 
@@ -52,6 +51,46 @@ pub mod codes {
 
 /// The name of the setting localsettings allocates device instances for.
 pub const CLASS_AND_VRM_INSTANCE: &str = "ClassAndVrmInstance";
+
+/// A setting is a value object of the settings service's BusItem tree; its `GetItems` and
+/// `ItemsChanged` entry has its limits and default too, as localsettings sends.
+impl Leaf for Setting {
+    fn value(&self) -> &Value {
+        &self.value
+    }
+
+    fn text(&self) -> String {
+        Setting::text(self)
+    }
+
+    fn entry(&self) -> VariantMap {
+        Setting::entry(self)
+    }
+}
+
+/// The settings service's objects: the settings, and the groups above them.
+impl ObjectTree for Store {
+    type Leaf = Setting;
+
+    fn leaves(&self) -> &BTreeMap<String, Setting> {
+        &self.settings
+    }
+
+    /// Is `path` a group: `/`, `/Settings`, `/Settings/Devices` (always there, as in
+    /// localsettings, so drivers can add relative to it), or a strict prefix of a setting path?
+    fn is_node(&self, path: &str) -> bool {
+        matches!(path, "/" | "/Settings" | "/Settings/Devices") || self.under(path).next().is_some()
+    }
+
+    /// Names of the direct children of group `path`; `/` always has `Settings`.
+    fn children(&self, path: &str) -> Vec<String> {
+        let mut out = child_names(self.under(path).map(|(rel, _)| rel));
+        if path == "/" && out.is_empty() {
+            out.push("Settings".to_string());
+        }
+        out
+    }
+}
 
 /// A setting's type, as localsettings names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,27 +309,12 @@ impl Store {
         self.settings.iter()
     }
 
-    /// Is `path` a group: `/`, `/Settings`, `/Settings/Devices` (always there, as in
-    /// localsettings, so drivers can add relative to it), or a strict prefix of a setting path?
-    pub fn is_group(&self, path: &str) -> bool {
-        matches!(path, "/" | "/Settings" | "/Settings/Devices") || self.under(path).next().is_some()
-    }
-
     /// Settings below group `group`, with keys relative to it.
     pub fn under<'a>(
         &'a self,
         group: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a Setting)> + 'a {
         entries_under(&self.settings, group)
-    }
-
-    /// Names of the direct children of group `path`, for introspection.
-    pub fn children(&self, path: &str) -> Vec<String> {
-        let mut out = child_names(self.under(path).map(|(rel, _)| rel));
-        if path == "/" && out.is_empty() {
-            out.push("Settings".to_string());
-        }
-        out
     }
 
     /// The first `<class>:N` with N ≥ `preferred` that no other instance setting holds.
@@ -329,7 +353,7 @@ impl Store {
             Some(k) => k,
             None => Kind::of_default(default).ok_or(codes::UNKNOWN_TYPE)?,
         };
-        if self.is_group(path) {
+        if self.is_node(path) {
             return Err(codes::IS_GROUP);
         }
         // Below an existing setting: not a valid place for a setting.
@@ -461,13 +485,9 @@ impl Store {
         Ok(Store { settings })
     }
 
-    /// Writes the store to `file` atomically: a temporary file in the same directory, fsync,
-    /// rename over the old file, fsync of the directory.
+    /// Writes the store to `file` atomically and durably
+    /// ([`crate::atomic_file::replace_durably`]).
     pub fn save(&self, file: &Path) -> Result<(), Error> {
-        let io = |what: &'static str| {
-            let path = file.to_path_buf();
-            move |source| Error::Io { what, path, source }
-        };
         let format = FileFormat {
             version: 1,
             settings: self
@@ -490,16 +510,11 @@ impl Store {
         };
         // Serializing plain maps of JSON values cannot fail.
         let text = serde_json::to_string_pretty(&format).unwrap_or_default();
-        let dir = file.parent().unwrap_or(Path::new("."));
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(io("creating a temporary file for"))?;
-        tmp.write_all(text.as_bytes()).map_err(io("writing"))?;
-        tmp.as_file().sync_all().map_err(io("syncing"))?;
-        tmp.persist(file).map_err(|e| io("replacing")(e.error))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            // Makes the rename durable; a failure here leaves a valid file, so it is not fatal.
-            let _ = d.sync_all();
-        }
+        crate::atomic_file::replace_durably(file, text.as_bytes()).map_err(|e| Error::Io {
+            what: e.action,
+            path: e.path,
+            source: e.source,
+        })?;
         Ok(())
     }
 }

@@ -715,37 +715,31 @@ impl State {
     }
 }
 
-/// dbus-flashmq's JSON → D-Bus typing for `W/`: integer → `i` (`x` outside int32), float → `d`,
-/// string → `s`, bool → `b`, null → empty `ai` (invalid), array of integers → `ai`, other
-/// arrays → `av`; objects are refused.
+/// dbus-flashmq's JSON → D-Bus typing for `W/`: [`Value::from_json`]'s (integer → `i`, `x`
+/// outside int32, float → `d`, string → `s`, bool → `b`, null → empty `ai` (invalid), arrays
+/// → `av`), except that a non-empty array of int32 is `ai`, a number beyond int64 is a double
+/// and objects are refused.
 pub fn json_to_variant(v: &serde_json::Value) -> Option<Variant<'static>> {
-    use serde_json::Value as J;
-    Some(match v {
-        J::Null => Value::Invalid.to_variant(),
-        J::Bool(b) => Variant::Bool(*b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => match i32::try_from(i) {
-                Ok(i) => Variant::I32(i),
-                Err(_) => Variant::I64(i),
-            },
-            None => Variant::F64(n.as_f64()?),
-        },
-        J::String(s) => Variant::Str(s.clone().into()),
-        J::Array(items)
-            if !items.is_empty()
-                && items
+    match v {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Number(n) if n.as_i64().is_none() => Some(Variant::F64(n.as_f64()?)),
+        _ => Some(match Value::from_json(v).ok()? {
+            Value::List(items) if !items.is_empty() => {
+                let ints: Option<Vec<i32>> = items
                     .iter()
-                    .all(|i| i.as_i64().and_then(|i| i32::try_from(i).ok()).is_some()) =>
-        {
-            let ints: Vec<i32> = items
-                .iter()
-                .filter_map(|i| i.as_i64().and_then(|i| i32::try_from(i).ok()))
-                .collect();
-            Variant::from(ints)
-        }
-        J::Array(_) => Value::from_json(v).ok()?.to_variant(),
-        J::Object(_) => return None,
-    })
+                    .map(|i| match i {
+                        Value::I32(i) => Some(*i),
+                        _ => None,
+                    })
+                    .collect();
+                match ints {
+                    Some(ints) => Variant::from(ints),
+                    None => Value::List(items).to_variant(),
+                }
+            }
+            value => value.to_variant(),
+        }),
+    }
 }
 
 /// `GetItems` on `/`; on `UnknownMethod` only, node `GetValue` on `/` (keys relative), as
@@ -909,6 +903,13 @@ mod tests {
             assert_eq!(variant.value_signature().to_string(), signature, "{json}");
         }
         assert!(json_to_variant(&json!({"a": 1})).is_none());
+    }
+
+    #[test]
+    fn text_a_d_bus_string_cannot_hold_is_refused() {
+        // The bus daemon disconnects a connection that sends a NUL in a string.
+        assert!(json_to_variant(&json!("a\u{0}b")).is_none());
+        assert!(json_to_variant(&json!(["a\u{0}b"])).is_none());
     }
 
     #[test]
