@@ -140,7 +140,48 @@ pub enum Command {
     /// Run the whole Venus side on a PC: a broker, a private D-Bus, settings,
     /// an MQTT gateway and the daemon, with a live view
     #[cfg(feature = "sim")]
-    Sim(crate::sim::SimArgs),
+    Sim(SimArgs),
+}
+
+/// Options of `sim`. The global `--portal-id` and `--data-dir` apply too (defaults:
+/// `5157e0000001` and `~/.local/share/dbus-mqtt-devices-sim`).
+#[cfg(feature = "sim")]
+#[derive(Debug, Args)]
+#[command(
+    after_help = "In sim, --portal-id defaults to 5157e0000001 and --data-dir to \
+    $XDG_DATA_HOME/dbus-mqtt-devices-sim (else ~/.local/share/dbus-mqtt-devices-sim); \
+    the --mqtt-* options do not apply (the daemon uses the embedded broker).\n\
+    Exit codes: 0 clean stop (Ctrl-C, SIGTERM), 1 runtime failure, 2 bad command line."
+)]
+pub struct SimArgs {
+    /// Address the MQTT broker listens on; 0.0.0.0:1883 lets devices on the LAN connect
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
+    pub listen: std::net::SocketAddr,
+
+    /// One JSON object per line on stdout (ready, service_added, service_removed, value)
+    /// instead of the live view
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also run a built-in demo device (client id `demo`: a fridge thermometer and a water tank)
+    #[arg(long)]
+    pub demo: bool,
+
+    /// Which D-Bus to run
+    #[arg(long, value_enum, default_value = "auto")]
+    pub bus: BusKind,
+}
+
+/// Which bus implementation to run.
+#[cfg(feature = "sim")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusKind {
+    /// `dbus-daemon` when it is installed, else the embedded bus
+    Auto,
+    /// `dbus-daemon` (package dbus); fail when it is not installed
+    DbusDaemon,
+    /// The bus built into this program (busd), no system package needed
+    Embedded,
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ use crate::atomic_file;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Name of the state file in the data directory.
-pub const STATE_FILE: &str = "state.json";
+pub use crate::data_dir::STATE_FILE;
 
 /// Version of the file format this daemon writes and reads.
 pub const FORMAT: u32 = 1;

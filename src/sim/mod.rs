@@ -15,15 +15,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::SimArgs;
 use crate::config::Config;
 use crate::dbus::BusAddress;
 use crate::ids::PortalId;
 use crate::settings::SettingsService;
-use bus::{BusKind, PrivateBus};
+use bus::PrivateBus;
 use gateway::{Gateway, GatewayConfig};
 use view::{Mode, Ready, ViewEvent};
 
@@ -39,34 +39,6 @@ const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long the daemon may take to remove its services when stopping.
 const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Options of `sim`. The global `--portal-id` and `--data-dir` apply too (defaults:
-/// `5157e0000001` and `~/.local/share/dbus-mqtt-devices-sim`).
-#[derive(Debug, Args)]
-#[command(
-    after_help = "In sim, --portal-id defaults to 5157e0000001 and --data-dir to \
-    $XDG_DATA_HOME/dbus-mqtt-devices-sim (else ~/.local/share/dbus-mqtt-devices-sim); \
-    the --mqtt-* options do not apply (the daemon uses the embedded broker).\n\
-    Exit codes: 0 clean stop (Ctrl-C, SIGTERM), 1 runtime failure, 2 bad command line."
-)]
-pub struct SimArgs {
-    /// Address the MQTT broker listens on; 0.0.0.0:1883 lets devices on the LAN connect
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
-    pub listen: SocketAddr,
-
-    /// One JSON object per line on stdout (ready, service_added, service_removed, value)
-    /// instead of the live view
-    #[arg(long)]
-    pub json: bool,
-
-    /// Also run a built-in demo device (client id `demo`: a fridge thermometer and a water tank)
-    #[arg(long)]
-    pub demo: bool,
-
-    /// Which D-Bus to run
-    #[arg(long, value_enum, default_value = "auto")]
-    pub bus: BusKind,
-}
 
 /// `$XDG_DATA_HOME/dbus-mqtt-devices-sim`, else `~/.local/share/dbus-mqtt-devices-sim`.
 pub fn default_data_dir() -> Result<PathBuf> {
