@@ -4,7 +4,7 @@
 //! parses would queue every other device's messages behind its own, at the broker.
 //!
 //! Past its rate, a device's messages wait unparsed, to be taken at the next free slots, and a
-//! waiting message is dropped only when a newer one carries the same paths (its [`Shape`]):
+//! waiting message is dropped only when a newer one carries the same paths (its `Shape`):
 //! applying the newer one alone then ends where applying both would have. A device that
 //! floods full snapshots thus costs one skim per message, and a device that floods partial
 //! updates (one service or one path per message) still has the newest value of every path
@@ -25,8 +25,8 @@
 )]
 
 use bytes::Bytes;
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -50,70 +50,149 @@ pub enum Offer {
     Later(Option<Bytes>),
 }
 
-/// The paths a `Values` payload sets: service id → path keys, as the payload spells them.
-/// Anything that is not an object of objects has the shape [`Shape::Unreadable`] (the
-/// parser refuses it; of a flood of those, the newest is answered).
-#[derive(Debug, PartialEq, Eq)]
+/// The paths a `Values` payload sets (service id and path key, as the payload spells them),
+/// as a 64-bit digest that does not depend on their order: two payloads with the same paths
+/// have the same shape. The keys are hashed as they are read, the values skipped unconverted,
+/// and nothing is allocated, so that a flood costs little more than reading it. Two different
+/// sets of paths share a digest with a probability of about 2^-64.
+///
+/// Anything that is not a JSON object has the shape [`Shape::Unreadable`] (the parser refuses
+/// it; of a flood of those, the newest is answered).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum Shape {
-    Paths(BTreeMap<String, ServicePaths>),
+    Paths(u64),
     Unreadable,
 }
 
-/// The keys of one service's object, or `None` when the service's value is not an object.
-#[derive(Debug, PartialEq, Eq)]
-struct ServicePaths(Option<BTreeSet<String>>);
-
 impl Shape {
-    /// Reads only the keys: the values are skipped without being converted.
     fn of(payload: &[u8]) -> Shape {
-        serde_json::from_slice::<BTreeMap<String, ServicePaths>>(payload)
-            .map_or(Shape::Unreadable, Shape::Paths)
+        let mut reader = serde_json::Deserializer::from_slice(payload);
+        match PathsDigest
+            .deserialize(&mut reader)
+            .and_then(|digest| reader.end().map(|()| digest))
+        {
+            Ok(digest) => Shape::Paths(digest),
+            Err(_) => Shape::Unreadable,
+        }
     }
 }
 
-impl<'de> Deserialize<'de> for ServicePaths {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Keys;
-        impl<'de> Visitor<'de> for Keys {
-            type Value = ServicePaths;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServicePaths, A::Error> {
-                let mut keys = BTreeSet::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    map.next_value::<IgnoredAny>()?;
-                    keys.insert(key);
-                }
-                Ok(ServicePaths(Some(keys)))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<ServicePaths, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(ServicePaths(None))
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<ServicePaths, E> {
-                Ok(ServicePaths(None))
-            }
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<ServicePaths, E> {
-                Ok(ServicePaths(None))
-            }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<ServicePaths, E> {
-                Ok(ServicePaths(None))
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<ServicePaths, E> {
-                Ok(ServicePaths(None))
-            }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<ServicePaths, E> {
-                Ok(ServicePaths(None))
-            }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<ServicePaths, E> {
-                Ok(ServicePaths(None))
-            }
+/// splitmix64's finaliser: spreads the bits of a key's hash, so that the sum of the pairs'
+/// hashes is a good digest of the set.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn key_hash(key: &str) -> u64 {
+    let mut hasher = fnv::FnvHasher::default();
+    std::hash::Hasher::write(&mut hasher, key.as_bytes());
+    mix(std::hash::Hasher::finish(&hasher))
+}
+
+/// A path's hash: the service's and the key's, in that order.
+fn pair_hash(service: u64, key: u64) -> u64 {
+    mix(service.rotate_left(17) ^ key)
+}
+
+/// The hash of a key, read without keeping it.
+struct KeyHash;
+
+impl<'de> DeserializeSeed<'de> for KeyHash {
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<u64, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyHash {
+    type Value = u64;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<u64, E> {
+        Ok(key_hash(key))
+    }
+}
+
+/// The digest of a whole payload: the sum of its paths' hashes.
+struct PathsDigest;
+
+impl<'de> DeserializeSeed<'de> for PathsDigest {
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<u64, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PathsDigest {
+    type Value = u64;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of services")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        let mut digest = 0u64;
+        while let Some(service) = map.next_key_seed(KeyHash)? {
+            digest = digest.wrapping_add(map.next_value_seed(ServicePaths { service })?);
         }
-        deserializer.deserialize_any(Keys)
+        Ok(digest)
+    }
+}
+
+/// The sum of one service's paths' hashes; a service whose value is not an object counts
+/// as one path of its own.
+struct ServicePaths {
+    service: u64,
+}
+
+impl<'de> DeserializeSeed<'de> for ServicePaths {
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<u64, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl ServicePaths {
+    fn not_an_object(&self) -> u64 {
+        mix(self.service ^ 0x6e6f_745f_616e_5f6f)
+    }
+}
+
+impl<'de> Visitor<'de> for ServicePaths {
+    type Value = u64;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        let mut sum = 0u64;
+        while let Some(key) = map.next_key_seed(KeyHash)? {
+            map.next_value::<IgnoredAny>()?;
+            sum = sum.wrapping_add(pair_hash(self.service, key));
+        }
+        Ok(sum)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self.not_an_object())
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<u64, E> {
+        Ok(self.not_an_object())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<u64, E> {
+        Ok(self.not_an_object())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<u64, E> {
+        Ok(self.not_an_object())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<u64, E> {
+        Ok(self.not_an_object())
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<u64, E> {
+        Ok(self.not_an_object())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<u64, E> {
+        Ok(self.not_an_object())
     }
 }
 
@@ -214,6 +293,7 @@ impl Pace {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     /// A full snapshot: the same paths every time.
     fn snapshot(n: u32) -> Bytes {
@@ -325,6 +405,29 @@ mod tests {
         let later = t0 + Duration::from_secs(1);
         assert_eq!(pace.due(later), Some(Bytes::from("[1, 2]")));
         assert_eq!(pace.due(later), None);
+    }
+
+    #[test]
+    fn a_shape_is_the_set_of_paths_whatever_the_order_and_values() {
+        let shape = |p: &str| Shape::of(p.as_bytes());
+        let a =
+            shape(r#"{"t1": {"Temperature": 1, "Humidity": [1, {"x": 2}]}, "tk1": {"Level": 5}}"#);
+        assert_eq!(
+            a,
+            shape(r#"{"tk1": {"Level": null}, "t1": {"Humidity": 3, "Temperature": "x"}}"#)
+        );
+        assert_ne!(a, shape(r#"{"t1": {"Temperature": 1, "Humidity": 2}}"#));
+        assert_ne!(
+            a,
+            shape(r#"{"t1": {"Temperature": 1, "Level": 2}, "tk1": {"Humidity": 5}}"#)
+        );
+        assert_ne!(
+            shape(r#"{"t1": {"A": 1}}"#),
+            shape(r#"{"t1": {"A": 1, "A": 2}}"#)
+        );
+        assert_ne!(shape(r#"{"t1": 5}"#), shape(r#"{"t1": {}}"#));
+        assert_eq!(shape("[1]"), Shape::Unreadable);
+        assert_eq!(shape(r#"{"t1": {"A": 1}} trailing"#), Shape::Unreadable);
     }
 
     /// Applies a Values payload to a map of (service, path) → value, as the device does.
