@@ -20,7 +20,6 @@ use crate::ids::PortalId;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::data_dir::DEFAULT_DATA_DIR;
 
 pub use crate::portal::VENUS_UNIQUE_ID_FILE;
 
@@ -269,7 +268,7 @@ mod tests {
         assert_eq!(c.mqtt.host, "127.0.0.1");
         assert_eq!(c.mqtt.port, 1883);
         assert_eq!(c.bus, BusChoice::FromEnvironment);
-        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.data_dir, PathBuf::from(crate::data_dir::DEFAULT_DATA_DIR));
         assert_eq!(c.portal_id, None);
         assert_eq!(c.default_timeout, None);
     }

@@ -185,11 +185,6 @@ impl UniqueId {
         UniqueId(format!("mqtt_{}_{}", client.legal(), service.as_str()))
     }
 
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// `com.victronenergy.<type>.<unique id>`.
     pub fn bus_name(&self, service_type: &str) -> String {
         format!("com.victronenergy.{service_type}.{}", self.0)

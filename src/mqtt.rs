@@ -117,11 +117,6 @@ impl MqttHandle {
             }
         }
     }
-
-    /// Sends DISCONNECT (the broker then does not publish the will).
-    pub async fn disconnect(&self) {
-        let _ = self.client.disconnect().await;
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -147,6 +147,7 @@ pub fn set_aside(dir: &Path) -> Result<PathBuf, Error> {
 }
 
 /// Writes the devices and syncs them to the disk: [`replace`], then [`sync`].
+#[cfg(test)]
 pub fn save(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
     replace(dir, &encode(devices.iter()))?;
     sync(dir)

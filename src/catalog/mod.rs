@@ -251,6 +251,7 @@ impl fmt::Display for CatalogError {
 impl std::error::Error for CatalogError {}
 
 impl Catalog {
+    #[cfg(any(test, feature = "internals"))]
     /// The built-in types. A unit test guarantees that every embedded file
     /// parses and validates, so nothing is lost here.
     pub fn embedded() -> Catalog {
@@ -286,6 +287,7 @@ impl Catalog {
         }
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Like [`Catalog::load`], with the user file's text given directly;
     /// `file` names it in errors.
     pub fn load_str(user_toml: &str, file: &str) -> (Catalog, Vec<CatalogError>) {
@@ -302,16 +304,19 @@ impl Catalog {
         self.types.keys().map(String::as_str)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// All types, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &ServiceType> {
         self.types.values()
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Number of types.
     pub fn len(&self) -> usize {
         self.types.len()
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// `true` when there are no types at all.
     pub fn is_empty(&self) -> bool {
         self.types.is_empty()

@@ -30,7 +30,9 @@ use crate::dbus::json_type_name;
 pub use proxy::ProxyRequest;
 pub use rejection::{Rejection, RejectionCode};
 pub use reply::{dbus_reply, device_instance_reply, error_reply, write_forward, ServiceReply};
-pub use status::{ServiceDecl, Status, MAX_SERVICES_PER_DEVICE, MAX_TIMEOUT_SECS};
+pub use status::{ServiceDecl, Status};
+#[cfg(feature = "internals")]
+pub use status::MAX_SERVICES_PER_DEVICE;
 pub use topic::device_topic;
 pub use topic::{DeviceTopic, MessageKind};
 pub use values::ValuesMessage;

@@ -69,13 +69,9 @@ impl ValuesMessage {
     }
 
     /// Number of path values carried.
+    #[allow(clippy::len_without_is_empty)] // only the size is asked (the overflow's bound)
     pub fn len(&self) -> usize {
         self.services.iter().map(|(_, paths)| paths.len()).sum()
-    }
-
-    /// True when the message carries no value.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
