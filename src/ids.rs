@@ -343,7 +343,7 @@ mod tests {
             &ClientId::parse("fe001").unwrap(),
             &ServiceId::parse("t1").unwrap(),
         );
-        assert_eq!(u.as_str(), "mqtt_fe001_t1");
+        assert_eq!(u.to_string(), "mqtt_fe001_t1");
         assert_eq!(
             u.bus_name("temperature"),
             "com.victronenergy.temperature.mqtt_fe001_t1"
