@@ -533,15 +533,7 @@ async fn main_world() {
     let mut times = Vec::with_capacity(CYCLES);
     let mut leave = Vec::with_capacity(CYCLES);
     for cycle in 0..=CYCLES {
-        let _ = b.watch.drain();
-        let t = Instant::now();
-        b.publisher
-            .publish(&format!("device/{lat}/Status"), &status(lat, TWO_SERVICES))
-            .await;
-        b.watch
-            .expect_where("the DBus reply", |m| m.topic == "device/lat/DBus")
-            .await;
-        let took = t.elapsed();
+        let took = b.register(lat, TWO_SERVICES).await;
         b.world
             .names
             .until("both services owned", |o| {
@@ -549,15 +541,7 @@ async fn main_world() {
             })
             .await;
         let t = Instant::now();
-        b.publisher
-            .publish(&format!("device/{lat}/Status"), &goodbye(lat))
-            .await;
-        b.world
-            .names
-            .until("both services gone", |o| {
-                !lat_names.iter().any(|n| o.contains(n))
-            })
-            .await;
+        b.unregister(lat, &lat_names).await;
         if cycle == 0 {
             first = took;
         } else {
