@@ -340,6 +340,29 @@ fn publish(run: &Run, sim: &Sim, topic: &str, payload: String, retain: bool) {
     send(link, format!("device/{}/{topic}", sim.id), payload, retain);
 }
 
+/// Takes in what happened: the messages the observer received, and name changes (a device
+/// that left is done once its names are gone).
+fn take_in(
+    run: &mut Run,
+    sims: &mut [Sim],
+    by_id: &HashMap<String, usize>,
+    c: &mut Counters,
+    faults: &mut Faults,
+) {
+    while let Some(m) = run.observer.try_next() {
+        observe(m, sims, by_id, c, faults);
+    }
+    run.world.names.update();
+    for sim in sims.iter_mut() {
+        if let Pending::Leave(_) = sim.pending {
+            if sim.names().is_disjoint(&run.world.names.owned) {
+                sim.pending = Pending::None;
+                sim.instances.clear();
+            }
+        }
+    }
+}
+
 /// Handles one message the observer received.
 fn observe(
     m: Received,
@@ -476,18 +499,7 @@ async fn soak(args: Args) -> bool {
     let mut tick = tokio::time::interval(TICK);
     while Instant::now() < end {
         tick.tick().await;
-        while let Some(m) = run.observer.try_next() {
-            observe(m, &mut sims, &by_id, &mut c, &mut faults);
-        }
-        run.world.names.update();
-        for sim in sims.iter_mut() {
-            if let Pending::Leave(_) = sim.pending {
-                if sim.names().is_disjoint(&run.world.names.owned) {
-                    sim.pending = Pending::None;
-                    sim.instances.clear();
-                }
-            }
-        }
+        take_in(&mut run, &mut sims, &by_id, &mut c, &mut faults);
         if Instant::now() >= next_minute {
             next_minute += Duration::from_secs(60);
             run.figures("minute", &sims, &c).await;
@@ -604,31 +616,26 @@ async fn soak(args: Args) -> bool {
 
     // Quiesce: no new actions; what is pending gets its answer.
     run.figures("end", &sims, &c).await;
-    let settle_until = Instant::now() + WAIT;
+    let settle_until = tokio::time::Instant::now() + WAIT;
     loop {
-        while let Some(m) = run.observer.try_next() {
-            observe(m, &mut sims, &by_id, &mut c, &mut faults);
-        }
-        run.world.names.update();
-        for sim in sims.iter_mut() {
-            if let Pending::Leave(_) = sim.pending {
-                if sim.names().is_disjoint(&run.world.names.owned) {
-                    sim.pending = Pending::None;
-                    sim.instances.clear();
-                }
-            }
-        }
+        take_in(&mut run, &mut sims, &by_id, &mut c, &mut faults);
         let pending = sims.iter().filter(|s| s.pending != Pending::None).count();
         if pending == 0 {
             break;
         }
-        if Instant::now() > settle_until {
+        // Whatever answers comes to the observer or as a name change.
+        let answer = async {
+            tokio::select! {
+                _ = run.observer.arrived() => {}
+                _ = run.world.names.changed() => {}
+            }
+        };
+        if tokio::time::timeout_at(settle_until, answer).await.is_err() {
             faults.add(format!(
                 "{pending} devices still without an answer after {WAIT:?}"
             ));
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Settled: no name changes for two seconds.
     run.world.names.settle(Duration::from_secs(2)).await;

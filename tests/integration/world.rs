@@ -488,6 +488,14 @@ impl TestDevice {
             .expect("device connection ended")
     }
 
+    /// Waits, with no time limit, until a message is there for [`TestDevice::try_next`].
+    pub async fn arrived(&mut self) {
+        if self.skipped.is_empty() {
+            let m = self.rx.recv().await.expect("device connection ended");
+            self.skipped.push(m);
+        }
+    }
+
     /// The next message if one is there (after those passed over by `expect`).
     pub fn try_next(&mut self) -> Option<Received> {
         if !self.skipped.is_empty() {
@@ -752,6 +760,12 @@ impl NameLog {
             n += 1;
         }
         n
+    }
+
+    /// Waits, with no time limit, for the next change and applies it.
+    pub async fn changed(&mut self) {
+        let change = self.rx.recv().await.expect("NameOwnerChanged stream");
+        self.apply(change);
     }
 
     /// Applies changes until none has come for `quiet`.
