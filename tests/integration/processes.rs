@@ -198,7 +198,7 @@ impl SettingsProcess {
 /// A world made only of processes, as on a GX: a private bus, our settings service and
 /// mosquitto, each its own process, a connection that follows the bus's names, and the data
 /// directories. The daemon binary runs on it with [`ProcessWorld::spawn_daemon`]. The
-/// benches measure it (nothing of the world runs on their own threads but the name log).
+/// benches measure it: only their own clients share their process.
 pub struct ProcessWorld {
     pub bus: TestBus,
     pub broker: TestBroker,
