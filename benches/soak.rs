@@ -17,20 +17,22 @@
 //! Exit code 1 otherwise.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use rumqttc::{LastWill, QoS};
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-mqtt-devices");
-const PORTAL: &str = "c0ffee000001";
-const PRESENCE: &str = "dbus-mqtt-devices/status";
+// The test world, shared with the integration tests.
+#[path = "../tests/integration/processes.rs"]
+mod processes;
+#[path = "../tests/integration/support.rs"]
+mod support;
+#[path = "../tests/integration/world.rs"]
+mod world;
+
+use processes::{cpu_seconds, open_fds, rss_kib, DaemonProcess, ProcessWorld};
+use support::TestBus;
+use world::{connections, mqtt_options, until_online, Received, TestBroker, TestDevice, PRESENCE};
+
 /// Longest wait for one expected event.
 const WAIT: Duration = Duration::from_secs(60);
 /// One step of the simulation: at most one device action per tick.
@@ -123,141 +125,7 @@ impl Rng {
     }
 }
 
-// ---- processes ----------------------------------------------------------------------------
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("local addr").port()
-}
-
-async fn start_bus(dir: &Path) -> (Child, String) {
-    let config = dir.join("bus.conf");
-    std::fs::write(
-        &config,
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:tmpdir=/tmp</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-  <limit name="max_connections_per_user">10000</limit>
-  <limit name="max_completed_connections">10000</limit>
-  <limit name="max_match_rules_per_connection">1024</limit>
-  <limit name="max_replies_per_connection">50000</limit>
-</busconfig>
-"#,
-    )
-    .expect("bus config");
-    let mut child = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", config.display()))
-        .args(["--print-address", "--nofork"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("dbus-daemon (install package dbus)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .await
-        .expect("bus address");
-    (child, line.trim().to_string())
-}
-
-async fn start_broker(dir: &Path) -> (Child, u16) {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\n\
-             log_type warning\nlog_type notice\nlog_type information\n"
-        ),
-    )
-    .expect("mosquitto.conf");
-    let binary = if Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    };
-    let mut child = Command::new(binary)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mosquitto (install package mosquitto)");
-    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(l)) if l.contains("Opening ipv4 listen socket") => break,
-            Ok(Some(_)) => {}
-            _ => panic!("mosquitto did not start"),
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
-}
-
-/// The daemon and what its log said that matters here.
-struct Daemon {
-    child: Child,
-    pid: u32,
-    tasks: Arc<Mutex<Option<u64>>>,
-    internal_errors: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    fn spawn(address: &str, port: u16, data_dir: &Path) -> Daemon {
-        let mut child = Command::new(DAEMON)
-            .args(["--dbus-address", address, "--mqtt-port", &port.to_string()])
-            .args(["--portal-id", PORTAL, "--data-dir"])
-            .arg(data_dir)
-            .args(["--max-devices", "1000", "--max-services", "2000"])
-            .args(["--log-level", "warn,dbus_mqtt_devices::health=debug"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the daemon");
-        let pid = child.id().expect("pid");
-        let tasks = Arc::new(Mutex::new(None));
-        let internal_errors = Arc::new(Mutex::new(Vec::new()));
-        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-        let (t, e) = (tasks.clone(), internal_errors.clone());
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(n) = field(&line, "tasks=") {
-                    *t.lock().unwrap() = Some(n);
-                }
-                if line.contains("internal error") || line.contains("panicked") {
-                    e.lock().unwrap().push(line);
-                }
-            }
-        });
-        Daemon {
-            child,
-            pid,
-            tasks,
-            internal_errors,
-        }
-    }
-
-    async fn stop(mut self, signal: i32) {
-        // SAFETY: kill(2) on our own child with a valid signal number.
-        unsafe {
-            libc::kill(self.pid as i32, signal);
-        }
-        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
-    }
-}
+// ---- processes and connections ----------------------------------------------------------
 
 fn field(line: &str, key: &str) -> Option<u64> {
     let rest = &line[line.find(key)? + key.len()..];
@@ -267,106 +135,38 @@ fn field(line: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+/// Log lines of a daemon fault: an internal error, or a panic.
+fn internal_errors(daemon: &DaemonProcess) -> Vec<String> {
+    let mut log = daemon.log();
+    log.retain(|l| l.contains("internal error") || l.contains("panicked"));
+    log
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (get(11) + get(12)) / hz
-}
-
-// ---- MQTT ---------------------------------------------------------------------------------
-
-struct Received {
-    topic: String,
-    payload: String,
-    retained: bool,
-}
-
-/// One MQTT connection; messages it receives go to `tx`. Dropping the task kills the
-/// connection without DISCONNECT (the broker then publishes the last will).
-struct Link {
-    client: AsyncClient,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Link {
-    async fn connect(
-        port: u16,
-        id: &str,
-        will: Option<(String, String, bool)>,
-        subscriptions: &[&str],
-        tx: Option<mpsc::UnboundedSender<Received>>,
-    ) -> Link {
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options
-            .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(1 << 20, 1 << 20)
-            .set_inflight(200);
-        if let Some((topic, payload, retain)) = will {
-            options.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, retain));
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, 1000);
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        eventloop.set_network_options(network);
-        let (acked_tx, mut acked) = mpsc::unbounded_channel();
-        for topic in subscriptions {
-            client
-                .subscribe(*topic, QoS::AtLeastOnce)
-                .await
-                .expect("subscribe");
-        }
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Some(tx) = &tx {
-                            let _ = tx.send(Received {
-                                topic: p.topic,
-                                payload: String::from_utf8_lossy(&p.payload).into_owned(),
-                                retained: p.retain,
-                            });
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = acked_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
-        });
-        for _ in subscriptions {
-            tokio::time::timeout(WAIT, acked.recv())
-                .await
-                .expect("subscription acknowledged");
-        }
-        Link { client, task }
+/// One MQTT connection with an optional last will (topic, payload, retained). Its
+/// `vanish` drops the connection without DISCONNECT (the broker then publishes the will).
+async fn link(
+    port: u16,
+    id: &str,
+    will: Option<(String, String, bool)>,
+    subscriptions: &[&str],
+) -> TestDevice {
+    let mut options = mqtt_options(port, id);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_inflight(200);
+    if let Some((topic, payload, retain)) = will {
+        options.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, retain));
     }
+    TestDevice::connect_options(id, options, 1000, subscriptions)
+        .await
+        .with_wait(WAIT)
+}
 
-    fn publish(&self, topic: String, payload: String, retain: bool) {
-        let _ = self
-            .client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload.into_bytes());
-    }
+/// Publishes without waiting for room in the client's queue (dropped when it is full).
+fn send(link: &TestDevice, topic: String, payload: String, retain: bool) {
+    let _ = link
+        .client()
+        .try_publish(topic, QoS::AtLeastOnce, retain, payload.into_bytes());
 }
 
 // ---- the simulated devices ----------------------------------------------------------------
@@ -391,7 +191,7 @@ struct Sim {
     /// Its Status (both states) is retained, as a careful device that uses retain does.
     retained: bool,
     /// Its own connection with a last will (else a shared one).
-    own: Option<Link>,
+    own: Option<TestDevice>,
     shared: usize,
     last_value: Instant,
 }
@@ -450,88 +250,29 @@ struct Counters {
     errors: BTreeMap<String, u64>,
 }
 
-/// Follows NameOwnerChanged: which device services are owned now.
-struct Names {
-    rx: mpsc::UnboundedReceiver<(String, bool)>,
-    owned: BTreeSet<String>,
-}
-
-impl Names {
-    async fn start(conn: &zbus::Connection) -> Names {
-        let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
-        let mut changes = proxy
-            .receive_name_owner_changed()
-            .await
-            .expect("NameOwnerChanged");
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(signal) = changes.next().await {
-                if let Ok(args) = signal.args() {
-                    let name = args.name().to_string();
-                    if name.contains(".mqtt_") {
-                        let _ = tx.send((name, args.new_owner().is_some()));
-                    }
-                }
-            }
-        });
-        Names {
-            rx,
-            owned: BTreeSet::new(),
-        }
-    }
-
-    /// Applies what arrived; returns how many changes.
-    fn update(&mut self) -> usize {
-        let mut n = 0;
-        while let Ok((name, owned)) = self.rx.try_recv() {
-            n += 1;
-            if owned {
-                self.owned.insert(name);
-            } else {
-                self.owned.remove(&name);
-            }
-        }
-        n
-    }
-}
-
-async fn bus_connections(conn: &zbus::Connection) -> usize {
-    let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
-    proxy
-        .list_names()
-        .await
-        .map_or(0, |n| n.iter().filter(|n| n.starts_with(':')).count())
-}
-
 // ---- the soak -----------------------------------------------------------------------------
 
-struct World {
-    address: String,
-    port: u16,
-    data_dir: std::path::PathBuf,
-    conn: zbus::Connection,
-    names: Names,
-    observed: mpsc::UnboundedReceiver<Received>,
-    /// Messages read while waiting for something else, handled next.
-    backlog: Vec<Received>,
-    shared: Vec<Link>,
-    daemon: Option<Daemon>,
+/// The world of processes, the observer of the replies, errors and presence, the shared
+/// device connections, and the daemon now running.
+struct Run {
+    world: ProcessWorld,
+    observer: TestDevice,
+    shared: Vec<TestDevice>,
+    daemon: Option<DaemonProcess>,
     started: Instant,
     cpu_mark: (Instant, f64),
     internal_errors: Vec<String>,
 }
 
-impl World {
+impl Run {
     async fn figures(&mut self, label: &str, sims: &[Sim], c: &Counters) {
         let Some(d) = &self.daemon else { return };
-        self.names.update();
         let now = (Instant::now(), cpu_seconds(d.pid));
         let cpu = (now.1 - self.cpu_mark.1) / now.0.duration_since(self.cpu_mark.0).as_secs_f64();
         self.cpu_mark = now;
         let tasks = d
-            .tasks
-            .lock()
-            .unwrap()
+            .last_log("tasks=")
+            .and_then(|l| field(&l, "tasks="))
             .map_or("?".to_string(), |n| n.to_string());
         println!(
             "{label:>6} {:>6.1} min | daemon RSS {:>6} KiB, fds {:>4}, CPU {:>4.1} %, tasks {:>5} | bus connections {:>4} | devices connected {:>3}, services on D-Bus {:>3} | actions {}, replies {}, values {}, bad {}, leaves {}, vanished {}, restarts {}+{}",
@@ -540,9 +281,9 @@ impl World {
             open_fds(d.pid),
             cpu * 100.0,
             tasks,
-            bus_connections(&self.conn).await,
+            connections(&self.world.conn).await,
             sims.iter().filter(|s| s.connected).count(),
-            self.names.owned.len(),
+            self.world.names.device_services().len(),
             c.actions,
             c.replies,
             c.values,
@@ -554,31 +295,29 @@ impl World {
         );
     }
 
-    /// Starts the daemon and waits until it is online.
+    /// Starts the daemon and waits until it is online; what the observer receives meanwhile
+    /// is handled next.
     async fn start_daemon(&mut self) {
-        let daemon = Daemon::spawn(&self.address, self.port, &self.data_dir);
-        let deadline = Instant::now() + WAIT;
-        // Online means a fresh (not retained) presence message.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let m = tokio::time::timeout(left, self.observed.recv())
-                .await
-                .expect("the daemon came online")
-                .expect("observer");
-            if m.topic == PRESENCE && !m.retained && m.payload.contains("\"online\": 1") {
-                break;
-            }
-            self.backlog.push(m);
-        }
+        let daemon = self.world.spawn_daemon(
+            &[],
+            &[
+                "--max-devices",
+                "1000",
+                "--max-services",
+                "2000",
+                "--log-level",
+                "warn,dbus_mqtt_devices::health=debug",
+            ],
+        );
+        until_online(&mut self.observer).await;
         self.cpu_mark = (Instant::now(), cpu_seconds(daemon.pid));
         self.daemon = Some(daemon);
     }
 
     async fn stop_daemon(&mut self, signal: i32) {
         if let Some(d) = self.daemon.take() {
-            self.internal_errors
-                .extend(d.internal_errors.lock().unwrap().drain(..));
-            d.stop(signal).await;
+            self.internal_errors.extend(internal_errors(&d));
+            d.signal(signal).await;
         }
     }
 }
@@ -596,12 +335,32 @@ impl Faults {
     }
 }
 
-fn publish(world: &World, sim: &Sim, topic: &str, payload: String, retain: bool) {
-    let link = sim
-        .own
-        .as_ref()
-        .unwrap_or_else(|| &world.shared[sim.shared]);
-    link.publish(format!("device/{}/{topic}", sim.id), payload, retain);
+fn publish(run: &Run, sim: &Sim, topic: &str, payload: String, retain: bool) {
+    let link = sim.own.as_ref().unwrap_or_else(|| &run.shared[sim.shared]);
+    send(link, format!("device/{}/{topic}", sim.id), payload, retain);
+}
+
+/// Takes in what happened: the messages the observer received, and name changes (a device
+/// that left is done once its names are gone).
+fn take_in(
+    run: &mut Run,
+    sims: &mut [Sim],
+    by_id: &HashMap<String, usize>,
+    c: &mut Counters,
+    faults: &mut Faults,
+) {
+    while let Some(m) = run.observer.try_next() {
+        observe(m, sims, by_id, c, faults);
+    }
+    run.world.names.update();
+    for sim in sims.iter_mut() {
+        if let Pending::Leave(_) = sim.pending {
+            if sim.names().is_disjoint(&run.world.names.owned) {
+                sim.pending = Pending::None;
+                sim.instances.clear();
+            }
+        }
+    }
 }
 
 /// Handles one message the observer received.
@@ -685,56 +444,22 @@ async fn soak(args: Args) -> bool {
         args.restart_every.1,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (settings_dir, data_dir) = (dir.path().join("settings"), dir.path().join("daemon"));
-    for d in [&settings_dir, &data_dir] {
-        std::fs::create_dir_all(d).expect("data dirs");
-    }
-    let (_bus, address) = start_bus(dir.path()).await;
-    let conn = dbus_mqtt_devices::dbus::BusAddress::Address(address.clone())
-        .connect()
-        .await
-        .expect("soak connection");
-    let names = Names::start(&conn).await;
-    let _settings = Command::new(DAEMON)
-        .args(["settings-service", "--dbus-address", &address, "--data-dir"])
-        .arg(&settings_dir)
-        .args(["--log-level", "warn"])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("settings service");
-    let proxy = zbus::fdo::DBusProxy::new(&conn).await.expect("DBus proxy");
-    let settings_name = zbus::names::BusName::try_from("com.victronenergy.settings").expect("name");
-    while !proxy
-        .name_has_owner(settings_name.clone())
-        .await
-        .unwrap_or(false)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (_broker, port) = start_broker(dir.path()).await;
-    let (tx, observed) = mpsc::unbounded_channel();
-    let _observer = Link::connect(
+    let world = ProcessWorld::start(TestBus::start().await, TestBroker::start().await, WAIT).await;
+    let port = world.port();
+    let observer = link(
         port,
         "soak-observer",
         None,
         &["device/+/DBus", "device/+/Error", PRESENCE],
-        Some(tx),
     )
     .await;
     let mut shared = Vec::new();
     for k in 0..args.devices.div_ceil(PER_CONNECTION) {
-        shared.push(Link::connect(port, &format!("soak-shared-{k}"), None, &[], None).await);
+        shared.push(link(port, &format!("soak-shared-{k}"), None, &[]).await);
     }
-    let mut world = World {
-        address,
-        port,
-        data_dir,
-        conn,
-        names,
-        observed,
-        backlog: Vec::new(),
+    let mut run = Run {
+        world,
+        observer,
         shared,
         daemon: None,
         started: Instant::now(),
@@ -763,8 +488,8 @@ async fn soak(args: Args) -> bool {
     let mut c = Counters::default();
     let mut faults = Faults::default();
 
-    world.start_daemon().await;
-    world.figures("start", &sims, &c).await;
+    run.start_daemon().await;
+    run.figures("start", &sims, &c).await;
     let end = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
     let mut next_minute = Instant::now() + Duration::from_secs(60);
     let restart_in = |rng: &mut Rng| {
@@ -774,24 +499,10 @@ async fn soak(args: Args) -> bool {
     let mut tick = tokio::time::interval(TICK);
     while Instant::now() < end {
         tick.tick().await;
-        for m in std::mem::take(&mut world.backlog) {
-            observe(m, &mut sims, &by_id, &mut c, &mut faults);
-        }
-        while let Ok(m) = world.observed.try_recv() {
-            observe(m, &mut sims, &by_id, &mut c, &mut faults);
-        }
-        world.names.update();
-        for sim in sims.iter_mut() {
-            if let Pending::Leave(_) = sim.pending {
-                if sim.names().is_disjoint(&world.names.owned) {
-                    sim.pending = Pending::None;
-                    sim.instances.clear();
-                }
-            }
-        }
+        take_in(&mut run, &mut sims, &by_id, &mut c, &mut faults);
         if Instant::now() >= next_minute {
             next_minute += Duration::from_secs(60);
-            world.figures("minute", &sims, &c).await;
+            run.figures("minute", &sims, &c).await;
         }
         if Instant::now() >= next_restart {
             next_restart = Instant::now() + restart_in(&mut rng);
@@ -801,19 +512,18 @@ async fn soak(args: Args) -> bool {
             } else {
                 c.restarts_term += 1;
             }
-            world
-                .stop_daemon(if kill { libc::SIGKILL } else { libc::SIGTERM })
+            run.stop_daemon(if kill { libc::SIGKILL } else { libc::SIGTERM })
                 .await;
-            world.start_daemon().await;
+            run.start_daemon().await;
             // What got no answer is sent again, as a device does when the driver comes back.
             for sim in &mut sims {
                 match sim.pending {
                     Pending::Register(_) => {
                         sim.pending = Pending::Register(Instant::now());
-                        publish(&world, sim, "Status", sim.status(), sim.retained);
+                        publish(&run, sim, "Status", sim.status(), sim.retained);
                     }
                     Pending::Leave(_) => {
-                        publish(&world, sim, "Status", sim.goodbye(), sim.retained);
+                        publish(&run, sim, "Status", sim.goodbye(), sim.retained);
                     }
                     Pending::None => {}
                 }
@@ -825,7 +535,7 @@ async fn soak(args: Args) -> bool {
             {
                 sim.last_value = Instant::now();
                 let payload = values_payload(sim, &mut rng, false);
-                publish(&world, sim, "Values", payload, false);
+                publish(&run, sim, "Values", payload, false);
                 c.values += 1;
             }
         }
@@ -839,7 +549,7 @@ async fn soak(args: Args) -> bool {
                 let bad_value = rng.chance(5);
                 sim.last_value = Instant::now();
                 let payload = values_payload(sim, &mut rng, bad_value);
-                publish(&world, sim, "Values", payload, false);
+                publish(&run, sim, "Values", payload, false);
                 c.values += 1;
             }
             30..=44 if !sim.connected && idle => {
@@ -852,42 +562,34 @@ async fn soak(args: Args) -> bool {
                         sim.goodbye(),
                         sim.retained,
                     );
-                    sim.own = Some(
-                        Link::connect(
-                            world.port,
-                            &format!("soak-own-{}", sim.id),
-                            Some(will),
-                            &[],
-                            None,
-                        )
-                        .await,
-                    );
+                    sim.own =
+                        Some(link(port, &format!("soak-own-{}", sim.id), Some(will), &[]).await);
                 }
                 sim.pending = Pending::Register(Instant::now());
-                publish(&world, sim, "Status", sim.status(), sim.retained);
+                publish(&run, sim, "Status", sim.status(), sim.retained);
                 c.registrations += 1;
             }
             45..=54 if sim.connected && idle => {
                 sim.pending = Pending::Register(Instant::now());
-                publish(&world, sim, "Status", sim.status(), sim.retained);
+                publish(&run, sim, "Status", sim.status(), sim.retained);
                 c.registrations += 1;
             }
             55..=59 if sim.connected && idle => {
                 sim.services = random_services(&mut rng);
                 sim.pending = Pending::Register(Instant::now());
-                publish(&world, sim, "Status", sim.status(), sim.retained);
+                publish(&run, sim, "Status", sim.status(), sim.retained);
                 c.registrations += 1;
             }
             60..=67 if sim.connected && idle => {
                 sim.connected = false;
                 sim.pending = Pending::Leave(Instant::now());
-                publish(&world, sim, "Status", sim.goodbye(), sim.retained);
+                publish(&run, sim, "Status", sim.goodbye(), sim.retained);
                 c.leaves += 1;
             }
             68..=70 if sim.connected && idle && sim.own.is_some() => {
                 // The connection drops: the broker publishes the last will.
                 if let Some(link) = sim.own.take() {
-                    link.task.abort();
+                    link.vanish();
                 }
                 sim.connected = false;
                 sim.pending = Pending::Leave(Instant::now());
@@ -899,11 +601,11 @@ async fn soak(args: Args) -> bool {
                 // `not_registered` is the right answer.
                 if rng.chance(70) {
                     let bad = BAD[rng.below(BAD.len())].replace("ID", &sim.id);
-                    publish(&world, sim, "Status", bad, false);
+                    publish(&run, sim, "Status", bad, false);
                 } else {
                     let junk = format!("soakjunk{}", rng.below(20));
                     let bad = BAD[rng.below(BAD.len())].replace("ID", &junk);
-                    world.shared[0].publish(format!("device/{junk}/Values"), bad, false);
+                    send(&run.shared[0], format!("device/{junk}/Values"), bad, false);
                 }
                 c.bad += 1;
             }
@@ -913,44 +615,30 @@ async fn soak(args: Args) -> bool {
     }
 
     // Quiesce: no new actions; what is pending gets its answer.
-    world.figures("end", &sims, &c).await;
-    let settle_until = Instant::now() + WAIT;
+    run.figures("end", &sims, &c).await;
+    let settle_until = tokio::time::Instant::now() + WAIT;
     loop {
-        for m in std::mem::take(&mut world.backlog) {
-            observe(m, &mut sims, &by_id, &mut c, &mut faults);
-        }
-        while let Ok(m) = world.observed.try_recv() {
-            observe(m, &mut sims, &by_id, &mut c, &mut faults);
-        }
-        world.names.update();
-        for sim in sims.iter_mut() {
-            if let Pending::Leave(_) = sim.pending {
-                if sim.names().is_disjoint(&world.names.owned) {
-                    sim.pending = Pending::None;
-                    sim.instances.clear();
-                }
-            }
-        }
+        take_in(&mut run, &mut sims, &by_id, &mut c, &mut faults);
         let pending = sims.iter().filter(|s| s.pending != Pending::None).count();
         if pending == 0 {
             break;
         }
-        if Instant::now() > settle_until {
+        // Whatever answers comes to the observer or as a name change.
+        let answer = async {
+            tokio::select! {
+                _ = run.observer.arrived() => {}
+                _ = run.world.names.changed() => {}
+            }
+        };
+        if tokio::time::timeout_at(settle_until, answer).await.is_err() {
             faults.add(format!(
                 "{pending} devices still without an answer after {WAIT:?}"
             ));
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Settled: no name changes for two seconds.
-    let mut quiet = Instant::now();
-    while quiet.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if world.names.update() > 0 {
-            quiet = Instant::now();
-        }
-    }
+    run.world.names.settle(Duration::from_secs(2)).await;
 
     // The check.
     let expected: BTreeSet<String> = sims
@@ -958,7 +646,7 @@ async fn soak(args: Args) -> bool {
         .filter(|s| s.connected)
         .flat_map(|s| s.names())
         .collect();
-    let owned = world.names.owned.clone();
+    let owned: BTreeSet<String> = run.world.names.device_services().into_iter().collect();
     for name in expected.difference(&owned) {
         faults.add(format!("missing on D-Bus: {name}"));
     }
@@ -972,7 +660,8 @@ async fn soak(args: Args) -> bool {
             if !owned.contains(&name) {
                 continue;
             }
-            let got = world
+            let got = run
+                .world
                 .conn
                 .call_method(
                     Some(name.as_str()),
@@ -994,9 +683,9 @@ async fn soak(args: Args) -> bool {
             }
         }
     }
-    world.figures("final", &sims, &c).await;
-    world.stop_daemon(libc::SIGTERM).await;
-    for line in &world.internal_errors {
+    run.figures("final", &sims, &c).await;
+    run.stop_daemon(libc::SIGTERM).await;
+    for line in &run.internal_errors {
         faults.add(format!("daemon log: {line}"));
     }
     println!(

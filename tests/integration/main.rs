@@ -20,6 +20,7 @@ mod settings;
 mod sim;
 mod v3;
 
+mod processes;
 mod support;
 mod world;
 

@@ -46,18 +46,25 @@ impl TestBus {
     /// Starts a daemon whose `max_connections_per_user` is `max` (the limit a system bus
     /// has, 256 by default, is what bounds the services of one machine).
     pub async fn start_with_connection_limit(max: usize) -> TestBus {
+        TestBus::start_with_limits(&[("max_connections_per_user", max)]).await
+    }
+
+    /// Starts a daemon with the fixture's configuration but the given values of its
+    /// `<limit>`s (each must be one the fixture names).
+    pub async fn start_with_limits(limits: &[(&str, usize)]) -> TestBus {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let config = std::fs::read_to_string(bus_config()).expect("the test bus config");
-        let limited = config.replace(
-            r#"<limit name="max_connections_per_user">10000</limit>"#,
-            &format!(r#"<limit name="max_connections_per_user">{max}</limit>"#),
-        );
-        assert_ne!(
-            config, limited,
-            "the fixture names max_connections_per_user"
-        );
+        let mut config = std::fs::read_to_string(bus_config()).expect("the test bus config");
+        for (name, value) in limits {
+            let open = format!(r#"<limit name="{name}">"#);
+            let start = config
+                .find(&open)
+                .unwrap_or_else(|| panic!("the fixture names {name}"))
+                + open.len();
+            let end = start + config[start..].find("</limit>").expect("a closed <limit>");
+            config.replace_range(start..end, &value.to_string());
+        }
         let path = dir.path().join("bus.conf");
-        std::fs::write(&path, limited).expect("writing the bus config");
+        std::fs::write(&path, config).expect("writing the bus config");
         TestBus::start_with(path, dir).await
     }
 
@@ -93,6 +100,11 @@ impl TestBus {
             address,
             _dir: dir,
         }
+    }
+
+    /// The dbus-daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the bus is running")
     }
 
     /// The bus as the library names it.

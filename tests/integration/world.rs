@@ -1,9 +1,12 @@
 //! Fixtures for the daemon: a real mosquitto on a free port, the daemon
-//! running in-process with its own stop handle, and a test device that
-//! speaks the protocol over a real MQTT connection.
+//! running in-process with its own stop handle, a test device that
+//! speaks the protocol over a real MQTT connection, and what follows the bus
+//! (names, values). The benches include this file too (with `support.rs` and
+//! `processes.rs`): one world for tests and measurements.
 
 #![allow(dead_code)]
 
+pub use super::processes::DaemonProcess;
 use super::support::TestBus;
 use dbus_mqtt_devices::app::Tuning;
 use dbus_mqtt_devices::config::Config;
@@ -44,6 +47,13 @@ impl TestBroker {
     pub async fn start_on(port: u16) -> TestBroker {
         let dir = tempfile::tempdir().expect("temp dir");
         TestBroker::start_in(dir, port, "", None).await
+    }
+
+    /// Starts mosquitto with no limit on the QoS 1 messages in flight to one client (20 by
+    /// default), so that the benches measure the daemon rather than that default.
+    pub async fn start_unthrottled() -> TestBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestBroker::start_in(dir, free_port(), "max_inflight_messages 0\n", None).await
     }
 
     /// Starts mosquitto with a plain listener and a TLS listener whose
@@ -189,6 +199,11 @@ impl TestBroker {
         }
     }
 
+    /// Mosquitto's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the broker is running")
+    }
+
     /// Kills the broker and waits until it has exited.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
@@ -289,6 +304,17 @@ pub struct Received {
     pub retained: bool,
 }
 
+/// The daemon's presence topic: `{"online": 1}` once it is connected to the broker.
+pub const PRESENCE: &str = "dbus-mqtt-devices/status";
+
+/// The options every test client starts from: the broker on 127.0.0.1 at `port`, packets of
+/// up to 1 MiB.
+pub fn mqtt_options(port: u16, client_id: &str) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    options
+}
+
 /// A device (or any MQTT client) with its own connection.
 pub struct TestDevice {
     pub id: String,
@@ -296,11 +322,13 @@ pub struct TestDevice {
     rx: mpsc::UnboundedReceiver<Received>,
     /// Messages passed over by [`TestDevice::expect`], kept for [`TestDevice::drain`].
     skipped: Vec<Received>,
+    /// How long one `expect` or `next` waits.
+    wait: Duration,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TestDevice {
-    /// Connects with client id `id` and subscribes to `device/<id>/#`.
+    /// Connects with client id `test-<id>` and subscribes to `device/<id>/#`.
     pub async fn connect(port: u16, id: &str) -> TestDevice {
         TestDevice::connect_with(port, id, None, &[&format!("device/{id}/#")]).await
     }
@@ -313,13 +341,23 @@ impl TestDevice {
         will: Option<(&str, &str)>,
         subscriptions: &[&str],
     ) -> TestDevice {
-        let mut options = MqttOptions::new(format!("test-{id}"), "127.0.0.1", port);
+        let mut options = mqtt_options(port, &format!("test-{id}"));
         options.set_keep_alive(Duration::from_secs(5));
-        options.set_max_packet_size(1 << 20, 1 << 20);
         if let Some((topic, payload)) = will {
             options.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, false));
         }
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        TestDevice::connect_options(id, options, 100, subscriptions).await
+    }
+
+    /// Connects as device `id` with `options` (see [`mqtt_options`]) and room for `capacity`
+    /// requests, subscribes to `subscriptions` and returns once they are acknowledged.
+    pub async fn connect_options(
+        id: &str,
+        options: MqttOptions,
+        capacity: usize,
+        subscriptions: &[&str],
+    ) -> TestDevice {
+        let (client, mut eventloop) = AsyncClient::new(options, capacity);
         // Without TCP_NODELAY every small message waits ~40 ms for the previous one's ACK.
         let mut network = rumqttc::NetworkOptions::new();
         network.set_tcp_nodelay(true);
@@ -360,8 +398,20 @@ impl TestDevice {
             client,
             rx,
             skipped: Vec::new(),
+            wait: WAIT,
             task,
         }
+    }
+
+    /// The same client, waiting up to `wait` (instead of [`WAIT`]) for each expected message.
+    pub fn with_wait(mut self, wait: Duration) -> TestDevice {
+        self.wait = wait;
+        self
+    }
+
+    /// The MQTT client, for what the helpers here do not cover (other QoS, `try_publish`).
+    pub fn client(&self) -> &AsyncClient {
+        &self.client
     }
 
     /// Publishes `payload` on `topic` (QoS 1, not retained).
@@ -401,7 +451,14 @@ impl TestDevice {
 
     /// Waits for the next message on `topic`, skipping others.
     pub async fn expect(&mut self, topic: &str) -> Received {
-        if let Some(i) = self.skipped.iter().position(|m| m.topic == topic) {
+        self.expect_where(&format!("message on {topic}"), |m| m.topic == topic)
+            .await
+    }
+
+    /// Waits for the next message that satisfies `want` (`what` names it when it does not
+    /// come), skipping others.
+    pub async fn expect_where(&mut self, what: &str, want: impl Fn(&Received) -> bool) -> Received {
+        if let Some(i) = self.skipped.iter().position(&want) {
             return self.skipped.remove(i);
         }
         let skipped = &mut self.skipped;
@@ -409,15 +466,15 @@ impl TestDevice {
         let wait = async {
             loop {
                 let m = rx.recv().await.expect("device connection ended");
-                if m.topic == topic {
+                if want(&m) {
                     return m;
                 }
                 skipped.push(m);
             }
         };
-        tokio::time::timeout(WAIT, wait)
+        tokio::time::timeout(self.wait, wait)
             .await
-            .unwrap_or_else(|_| panic!("no message on {topic} within {WAIT:?}"))
+            .unwrap_or_else(|_| panic!("no {what} within {:?}", self.wait))
     }
 
     /// Waits for the next message on any topic (after those passed over by `expect`).
@@ -425,10 +482,26 @@ impl TestDevice {
         if !self.skipped.is_empty() {
             return self.skipped.remove(0);
         }
-        tokio::time::timeout(WAIT, self.rx.recv())
+        tokio::time::timeout(self.wait, self.rx.recv())
             .await
-            .unwrap_or_else(|_| panic!("no message within {WAIT:?}"))
+            .unwrap_or_else(|_| panic!("no message within {:?}", self.wait))
             .expect("device connection ended")
+    }
+
+    /// Waits, with no time limit, until a message is there for [`TestDevice::try_next`].
+    pub async fn arrived(&mut self) {
+        if self.skipped.is_empty() {
+            let m = self.rx.recv().await.expect("device connection ended");
+            self.skipped.push(m);
+        }
+    }
+
+    /// The next message if one is there (after those passed over by `expect`).
+    pub fn try_next(&mut self) -> Option<Received> {
+        if !self.skipped.is_empty() {
+            return Some(self.skipped.remove(0));
+        }
+        self.rx.try_recv().ok()
     }
 
     /// Waits for the `DBus` reply and returns it parsed.
@@ -474,6 +547,17 @@ impl TestDevice {
     pub fn vanish(self) {
         self.task.abort();
     }
+}
+
+/// Waits until `watcher` (subscribed to [`PRESENCE`]) sees the daemon say it is online: a
+/// fresh message, not one retained from an earlier daemon. Other messages stay with the
+/// watcher for its next `expect`.
+pub async fn until_online(watcher: &mut TestDevice) {
+    watcher
+        .expect_where("presence message saying the daemon is online", |m| {
+            m.topic == PRESENCE && !m.retained && m.payload.contains("\"online\": 1")
+        })
+        .await;
 }
 
 /// `GetValue` on a path of a service.
@@ -542,6 +626,15 @@ pub async fn names(conn: &zbus::Connection) -> Vec<String> {
         .collect()
 }
 
+/// Connections on the bus now (their unique names).
+pub async fn connections(conn: &zbus::Connection) -> usize {
+    names(conn)
+        .await
+        .iter()
+        .filter(|n| n.starts_with(':'))
+        .count()
+}
+
 /// The owner (unique name) of a well-known name, if any.
 pub async fn owner(conn: &zbus::Connection, name: &str) -> Option<String> {
     let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
@@ -603,6 +696,8 @@ pub struct NameLog {
     pub ever: std::collections::BTreeSet<String>,
     /// Names released since the log started.
     pub released: std::collections::BTreeSet<String>,
+    /// How long `until` waits.
+    wait: Duration,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -636,8 +731,15 @@ impl NameLog {
             ever: owned.clone(),
             owned,
             released: Default::default(),
+            wait: WAIT,
             _task: task,
         }
+    }
+
+    /// The same log, with `until` waiting up to `wait` (instead of [`WAIT`]).
+    pub fn with_wait(mut self, wait: Duration) -> NameLog {
+        self.wait = wait;
+        self
     }
 
     fn apply(&mut self, (name, owned): (String, bool)) {
@@ -650,9 +752,25 @@ impl NameLog {
         }
     }
 
-    /// Applies what arrived so far.
-    pub fn update(&mut self) {
+    /// Applies what arrived so far; returns how many changes that was.
+    pub fn update(&mut self) -> usize {
+        let mut n = 0;
         while let Ok(change) = self.rx.try_recv() {
+            self.apply(change);
+            n += 1;
+        }
+        n
+    }
+
+    /// Waits, with no time limit, for the next change and applies it.
+    pub async fn changed(&mut self) {
+        let change = self.rx.recv().await.expect("NameOwnerChanged stream");
+        self.apply(change);
+    }
+
+    /// Applies changes until none has come for `quiet`.
+    pub async fn settle(&mut self, quiet: Duration) {
+        while let Ok(Some(change)) = tokio::time::timeout(quiet, self.rx.recv()).await {
             self.apply(change);
         }
     }
@@ -668,6 +786,7 @@ impl NameLog {
 
     /// Applies changes until `done` holds for the log (owned names and names ever owned).
     pub async fn until_seen(&mut self, what: &str, done: impl Fn(&NameLog) -> bool) {
+        let limit = self.wait;
         self.update();
         let wait = async {
             while !done(self) {
@@ -675,10 +794,10 @@ impl NameLog {
                 self.apply(change);
             }
         };
-        tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| {
+        tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
             let owned: Vec<&String> = self.owned.iter().take(8).collect();
             panic!(
-                "waited {WAIT:?} for {what}; {} names owned, first {owned:?}",
+                "waited {limit:?} for {what}; {} names owned, first {owned:?}",
                 self.owned.len()
             )
         });
@@ -692,141 +811,6 @@ impl NameLog {
             .filter(|n| n.contains(".mqtt_"))
             .cloned()
             .collect()
-    }
-}
-
-/// The daemon binary as a separate process (as a supervisor runs it), its log kept.
-pub struct DaemonProcess {
-    child: Child,
-    pub pid: u32,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    /// Lines read so far, to await new ones.
-    lines: tokio::sync::watch::Receiver<usize>,
-}
-
-/// The binary the tests run as a process.
-pub const BINARY: &str = env!("CARGO_BIN_EXE_dbus-mqtt-devices");
-
-impl DaemonProcess {
-    /// Spawns the daemon on `bus` and the broker at `port` with its data in `data_dir`,
-    /// plus `extra` arguments; returns at once.
-    pub fn spawn(bus: &TestBus, port: u16, data_dir: &Path, extra: &[&str]) -> DaemonProcess {
-        DaemonProcess::spawn_at(&bus.address, port, data_dir, extra)
-    }
-
-    /// [`DaemonProcess::spawn`] with the bus given by its address.
-    pub fn spawn_at(bus: &str, port: u16, data_dir: &Path, extra: &[&str]) -> DaemonProcess {
-        let mut child = Command::new(BINARY)
-            .args(["--dbus-address", bus])
-            .args(["--mqtt-port", &port.to_string()])
-            .args(["--portal-id", PORTAL])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawning the daemon");
-        let pid = child.id().expect("daemon pid");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (count_tx, lines) = tokio::sync::watch::channel(0);
-        let kept = log.clone();
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
-                let mut kept = kept.lock().expect("log lock");
-                kept.push(line);
-                count_tx.send_replace(kept.len());
-            }
-        });
-        DaemonProcess {
-            child,
-            pid,
-            log,
-            lines,
-        }
-    }
-
-    /// Spawns the daemon and waits until it is online, or returns `None` if it exits first.
-    pub async fn start(
-        bus: &TestBus,
-        port: u16,
-        data_dir: &Path,
-        extra: &[&str],
-    ) -> Option<DaemonProcess> {
-        let mut watcher =
-            TestDevice::connect_with(port, "process-watch", None, &["dbus-mqtt-devices/status"])
-                .await;
-        let _ = watcher.drain();
-        let mut daemon = DaemonProcess::spawn(bus, port, data_dir, extra);
-        let online = async {
-            loop {
-                let m = watcher.expect("dbus-mqtt-devices/status").await;
-                if m.payload.contains("\"online\": 1") && !m.retained {
-                    return;
-                }
-            }
-        };
-        let started = tokio::time::timeout(WAIT, async {
-            tokio::select! {
-                _ = online => true,
-                _ = daemon.child.wait() => false,
-            }
-        })
-        .await
-        .expect("the daemon neither came online nor exited");
-        watcher.disconnect().await;
-        started.then_some(daemon)
-    }
-
-    /// The log lines so far.
-    pub fn log(&self) -> Vec<String> {
-        self.log.lock().expect("log lock").clone()
-    }
-
-    /// Log lines containing `text`.
-    pub fn log_count(&self, text: &str) -> usize {
-        self.log().iter().filter(|l| l.contains(text)).count()
-    }
-
-    /// Waits until a log line contains `text`.
-    pub async fn expect_log(&mut self, text: &str) {
-        let wait = async {
-            while self.log_count(text) == 0 {
-                if self.lines.changed().await.is_err() {
-                    panic!("the daemon's log ended without {text:?}: {:?}", self.log());
-                }
-            }
-        };
-        if tokio::time::timeout(WAIT, wait).await.is_err() {
-            panic!(
-                "no log line with {text:?} within {WAIT:?}: {:?}",
-                self.log()
-            );
-        }
-    }
-
-    /// Completes when the process exits (no time limit).
-    pub async fn exited(&mut self) -> std::process::ExitStatus {
-        self.child.wait().await.expect("waiting for the daemon")
-    }
-
-    /// Waits for the process to exit by itself.
-    pub async fn wait(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("the daemon did not exit")
-            .expect("waiting for the daemon")
-    }
-
-    /// Sends `signal` and waits for the process to exit.
-    pub async fn signal(mut self, signal: i32) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child with a valid signal number.
-        unsafe {
-            libc::kill(self.pid as i32, signal);
-        }
-        self.wait().await
     }
 }
 
@@ -905,27 +889,12 @@ impl World {
 
     /// Starts the daemon with a given configuration and tuning, and waits until it is online.
     pub async fn start_daemon_tuned(&mut self, config: Config, tuning: Tuning) {
-        let mut watcher = TestDevice::connect_with(
-            self.port(),
-            "presence-watch",
-            None,
-            &["dbus-mqtt-devices/status"],
-        )
-        .await;
+        let mut watcher =
+            TestDevice::connect_with(self.port(), "presence-watch", None, &[PRESENCE]).await;
         // A retained "online" from an earlier daemon may come first.
         let _ = watcher.drain();
         self.daemon = Some(Daemon::start_tuned(config, tuning));
-        let wait = async {
-            loop {
-                let m = watcher.expect("dbus-mqtt-devices/status").await;
-                if m.payload.contains("\"online\": 1") && !m.retained {
-                    return;
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .expect("daemon did not come online");
+        until_online(&mut watcher).await;
         watcher.disconnect().await;
     }
 
