@@ -106,6 +106,7 @@ proptest! {
         }
     }
 
+    #[cfg(feature = "sim")]
     #[test]
     fn w_values_through_the_gateway(value in json_tree(12).prop_map(|t| t.print())) {
         let payload = format!("{{\"value\": {value}}}");
@@ -237,6 +238,7 @@ fn extreme_numbers_in_every_numeric_field() {
         );
         properties::status_payload(rich.as_bytes());
         properties::values_payload(format!(r#"{{"t1": {{"Level": {n}}}}}"#).as_bytes());
+        #[cfg(feature = "sim")]
         properties::w_payload(format!(r#"{{"value": {n}}}"#).as_bytes());
     }
 }

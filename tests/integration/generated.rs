@@ -242,6 +242,7 @@ fn holds_nul(v: &zbus::Variant<'_>) -> bool {
     }
 }
 
+#[cfg(feature = "sim")]
 #[tokio::test]
 async fn generated_w_values_through_the_gateway_leave_the_services_serving() {
     use dbus_mqtt_devices::dbus::Value;

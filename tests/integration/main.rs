@@ -17,6 +17,7 @@ mod proxy;
 mod registration;
 mod regression;
 mod settings;
+#[cfg(feature = "sim")]
 mod sim;
 mod v3;
 
