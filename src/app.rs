@@ -21,17 +21,17 @@
 use crate::catalog::Catalog;
 use crate::config::{BusChoice, Config, VENUS_UNIQUE_ID_FILE};
 use crate::dbus::BusAddress;
-use crate::device::{DeviceContext, ServiceBudget};
+use crate::device::{error_reply, DeviceContext, ServiceBudget};
 use crate::health::{self, Health};
 use crate::ids::PortalId;
 use crate::mqtt::{self, Inbound, Message, MqttHandle, Will};
 use crate::persist::{self, SavedDevice};
 use crate::portal;
-use crate::protocol::{self, DeviceTopic, Rejection, RejectionCode};
+use crate::protocol::{DeviceTopic, Rejection, RejectionCode};
 use crate::pyjson;
 use crate::quarantine::MessageKey;
 use crate::registry::Registry;
-use crate::replay::{Next, Replay, Replays};
+use crate::replay::{restore_key, Next, Replay, Replays};
 use crate::settings::SettingsClient;
 use crate::state::StateStore;
 use anyhow::{Context, Result};
@@ -190,10 +190,7 @@ pub async fn run_with(
             "restoring devices from the state file"
         );
     }
-    let restores = saved
-        .iter()
-        .map(|d| Replay::Restore(Registry::restore_message(d)))
-        .collect();
+    let restores = saved.iter().map(|d| Replay::Restore(d.clone())).collect();
     let next = replays.admit(restores);
     replay(next, &mut registry, &mut replays, &mqtt, &state);
 
@@ -314,14 +311,34 @@ fn contained(
     mqtt: &MqttHandle,
     handle: impl FnOnce(&mut Registry),
 ) {
+    contain(
+        &message.topic,
+        || MessageKey::of(&message.topic, &message.payload),
+        registry,
+        replays,
+        mqtt,
+        handle,
+    )
+}
+
+/// [`contained`] for any message on `topic`, with `key` its key in the quarantine
+/// (computed only when the message is blamed).
+fn contain(
+    topic: &str,
+    key: impl FnOnce() -> MessageKey,
+    registry: &mut Registry,
+    replays: &mut Replays,
+    mqtt: &MqttHandle,
+    handle: impl FnOnce(&mut Registry),
+) {
     let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(registry))) else {
         return;
     };
     let reason = crate::device::failure::panic_message(payload.as_ref());
-    let key = MessageKey::of(&message.topic, &message.payload);
+    let key = key();
     error!(
         client_id = %key.client_id().unwrap_or("?"),
-        topic = %message.topic,
+        topic,
         reason,
         "internal error while handling a message; it is set aside, other devices are not affected"
     );
@@ -356,8 +373,16 @@ fn replay(
 ) {
     for n in next {
         match n {
-            Next::Handle(Replay::Restore(m), ticket) => {
-                contained(&m, registry, replays, mqtt, |r| r.restore(&m, Some(ticket)))
+            Next::Handle(Replay::Restore(saved), ticket) => {
+                let key = restore_key(&saved);
+                contain(
+                    &key.topic,
+                    || key.clone(),
+                    registry,
+                    replays,
+                    mqtt,
+                    |r| r.restore(&saved, key.clone(), Some(ticket)),
+                )
             }
             Next::Handle(Replay::Retained(m), ticket) => {
                 contained(&m, registry, replays, mqtt, |r| r.handle(&m, Some(ticket)))
@@ -401,11 +426,7 @@ fn answer_internal_error(mqtt: &MqttHandle, key: &MessageKey, failed: Failed<'_>
         ),
     };
     let rejection = Rejection::new(RejectionCode::InternalError, message);
-    mqtt.publish(
-        &protocol::device_topic(client, "Error"),
-        protocol::error_reply(&rejection, &key.topic),
-        false,
-    );
+    error_reply::publish(mqtt, client, &key.topic, &rejection);
 }
 
 fn health_of(

@@ -15,6 +15,8 @@
 )]
 
 use crate::mqtt::Message;
+use crate::persist::SavedDevice;
+use crate::protocol::device_topic;
 use crate::quarantine::{MessageKey, Quarantine, SetAside, Ticket, Verdict};
 use std::collections::VecDeque;
 use std::path::Path;
@@ -22,25 +24,33 @@ use std::path::Path;
 /// A message handled again rather than sent now.
 #[derive(Debug, Clone)]
 pub enum Replay {
-    /// A Status remembered in the state file (see [`crate::registry::Registry::restore_message`]).
-    Restore(Message),
+    /// A device remembered in the state file: its Status, already parsed.
+    Restore(SavedDevice),
     /// A retained message the broker delivered on subscribing.
     Retained(Message),
 }
 
 impl Replay {
-    /// The message.
-    pub fn message(&self) -> &Message {
+    /// The topic the message came (or would come) on.
+    pub fn topic(&self) -> String {
         match self {
-            Replay::Restore(m) | Replay::Retained(m) => m,
+            Replay::Restore(saved) => device_topic(&saved.client_id, "Status"),
+            Replay::Retained(m) => m.topic.clone(),
         }
     }
 
-    /// Its key in the quarantine.
+    /// Its key in the quarantine (a restored Status has the key of its compact text).
     pub fn key(&self) -> MessageKey {
-        let m = self.message();
-        MessageKey::of(&m.topic, &m.payload)
+        match self {
+            Replay::Restore(saved) => restore_key(saved),
+            Replay::Retained(m) => MessageKey::of(&m.topic, &m.payload),
+        }
     }
+}
+
+/// The key in the quarantine of a device restored from the state file: that of its Status.
+pub fn restore_key(saved: &SavedDevice) -> MessageKey {
+    MessageKey::of_json(&device_topic(&saved.client_id, "Status"), &saved.status)
 }
 
 /// What to do with a replay now.
@@ -99,7 +109,7 @@ impl Replays {
     /// A live message on `topic` came: a replay of the same topic still waiting is older and
     /// must not overwrite it.
     pub fn superseded(&mut self, topic: &str) {
-        self.queue.retain(|r| r.message().topic != topic);
+        self.queue.retain(|r| r.topic() != topic);
     }
 
     /// Completes when a handled replay's ticket was dropped; returns its id.
@@ -177,7 +187,7 @@ mod tests {
     fn handled(next: &[Next]) -> Vec<String> {
         next.iter()
             .filter_map(|n| match n {
-                Next::Handle(r, _) => Some(r.message().topic.clone()),
+                Next::Handle(r, _) => Some(r.topic()),
                 Next::SetAside(..) => None,
             })
             .collect()
@@ -236,7 +246,7 @@ mod tests {
         let (mut replays, newly) = Replays::open(dir.path(), "1");
         assert_eq!(newly.len(), 1);
         let next = replays.admit(vec![retained("a"), retained("b")]);
-        assert!(matches!(&next[0], Next::SetAside(r, _) if r.message().topic == "device/a/Status"));
+        assert!(matches!(&next[0], Next::SetAside(r, _) if r.topic() == "device/a/Status"));
         assert_eq!(handled(&next), ["device/b/Status"]);
     }
 }
