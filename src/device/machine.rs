@@ -889,3 +889,552 @@ impl Machine {
         }));
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    //! The machine driven input by input, as the protocol reads: no bus, no broker, no
+    //! sleep; time is what each input says it is.
+
+    use super::*;
+
+    const PORTAL: &str = "c0ffee000001";
+
+    fn client() -> ClientId {
+        ClientId::parse("dev1").unwrap()
+    }
+
+    fn machine() -> Machine {
+        Machine::new(client(), Arc::new(Catalog::embedded()), None)
+    }
+
+    fn env(now: Instant) -> Env {
+        Env {
+            now,
+            portal: Some(PortalId::parse(PORTAL).unwrap()),
+            broker_connected: true,
+        }
+    }
+
+    fn announce(payload: &str, restored: bool) -> Input {
+        let (status, payload) = Status::parse_keeping_json("dev1", payload.as_bytes()).unwrap();
+        Input::Event(DeviceEvent::Announce(Box::new(Announce {
+            status,
+            payload,
+            restored,
+        })))
+    }
+
+    fn values(payload: &str) -> Input {
+        Input::Event(DeviceEvent::Values(
+            ValuesMessage::parse(payload.as_bytes()).unwrap(),
+        ))
+    }
+
+    fn id(s: &str) -> ServiceId {
+        ServiceId::parse(s).unwrap()
+    }
+
+    /// What localsettings answers for a service: instance `instance`, and the
+    /// persisted paths of the type stored.
+    fn registered(request: &RegisterRequest, instance: u32) -> RegisterOutcome {
+        let unique = UniqueId::new(&client(), &request.decl.id);
+        let persisted = request
+            .service_type
+            .paths
+            .iter()
+            .filter(|p| p.persist.is_some())
+            .map(|p| (format!("/{}", p.path), unique.setting_path(&p.path)))
+            .collect();
+        RegisterOutcome::Registered(Registered {
+            unique,
+            instance,
+            persisted,
+        })
+    }
+
+    /// Handles `input` as the device task does: each registration is answered
+    /// (instances 10, 11, … in order) before anything else. Returns every action.
+    fn drive(m: &mut Machine, input: Input, env: &Env) -> Vec<Action> {
+        drive_with(m, input, env, |request, n| registered(request, 10 + n))
+    }
+
+    fn drive_with(
+        m: &mut Machine,
+        input: Input,
+        env: &Env,
+        mut answer: impl FnMut(&RegisterRequest, u32) -> RegisterOutcome,
+    ) -> Vec<Action> {
+        let mut all = Vec::new();
+        let mut next = Some(input);
+        let mut n = 0;
+        while let Some(input) = next.take() {
+            let actions = m.handle(input, env);
+            if let Some((last, rest)) = actions.split_last() {
+                assert!(
+                    !rest.iter().any(|a| matches!(a, Action::Register(_))),
+                    "a registration is always the last action of a batch: {actions:?}"
+                );
+                if let Action::Register(request) = last {
+                    next = Some(Input::Registered(answer(request, n)));
+                    n += 1;
+                }
+            }
+            all.extend(actions);
+        }
+        all
+    }
+
+    fn registers(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Register(r) => Some(r.decl.id.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn published(actions: &[Action]) -> Vec<(&str, &str)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Publish { topic, payload } => Some((topic.as_str(), payload.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rejected(actions: &[Action]) -> Vec<(&'static str, &'static str, Option<String>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reject { kind, rejection } => {
+                    Some((*kind, rejection.code.as_str(), rejection.service.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn position(actions: &[Action], what: impl Fn(&Action) -> bool) -> usize {
+        actions.iter().position(what).expect("the action is there")
+    }
+
+    const TWO: &str = r#"{"clientId": "dev1", "connected": 1, "version": "v1.0", "services": {"t1": "temperature", "tk1": "tank"}}"#;
+
+    #[test]
+    fn a_status_registers_each_service_in_turn_then_persists_then_replies() {
+        let mut m = machine();
+        let now = Instant::now();
+        let actions = drive(&mut m, announce(TWO, false), &env(now));
+        assert_eq!(registers(&actions), ["t1", "tk1"]);
+        let record = position(&actions, |a| matches!(a, Action::Record(_)));
+        let reply = position(&actions, |a| matches!(a, Action::Publish { .. }));
+        assert!(record < reply, "persist, then reply: {actions:?}");
+        assert_eq!(
+            published(&actions),
+            [
+                (
+                    "device/dev1/DBus",
+                    r#"{"portalId": "c0ffee000001", "deviceInstance": {"t1": 10, "tk1": 11}, "topicPath": {"t1": {"N": "N/c0ffee000001/temperature/10", "R": "R/c0ffee000001/temperature/10", "W": "W/c0ffee000001/temperature/10"}, "tk1": {"N": "N/c0ffee000001/tank/11", "R": "R/c0ffee000001/tank/11", "W": "W/c0ffee000001/tank/11"}}}"#
+                ),
+                ("device/dev1/DeviceInstance", r#"{"t1": 10, "tk1": 11}"#),
+            ]
+        );
+        assert!(rejected(&actions).is_empty());
+        assert_eq!(m.deadline(), None, "no timeout declared");
+    }
+
+    #[test]
+    fn an_unknown_type_refuses_only_that_service() {
+        let mut m = machine();
+        let status = r#"{"clientId": "dev1", "connected": 1, "services": {"t1": "temperature", "x1": "toaster"}}"#;
+        let actions = drive(&mut m, announce(status, false), &env(Instant::now()));
+        assert_eq!(registers(&actions), ["t1"]);
+        assert_eq!(
+            rejected(&actions),
+            [("Status", "unknown_service_type", Some("x1".into()))]
+        );
+        assert_eq!(published(&actions)[1].1, r#"{"t1": 10}"#);
+    }
+
+    #[test]
+    fn a_failed_or_refused_registration_is_answered_and_the_others_still_register() {
+        let mut m = machine();
+        let actions = drive_with(
+            &mut m,
+            announce(TWO, false),
+            &env(Instant::now()),
+            |r, n| {
+                if r.decl.id.as_str() == "t1" {
+                    RegisterOutcome::Failed("registering on D-Bus: name taken".into())
+                } else {
+                    assert_eq!(n, 1);
+                    RegisterOutcome::NoSlot { max: 1 }
+                }
+            },
+        );
+        assert_eq!(
+            rejected(&actions),
+            [
+                ("Status", "registration_failed", Some("t1".into())),
+                ("Status", "too_many_devices", Some("tk1".into())),
+            ]
+        );
+        assert_eq!(published(&actions)[1].1, "{}");
+    }
+
+    #[test]
+    fn the_reply_waits_for_the_portal_id() {
+        let mut m = machine();
+        let mut no_portal = env(Instant::now());
+        no_portal.portal = None;
+        let actions = drive(&mut m, announce(TWO, false), &no_portal);
+        assert!(published(&actions).is_empty());
+        assert!(actions.iter().any(|a| matches!(a, Action::Record(_))));
+        assert!(m.awaits_portal());
+        let actions = m.handle(Input::PortalChanged, &env(Instant::now()));
+        assert_eq!(published(&actions).len(), 2);
+        assert!(!m.awaits_portal());
+    }
+
+    #[test]
+    fn a_second_status_closes_what_is_no_longer_declared_and_updates_the_firmware() {
+        let mut m = machine();
+        let now = Instant::now();
+        drive(&mut m, announce(TWO, false), &env(now));
+        let one = r#"{"clientId": "dev1", "connected": 1, "version": 12, "services": {"t1": "temperature"}}"#;
+        let actions = drive(&mut m, announce(one, false), &env(now));
+        assert!(registers(&actions).is_empty());
+        assert_eq!(actions[0], Action::Close(id("tk1")));
+        assert_eq!(
+            actions[1],
+            Action::SetValue {
+                service: id("t1"),
+                path: "/FirmwareVersion".into(),
+                value: Value::int(12),
+                why: "updating /FirmwareVersion",
+            }
+        );
+        assert_eq!(published(&actions)[1].1, r#"{"t1": 10}"#);
+    }
+
+    #[test]
+    fn a_silent_device_is_invalidated_then_connected_again_by_its_next_value() {
+        let mut m = machine();
+        let t0 = Instant::now();
+        let status = r#"{"clientId": "dev1", "connected": 1, "timeout": 0.5, "services": {"t1": "temperature"}}"#;
+        drive(&mut m, announce(status, false), &env(t0));
+        let deadline = t0 + Duration::from_millis(500);
+        assert_eq!(m.deadline(), Some(deadline));
+        // Woken early (spuriously): nothing happens.
+        assert!(m
+            .handle(Input::Timeout, &env(deadline - Duration::from_millis(1)))
+            .is_empty());
+        let actions = m.handle(Input::Timeout, &env(deadline));
+        let [Action::SetValues {
+            service, changes, ..
+        }] = actions.as_slice()
+        else {
+            panic!("one SetValues: {actions:?}");
+        };
+        assert_eq!(*service, id("t1"));
+        assert_eq!(changes[0], ("/Connected".to_owned(), Value::I32(0)));
+        assert!(changes.contains(&("/Temperature".to_owned(), Value::Invalid)));
+        assert!(!changes.iter().any(|(p, _)| p == "/Status"), "not measured");
+        assert_eq!(m.deadline(), None);
+
+        let t1 = deadline + Duration::from_secs(7);
+        let actions = m.handle(values(r#"{"t1": {"Temperature": 4.5}}"#), &env(t1));
+        assert_eq!(
+            actions,
+            [
+                Action::SetValue {
+                    service: id("t1"),
+                    path: "/Connected".into(),
+                    value: Value::I32(1),
+                    why: "setting /Connected",
+                },
+                Action::SetValues {
+                    service: id("t1"),
+                    changes: vec![("/Temperature".into(), Value::F64(4.5))],
+                    why: "setting values on D-Bus",
+                },
+            ]
+        );
+        assert_eq!(m.deadline(), Some(t1 + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn liveness_keep_only_marks_the_service_disconnected() {
+        let mut m = machine();
+        let t0 = Instant::now();
+        let status = r#"{"clientId": "dev1", "connected": 1, "timeout": 1, "liveness": "keep", "services": {"t1": "temperature"}}"#;
+        drive(&mut m, announce(status, false), &env(t0));
+        let actions = m.handle(Input::Timeout, &env(t0 + Duration::from_secs(1)));
+        assert_eq!(
+            actions,
+            [Action::SetValues {
+                service: id("t1"),
+                changes: vec![("/Connected".into(), Value::I32(0))],
+                why: "marking the service silent",
+            }]
+        );
+    }
+
+    #[test]
+    fn liveness_remove_closes_the_services_and_the_next_value_registers_them_again() {
+        let mut m = machine();
+        let t0 = Instant::now();
+        let status = r#"{"clientId": "dev1", "connected": 1, "timeout": 0.3, "liveness": "remove", "services": {"t1": "temperature"}}"#;
+        drive(&mut m, announce(status, false), &env(t0));
+        let actions = m.handle(Input::Timeout, &env(t0 + Duration::from_millis(300)));
+        assert_eq!(actions, [Action::Close(id("t1"))]);
+        assert_eq!(m.service_ids().count(), 0);
+
+        let actions = drive(
+            &mut m,
+            values(r#"{"t1": {"Temperature": 3}}"#),
+            &env(t0 + Duration::from_secs(2)),
+        );
+        assert_eq!(registers(&actions), ["t1"]);
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Record(_))),
+            "the state file already has it"
+        );
+        let reply = position(&actions, |a| matches!(a, Action::Publish { .. }));
+        let applied = position(&actions, |a| matches!(a, Action::SetValues { .. }));
+        assert!(
+            reply < applied,
+            "registered and answered, then the values: {actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_restored_device_is_removed_when_it_shows_no_sign_of_life() {
+        let mut m = machine();
+        let t0 = Instant::now();
+        let status = r#"{"clientId": "dev1", "connected": 1, "timeout": 5, "liveness": "keep", "services": {"t1": "temperature"}}"#;
+        let actions = drive(&mut m, announce(status, true), &env(t0));
+        assert_eq!(registers(&actions), ["t1"]);
+        assert!(actions.iter().any(|a| matches!(a, Action::Record(_))));
+        assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(5)));
+        let actions = m.handle(Input::Timeout, &env(t0 + Duration::from_secs(5)));
+        // The silence is noticed first, then the device goes.
+        assert!(matches!(actions[0], Action::SetValues { .. }));
+        assert_eq!(
+            actions[1..],
+            [Action::Forget, Action::Close(id("t1")), Action::Stop]
+        );
+        assert!(m.stopped());
+    }
+
+    #[test]
+    fn a_restored_device_waits_its_grace_only_while_the_broker_is_up() {
+        let mut m = machine();
+        let t0 = Instant::now();
+        let mut away = env(t0);
+        away.broker_connected = false;
+        let status = r#"{"clientId": "dev1", "connected": 1, "services": {"t1": "temperature"}}"#;
+        drive(&mut m, announce(status, true), &away);
+        assert!(m.awaits_broker());
+        assert_eq!(
+            m.deadline(),
+            None,
+            "nobody can be heard while the broker is away"
+        );
+        let t1 = t0 + Duration::from_secs(60);
+        assert!(m.handle(Input::BrokerChanged, &env(t1)).is_empty());
+        assert_eq!(m.deadline(), Some(t1 + RESTORE_GRACE));
+        // A value is a sign of life: the device stays.
+        m.handle(values(r#"{"t1": {"Temperature": 20}}"#), &env(t1));
+        assert!(!m.awaits_broker());
+        assert_eq!(m.deadline(), None);
+    }
+
+    #[test]
+    fn a_disconnect_forgets_the_device_before_its_services_go() {
+        let mut m = machine();
+        drive(&mut m, announce(TWO, false), &env(Instant::now()));
+        let actions = m.handle(
+            Input::Event(DeviceEvent::Disconnect {
+                reason: "connected: 0",
+            }),
+            &env(Instant::now()),
+        );
+        assert_eq!(
+            actions,
+            [
+                Action::Forget,
+                Action::Sync,
+                Action::Close(id("t1")),
+                Action::Close(id("tk1")),
+                Action::Stop,
+            ]
+        );
+    }
+
+    #[test]
+    fn values_are_refused_per_field_and_the_rest_applies() {
+        let mut m = machine();
+        drive(&mut m, announce(TWO, false), &env(Instant::now()));
+        let actions = m.handle(
+            values(r#"{"t1": {"Temperature": 21.5, "Nope": 1, "TemperatureType": 4, "Humidity": "wet"}, "zz": {"Level": 1}}"#),
+            &env(Instant::now()),
+        );
+        assert_eq!(
+            rejected(&actions),
+            [
+                ("Values", "invalid_field", Some("t1".into())),
+                ("Values", "invalid_value", Some("t1".into())),
+                ("Values", "not_registered", Some("zz".into())),
+            ]
+        );
+        let unique = UniqueId::new(&client(), &id("t1"));
+        assert_eq!(
+            actions[..2],
+            [
+                Action::SetValues {
+                    service: id("t1"),
+                    changes: vec![
+                        ("/Temperature".into(), Value::F64(21.5)),
+                        ("/TemperatureType".into(), Value::I32(4)),
+                    ],
+                    why: "setting values on D-Bus",
+                },
+                Action::StoreSetting {
+                    service: id("t1"),
+                    setting: unique.setting_path("TemperatureType"),
+                    value: Value::I32(4),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_write_on_the_gx_is_stored_and_forwarded_unless_measured() {
+        let mut m = machine();
+        drive(&mut m, announce(TWO, false), &env(Instant::now()));
+        let write = |path: &str, value: Value| {
+            Input::Event(DeviceEvent::RemoteWrite {
+                service: id("t1"),
+                path: path.into(),
+                value,
+            })
+        };
+        let actions = m.handle(
+            write("/TemperatureType", Value::I32(3)),
+            &env(Instant::now()),
+        );
+        assert!(
+            matches!(&actions[0], Action::StoreSetting { value, .. } if *value == Value::I32(3))
+        );
+        assert_eq!(
+            published(&actions),
+            [(
+                "device/dev1/Write",
+                r#"{"service": "t1", "path": "TemperatureType", "value": 3}"#
+            )]
+        );
+        let actions = m.handle(write("/Temperature", Value::F64(1.0)), &env(Instant::now()));
+        assert!(
+            actions.is_empty(),
+            "measured values are not echoed: {actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_new_instance_in_localsettings_registers_the_service_again_and_replies() {
+        let mut m = machine();
+        drive(&mut m, announce(TWO, false), &env(Instant::now()));
+        let unique = UniqueId::new(&client(), &id("t1"));
+        let changed = |value: &str| {
+            Input::Event(DeviceEvent::SettingChanged {
+                service: id("t1"),
+                path: unique.instance_setting(),
+                value: Value::Str(value.into()),
+            })
+        };
+        assert!(
+            m.handle(changed("temperature:10"), &env(Instant::now()))
+                .is_empty(),
+            "the instance it has"
+        );
+        let actions = drive_with(
+            &mut m,
+            changed("temperature:33"),
+            &env(Instant::now()),
+            |r, _| registered(r, 33),
+        );
+        assert_eq!(actions[0], Action::Close(id("t1")));
+        assert_eq!(registers(&actions), ["t1"]);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Record(_))));
+        assert_eq!(published(&actions)[1].1, r#"{"tk1": 11, "t1": 33}"#);
+    }
+
+    #[test]
+    fn a_settings_change_reaches_the_path_it_persists() {
+        let mut m = machine();
+        drive(&mut m, announce(TWO, false), &env(Instant::now()));
+        let unique = UniqueId::new(&client(), &id("t1"));
+        let actions = m.handle(
+            Input::Event(DeviceEvent::SettingChanged {
+                service: id("t1"),
+                path: unique.setting_path("TemperatureType"),
+                value: Value::I32(5),
+            }),
+            &env(Instant::now()),
+        );
+        assert_eq!(
+            actions,
+            [Action::UpdateValue {
+                service: id("t1"),
+                path: "/TemperatureType".into(),
+                value: Value::I32(5),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_proxy_message_is_forwarded_only_for_the_devices_own_services() {
+        let mut m = machine();
+        drive(&mut m, announce(TWO, false), &env(Instant::now()));
+        let proxy = |topic_path: &str| {
+            let payload =
+                format!(r#"{{"topicPath": "{topic_path}", "values": {{"Temperature": 5}}}}"#);
+            Input::Event(DeviceEvent::Proxy(
+                ProxyRequest::parse(payload.as_bytes()).unwrap(),
+            ))
+        };
+        let actions = m.handle(proxy("W/c0ffee000001/temperature/10"), &env(Instant::now()));
+        assert_eq!(
+            published(&actions),
+            [(
+                "W/c0ffee000001/temperature/10/Temperature",
+                r#"{"value": 5}"#
+            )]
+        );
+        let actions = m.handle(proxy("W/c0ffee000001/temperature/99"), &env(Instant::now()));
+        assert_eq!(rejected(&actions), [("Proxy", "invalid_topic_path", None)]);
+    }
+
+    #[test]
+    fn shutdown_removes_the_services_and_keeps_the_state_file() {
+        let mut m = machine();
+        drive(&mut m, announce(TWO, false), &env(Instant::now()));
+        assert_eq!(
+            m.handle(Input::Shutdown, &env(Instant::now())),
+            [
+                Action::Close(id("t1")),
+                Action::Close(id("tk1")),
+                Action::Stop
+            ]
+        );
+    }
+}
