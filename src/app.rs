@@ -109,8 +109,14 @@ pub async fn run_with(
         "dbus-mqtt-devices starting"
     );
 
-    crate::data_dir::adopt_legacy_files(&config.data_dir);
-    let (catalog, errors) = Catalog::load(Some(&config.data_dir.join(CATALOG_FILE)));
+    // Files are read off the runtime thread, here as everywhere.
+    let dir = config.data_dir.clone();
+    let (catalog, errors) = tokio::task::spawn_blocking(move || {
+        crate::data_dir::adopt_legacy_files(&dir);
+        Catalog::load(Some(&dir.join(CATALOG_FILE)))
+    })
+    .await
+    .context("reading the catalog")?;
     for e in errors {
         warn!("catalog override: {e}");
     }
@@ -155,8 +161,13 @@ pub async fn run_with(
         cancel.clone(),
     );
 
-    let saved = load_state(&config.data_dir);
-    let (mut replays, newly_set_aside) = Replays::open(&config.data_dir, env!("CARGO_PKG_VERSION"));
+    let dir = config.data_dir.clone();
+    let (saved, (mut replays, newly_set_aside)) = tokio::task::spawn_blocking(move || {
+        let saved = load_state(&dir);
+        (saved, Replays::open(&dir, env!("CARGO_PKG_VERSION")))
+    })
+    .await
+    .context("reading the state and quarantine files")?;
     let (state, _state_task) = StateStore::start(config.data_dir.clone(), saved.clone());
     let (failures_tx, mut failures) = mpsc::unbounded_channel();
     let ctx = Arc::new(DeviceContext {
