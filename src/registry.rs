@@ -31,6 +31,7 @@ use crate::protocol::{
     DeviceTopic, MessageKind, ProxyRequest, Rejection, RejectionCode, Status, ValuesMessage,
 };
 use crate::quarantine::{MessageKey, Ticket};
+use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,12 +231,12 @@ impl Registry {
                         }
                         self.paced.insert(client.legal().to_owned());
                         if let Some(oldest) = pushed_out {
-                            self.values(&client, Origin::new(MessageKind::Values, oldest));
+                            self.values(&client, oldest, None);
                         }
                         return;
                     }
                 }
-                self.values(&client, origin);
+                self.values(&client, message.payload.clone(), origin.ticket);
             }
         }
     }
@@ -268,11 +269,14 @@ impl Registry {
         Some(client)
     }
 
-    fn values(&mut self, client: &ClientId, origin: Origin) {
-        let Blame::Received(payload) = &origin.message else {
-            return;
+    fn values(&mut self, client: &ClientId, payload: Bytes, ticket: Option<Ticket>) {
+        let parsed = ValuesMessage::parse(&payload);
+        let origin = Origin {
+            kind: MessageKind::Values,
+            message: Blame::Received(payload),
+            ticket,
         };
-        match ValuesMessage::parse(payload) {
+        match parsed {
             Ok(v) => self.route_values(client, v, origin),
             Err(r) => self.reject(client.raw(), "Values", &r),
         }
@@ -299,7 +303,7 @@ impl Registry {
             }
             let client = entry.client.clone();
             for payload in due {
-                self.values(&client, Origin::new(MessageKind::Values, payload));
+                self.values(&client, payload, None);
             }
         }
     }

@@ -205,6 +205,21 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_device_has_the_topic_and_key_its_status_had() {
+        let status =
+            serde_json::json!({"clientId": "a", "connected": 1, "services": {"t1": "tank"}});
+        let restore = Replay::Restore(SavedDevice {
+            client_id: "a".into(),
+            status: status.clone(),
+        });
+        assert_eq!(restore.topic(), "device/a/Status");
+        assert_eq!(
+            restore.key(),
+            MessageKey::of("device/a/Status", status.to_string().as_bytes())
+        );
+    }
+
+    #[test]
     fn replays_go_side_by_side_normally() {
         let dir = tempfile::tempdir().unwrap();
         let (mut replays, newly) = Replays::open(dir.path(), "1");

@@ -46,15 +46,6 @@ pub enum Blame {
 }
 
 impl Origin {
-    /// A received payload, with no journal ticket.
-    pub fn new(kind: MessageKind, payload: bytes::Bytes) -> Origin {
-        Origin {
-            kind,
-            message: Blame::Received(payload),
-            ticket: None,
-        }
-    }
-
     /// The key of the message, as the quarantine knows it.
     pub fn key(&self, client: &ClientId) -> MessageKey {
         match &self.message {

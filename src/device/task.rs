@@ -225,22 +225,17 @@ impl DeviceTask {
         while let Some(input) = next.take() {
             let env = self.env();
             for action in self.machine.handle(input, &env) {
-                if let Action::Register(request) = action {
-                    next = Some(Input::Registered(self.register(request).await));
-                } else {
-                    self.execute(action).await;
+                if let Some(outcome) = self.execute(action).await {
+                    next = Some(Input::Registered(outcome));
                 }
             }
         }
     }
 
-    async fn execute(&mut self, action: Action) {
+    /// Carries out one action; a registration returns its outcome.
+    async fn execute(&mut self, action: Action) -> Option<RegisterOutcome> {
         match action {
-            Action::Register(request) => {
-                // Only reached if a registration were not the last action
-                // of a batch; its outcome then has no one to go to.
-                let _ = self.register(request).await;
-            }
+            Action::Register(request) => return Some(self.register(request).await),
             Action::Close(id) => {
                 if let Some(index) = self.services.iter().position(|s| s.id == id) {
                     self.services.remove(index).close().await;
@@ -308,6 +303,7 @@ impl DeviceTask {
             Action::Sync => self.ctx.state.sync().await,
             Action::Stop => self.close_all().await,
         }
+        None
     }
 
     /// Takes a slot of the budget, waits for a turn with localsettings, registers.
