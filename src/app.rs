@@ -21,13 +21,14 @@
 use crate::catalog::Catalog;
 use crate::config::{BusChoice, Config, VENUS_UNIQUE_ID_FILE};
 use crate::dbus::BusAddress;
-use crate::device::{error_reply, DeviceContext, ServiceBudget};
+use crate::device::error_reply::{self, Failure};
+use crate::device::{DeviceContext, ServiceBudget};
 use crate::health::{self, Health};
 use crate::ids::PortalId;
 use crate::mqtt::{self, Inbound, Message, MqttHandle, Will};
 use crate::persist::{self, SavedDevice};
 use crate::portal;
-use crate::protocol::{DeviceTopic, Rejection, RejectionCode};
+use crate::protocol::DeviceTopic;
 use crate::pyjson;
 use crate::quarantine::MessageKey;
 use crate::registry::Registry;
@@ -193,7 +194,7 @@ pub async fn run_with(
             topic = %entry.key.topic,
             "the daemon stopped while handling this message last time; it is set aside and not handled again"
         );
-        answer_internal_error(&mqtt, &entry.key, Failed::Before(&entry.reason));
+        answer_internal_error(&mqtt, &entry.key, Failure::Before(&entry.reason));
     }
     if !saved.is_empty() {
         info!(
@@ -353,7 +354,7 @@ fn contain(
         reason,
         "internal error while handling a message; it is set aside, other devices are not affected"
     );
-    answer_internal_error(mqtt, &key, Failed::Now(&reason));
+    answer_internal_error(mqtt, &key, Failure::Now(&reason));
     if let Some(client) = key.client_id() {
         registry.drop_client(client);
     }
@@ -406,7 +407,7 @@ fn replay(
                     reason,
                     "a message that made the daemon fail before is not handled again"
                 );
-                answer_internal_error(mqtt, &key, Failed::Before(&reason));
+                answer_internal_error(mqtt, &key, Failure::Before(&reason));
                 if let (Replay::Restore(_), Some(client)) = (&replay, key.client_id()) {
                     state.remove(client);
                 }
@@ -415,29 +416,11 @@ fn replay(
     }
 }
 
-/// How the device is told about a message that made the daemon fail.
-enum Failed<'a> {
-    /// Just now (a panic caught in the registry).
-    Now(&'a str),
-    /// Before (a replay that is set aside).
-    Before(&'a str),
-}
-
 /// `device/<id>/Error` `internal_error` about the message `key`.
-fn answer_internal_error(mqtt: &MqttHandle, key: &MessageKey, failed: Failed<'_>) {
-    let Some(client) = key.client_id() else {
-        return;
-    };
-    let message = match failed {
-        Failed::Now(reason) => format!(
-            "the daemon failed while handling this message ({reason}); the device's services were removed and the message is not handled again after a restart. This is a defect of the daemon: please report it. Send a Status to register again."
-        ),
-        Failed::Before(reason) => format!(
-            "this message made the daemon fail before ({reason}); it is set aside and not handled again. This is a defect of the daemon: please report it. Send a Status to register again."
-        ),
-    };
-    let rejection = Rejection::new(RejectionCode::InternalError, message);
-    error_reply::publish(mqtt, client, &key.topic, &rejection);
+fn answer_internal_error(mqtt: &MqttHandle, key: &MessageKey, failure: Failure<'_>) {
+    if let Some(client) = key.client_id() {
+        error_reply::internal_error(mqtt, client, &key.topic, failure);
+    }
 }
 
 fn health_of(

@@ -30,7 +30,7 @@ use crate::dbus::BusAddress;
 use crate::ids::{ClientId, PortalId};
 use crate::mqtt::MqttHandle;
 use crate::persist::SavedDevice;
-use crate::protocol::{device_topic, Rejection, RejectionCode};
+use crate::protocol::device_topic;
 use crate::settings::SettingsClient;
 use crate::state::StateStore;
 use std::sync::Arc;
@@ -123,14 +123,12 @@ fn report_failure(
         services,
         "internal error while handling this device; its services are removed, other devices are not affected"
     );
-    let rejection = Rejection::new(
-        RejectionCode::InternalError,
-        format!(
-            "the daemon failed while handling this message ({}); the device's services were removed. This is a defect of the daemon: please report it. Send a Status to register again.",
-            panic.0
-        ),
+    error_reply::internal_error(
+        &ctx.mqtt,
+        client.raw(),
+        &topic,
+        error_reply::Failure::InDevice(&panic.0),
     );
-    error_reply::publish(&ctx.mqtt, client.raw(), &topic, &rejection);
     ctx.state.remove(client.raw());
     let _ = ctx.failures.send(DeviceFailure {
         generation,
