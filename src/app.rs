@@ -203,8 +203,8 @@ pub async fn run_with(
         );
     }
     let restores = saved.iter().map(|d| Replay::Restore(d.clone())).collect();
-    let next = replays.admit(restores);
-    replay(next, &mut registry, &mut replays, &mqtt, &state);
+    let next = replays.admit(restores).await;
+    replay(next, &mut registry, &mut replays, &mqtt, &state).await;
 
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     // Armed only while a device's Values wait for their slot (see device::pace).
@@ -244,23 +244,23 @@ pub async fn run_with(
                         }
                     }
                     if m.retained {
-                        let next = replays.admit(vec![Replay::Retained(m)]);
-                        replay(next, &mut registry, &mut replays, &mqtt, &state);
+                        let next = replays.admit(vec![Replay::Retained(m)]).await;
+                        replay(next, &mut registry, &mut replays, &mqtt, &state).await;
                     } else {
                         replays.superseded(&m.topic);
-                        contained(&m, &mut registry, &mut replays, &mqtt, |r| r.handle(&m, None));
+                        contained(&m, &mut registry, &mut replays, &mqtt, |r| r.handle(&m, None)).await;
                     }
                 }
             },
             Some(failure) = failures.recv() => {
                 registry.on_failure(&failure);
                 if let Some(key) = failure.key {
-                    replays.set_aside(key, failure.reason);
+                    replays.set_aside(key, failure.reason).await;
                 }
             }
             id = replays.completed() => {
-                let next = replays.complete(id);
-                replay(next, &mut registry, &mut replays, &mqtt, &state);
+                let next = replays.complete(id).await;
+                replay(next, &mut registry, &mut replays, &mqtt, &state).await;
             }
             _ = housekeeping.tick() => {
                 registry.prune();
@@ -282,7 +282,7 @@ pub async fn run_with(
     mqtt.publish(PRESENCE_TOPIC, presence_payload(false, None), true);
     registry.shutdown().await;
     state.sync().await;
-    replays.close();
+    replays.close().await;
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_millis(600), mqtt_task).await;
     info!("stopped");
@@ -316,7 +316,7 @@ fn load_state(dir: &Path) -> Vec<SavedDevice> {
 /// Handles a message, containing a panic of the registry: the message is set
 /// aside, the device (if registered) loses its services and is told
 /// `internal_error`; the daemon and the other devices go on.
-fn contained(
+async fn contained(
     message: &Message,
     registry: &mut Registry,
     replays: &mut Replays,
@@ -331,11 +331,12 @@ fn contained(
         mqtt,
         handle,
     )
+    .await
 }
 
 /// [`contained`] for any message on `topic`, with `key` its key in the quarantine
 /// (computed only when the message is blamed).
-fn contain(
+async fn contain(
     topic: &str,
     key: impl FnOnce() -> MessageKey,
     registry: &mut Registry,
@@ -358,7 +359,7 @@ fn contain(
     if let Some(client) = key.client_id() {
         registry.drop_client(client);
     }
-    replays.set_aside(key, reason);
+    replays.set_aside(key, reason).await;
 }
 
 /// Takes the Values that waited for their slot, containing a panic as
@@ -376,7 +377,7 @@ fn contained_paced(registry: &mut Registry) {
 
 /// Handles replays as the quarantine says: the set-aside ones are logged and
 /// answered, the others handled with their journal tickets.
-fn replay(
+async fn replay(
     next: Vec<Next>,
     registry: &mut Registry,
     replays: &mut Replays,
@@ -395,9 +396,10 @@ fn replay(
                     mqtt,
                     |r| r.restore(&saved, key.clone(), Some(ticket)),
                 )
+                .await
             }
             Next::Handle(Replay::Retained(m), ticket) => {
-                contained(&m, registry, replays, mqtt, |r| r.handle(&m, Some(ticket)))
+                contained(&m, registry, replays, mqtt, |r| r.handle(&m, Some(ticket))).await
             }
             Next::SetAside(replay, reason) => {
                 let key = replay.key();
