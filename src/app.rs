@@ -220,7 +220,7 @@ pub async fn run_with(
             _ = &mut serial_wait, if serial_waiting => {
                 serial_waiting = false;
                 if portal_tx.borrow().is_none() {
-                    match portal::from_network_interface() {
+                    match tokio::task::spawn_blocking(portal::from_network_interface).await.ok().flatten() {
                         Some(p) => {
                             info!(portal_id = %p, "no retained {} yet: portal id from the network interface's MAC address, as velib does", portal::SERIAL_SUBSCRIPTION);
                             publish_presence(&mqtt, &Some(p.clone()));
@@ -455,7 +455,9 @@ async fn find_portal_id(config: &Config, bus: &BusAddress) -> Option<PortalId> {
     if let Some(p) = &config.portal_id {
         return Some(p.clone());
     }
-    if let Some(p) = portal::from_file(Path::new(VENUS_UNIQUE_ID_FILE)) {
+    let from_file =
+        tokio::task::spawn_blocking(|| portal::from_file(Path::new(VENUS_UNIQUE_ID_FILE)));
+    if let Some(p) = from_file.await.ok().flatten() {
         return Some(p);
     }
     let conn = bus.connect().await.ok()?;
