@@ -3,7 +3,7 @@
 //! file and the driver's presence topic. The only module that knows them all.
 //!
 //! Every message from the broker is handled inside a panic boundary
-//! ([`contained`]); each device's own work has its boundary in its task
+//! (`contained`); each device's own work has its boundary in its task
 //! ([`crate::device::failure`]). Replays go through the quarantine
 //! ([`crate::replay`]).
 

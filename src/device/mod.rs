@@ -39,7 +39,7 @@ use crate::ids::ServiceId;
 use crate::protocol::{ProxyRequest, Status, ValuesMessage};
 pub use budget::{ServiceBudget, ServiceSlot};
 use failure::Origin;
-pub use machine::{Liveness, RESTORE_GRACE};
+
 pub use task::{spawn, DeviceContext, DeviceHandle, CONCURRENT_REGISTRATIONS};
 
 /// Events queued per device; past this the registry drops messages of that
@@ -81,7 +81,7 @@ pub struct Announce {
     pub payload: serde_json::Value,
     /// Remembered in the state file from before the daemon's restart, not
     /// sent now: registered again, and removed if the device shows no sign of
-    /// life within its timeout (or [`RESTORE_GRACE`]) of the broker being there.
+    /// life within its timeout (or [`machine::RESTORE_GRACE`]) of the broker being there.
     pub restored: bool,
 }
 

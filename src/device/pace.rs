@@ -4,7 +4,7 @@
 //! parses would queue every other device's messages behind its own, at the broker.
 //!
 //! Past its rate, a device's messages wait unparsed, to be taken at the next free slots, and a
-//! waiting message is dropped only when a newer one carries the same paths (its [`Shape`]):
+//! waiting message is dropped only when a newer one carries the same paths (its `Shape`):
 //! applying the newer one alone then ends where applying both would have. A device that
 //! floods full snapshots thus costs one skim per message, and a device that floods partial
 //! updates (one service or one path per message) still has the newest value of every path
