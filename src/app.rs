@@ -394,7 +394,7 @@ async fn replay(
                     registry,
                     replays,
                     mqtt,
-                    |r| r.restore(&saved, key.clone(), Some(ticket)),
+                    |r| r.restore(saved, key.clone(), Some(ticket)),
                 )
                 .await
             }

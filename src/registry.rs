@@ -114,7 +114,7 @@ impl Registry {
     /// Registers a device remembered in the state file, as if its Status had
     /// just arrived; it is removed again if it shows no sign of life. `key` is
     /// its Status' key in the quarantine ([`crate::replay::Replay::key`]).
-    pub fn restore(&mut self, saved: &SavedDevice, key: MessageKey, ticket: Option<Ticket>) {
+    pub fn restore(&mut self, saved: SavedDevice, key: MessageKey, ticket: Option<Ticket>) {
         let Some(client) = self.client_for(&saved.client_id, "Status") else {
             return;
         };
@@ -124,7 +124,7 @@ impl Registry {
             ticket,
         };
         match Status::from_json(client.raw(), &saved.status) {
-            Ok(status) => self.on_status(client, status, saved.status.clone(), origin, true),
+            Ok(status) => self.on_status(client, status, saved.status, origin, true),
             Err(r) => self.reject(client.raw(), "Status", &r),
         }
     }
