@@ -3,7 +3,7 @@
 //! file and the driver's presence topic. The only module that knows them all.
 //!
 //! Every message from the broker is handled inside a panic boundary
-//! ([`contained`]); each device's own work has its boundary in its task
+//! (`contained`); each device's own work has its boundary in its task
 //! ([`crate::device::failure`]). Replays go through the quarantine
 //! ([`crate::replay`]).
 
@@ -21,17 +21,18 @@
 use crate::catalog::Catalog;
 use crate::config::{BusChoice, Config, VENUS_UNIQUE_ID_FILE};
 use crate::dbus::BusAddress;
+use crate::device::error_reply::{self, Failure};
 use crate::device::{DeviceContext, ServiceBudget};
 use crate::health::{self, Health};
 use crate::ids::PortalId;
 use crate::mqtt::{self, Inbound, Message, MqttHandle, Will};
 use crate::persist::{self, SavedDevice};
 use crate::portal;
-use crate::protocol::{self, DeviceTopic, Rejection, RejectionCode};
+use crate::protocol::DeviceTopic;
 use crate::pyjson;
 use crate::quarantine::MessageKey;
 use crate::registry::Registry;
-use crate::replay::{Next, Replay, Replays};
+use crate::replay::{restore_key, Next, Replay, Replays};
 use crate::settings::SettingsClient;
 use crate::state::StateStore;
 use anyhow::{Context, Result};
@@ -109,8 +110,14 @@ pub async fn run_with(
         "dbus-mqtt-devices starting"
     );
 
-    crate::data_dir::adopt_legacy_files(&config.data_dir);
-    let (catalog, errors) = Catalog::load(Some(&config.data_dir.join(CATALOG_FILE)));
+    // Files are read off the runtime thread, here as everywhere.
+    let dir = config.data_dir.clone();
+    let (catalog, errors) = tokio::task::spawn_blocking(move || {
+        crate::data_dir::adopt_legacy_files(&dir);
+        Catalog::load(Some(&dir.join(CATALOG_FILE)))
+    })
+    .await
+    .context("reading the catalog")?;
     for e in errors {
         warn!("catalog override: {e}");
     }
@@ -155,8 +162,13 @@ pub async fn run_with(
         cancel.clone(),
     );
 
-    let saved = load_state(&config.data_dir);
-    let (mut replays, newly_set_aside) = Replays::open(&config.data_dir, env!("CARGO_PKG_VERSION"));
+    let dir = config.data_dir.clone();
+    let (saved, (mut replays, newly_set_aside)) = tokio::task::spawn_blocking(move || {
+        let saved = load_state(&dir);
+        (saved, Replays::open(&dir, env!("CARGO_PKG_VERSION")))
+    })
+    .await
+    .context("reading the state and quarantine files")?;
     let (state, _state_task) = StateStore::start(config.data_dir.clone(), saved.clone());
     let (failures_tx, mut failures) = mpsc::unbounded_channel();
     let ctx = Arc::new(DeviceContext {
@@ -182,7 +194,7 @@ pub async fn run_with(
             topic = %entry.key.topic,
             "the daemon stopped while handling this message last time; it is set aside and not handled again"
         );
-        answer_internal_error(&mqtt, &entry.key, Failed::Before(&entry.reason));
+        answer_internal_error(&mqtt, &entry.key, Failure::Before(&entry.reason));
     }
     if !saved.is_empty() {
         info!(
@@ -190,12 +202,9 @@ pub async fn run_with(
             "restoring devices from the state file"
         );
     }
-    let restores = saved
-        .iter()
-        .map(|d| Replay::Restore(Registry::restore_message(d)))
-        .collect();
-    let next = replays.admit(restores);
-    replay(next, &mut registry, &mut replays, &mqtt, &state);
+    let restores = saved.iter().map(|d| Replay::Restore(d.clone())).collect();
+    let next = replays.admit(restores).await;
+    replay(next, &mut registry, &mut replays, &mqtt, &state).await;
 
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     // Armed only while a device's Values wait for their slot (see device::pace).
@@ -211,7 +220,7 @@ pub async fn run_with(
             _ = &mut serial_wait, if serial_waiting => {
                 serial_waiting = false;
                 if portal_tx.borrow().is_none() {
-                    match portal::from_network_interface() {
+                    match tokio::task::spawn_blocking(portal::from_network_interface).await.ok().flatten() {
                         Some(p) => {
                             info!(portal_id = %p, "no retained {} yet: portal id from the network interface's MAC address, as velib does", portal::SERIAL_SUBSCRIPTION);
                             publish_presence(&mqtt, &Some(p.clone()));
@@ -235,23 +244,23 @@ pub async fn run_with(
                         }
                     }
                     if m.retained {
-                        let next = replays.admit(vec![Replay::Retained(m)]);
-                        replay(next, &mut registry, &mut replays, &mqtt, &state);
+                        let next = replays.admit(vec![Replay::Retained(m)]).await;
+                        replay(next, &mut registry, &mut replays, &mqtt, &state).await;
                     } else {
                         replays.superseded(&m.topic);
-                        contained(&m, &mut registry, &mut replays, &mqtt, |r| r.handle(&m, None));
+                        contained(&m, &mut registry, &mut replays, &mqtt, |r| r.handle(&m, None)).await;
                     }
                 }
             },
             Some(failure) = failures.recv() => {
                 registry.on_failure(&failure);
                 if let Some(key) = failure.key {
-                    replays.set_aside(key, failure.reason);
+                    replays.set_aside(key, failure.reason).await;
                 }
             }
             id = replays.completed() => {
-                let next = replays.complete(id);
-                replay(next, &mut registry, &mut replays, &mqtt, &state);
+                let next = replays.complete(id).await;
+                replay(next, &mut registry, &mut replays, &mqtt, &state).await;
             }
             _ = housekeeping.tick() => {
                 registry.prune();
@@ -273,7 +282,7 @@ pub async fn run_with(
     mqtt.publish(PRESENCE_TOPIC, presence_payload(false, None), true);
     registry.shutdown().await;
     state.sync().await;
-    replays.close();
+    replays.close().await;
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_millis(600), mqtt_task).await;
     info!("stopped");
@@ -307,8 +316,29 @@ fn load_state(dir: &Path) -> Vec<SavedDevice> {
 /// Handles a message, containing a panic of the registry: the message is set
 /// aside, the device (if registered) loses its services and is told
 /// `internal_error`; the daemon and the other devices go on.
-fn contained(
+async fn contained(
     message: &Message,
+    registry: &mut Registry,
+    replays: &mut Replays,
+    mqtt: &MqttHandle,
+    handle: impl FnOnce(&mut Registry),
+) {
+    contain(
+        &message.topic,
+        || MessageKey::of(&message.topic, &message.payload),
+        registry,
+        replays,
+        mqtt,
+        handle,
+    )
+    .await
+}
+
+/// [`contained`] for any message on `topic`, with `key` its key in the quarantine
+/// (computed only when the message is blamed).
+async fn contain(
+    topic: &str,
+    key: impl FnOnce() -> MessageKey,
     registry: &mut Registry,
     replays: &mut Replays,
     mqtt: &MqttHandle,
@@ -318,18 +348,18 @@ fn contained(
         return;
     };
     let reason = crate::device::failure::panic_message(payload.as_ref());
-    let key = MessageKey::of(&message.topic, &message.payload);
+    let key = key();
     error!(
         client_id = %key.client_id().unwrap_or("?"),
-        topic = %message.topic,
+        topic,
         reason,
         "internal error while handling a message; it is set aside, other devices are not affected"
     );
-    answer_internal_error(mqtt, &key, Failed::Now(&reason));
+    answer_internal_error(mqtt, &key, Failure::Now(&reason));
     if let Some(client) = key.client_id() {
         registry.drop_client(client);
     }
-    replays.set_aside(key, reason);
+    replays.set_aside(key, reason).await;
 }
 
 /// Takes the Values that waited for their slot, containing a panic as
@@ -347,7 +377,7 @@ fn contained_paced(registry: &mut Registry) {
 
 /// Handles replays as the quarantine says: the set-aside ones are logged and
 /// answered, the others handled with their journal tickets.
-fn replay(
+async fn replay(
     next: Vec<Next>,
     registry: &mut Registry,
     replays: &mut Replays,
@@ -356,11 +386,20 @@ fn replay(
 ) {
     for n in next {
         match n {
-            Next::Handle(Replay::Restore(m), ticket) => {
-                contained(&m, registry, replays, mqtt, |r| r.restore(&m, Some(ticket)))
+            Next::Handle(Replay::Restore(saved), ticket) => {
+                let key = restore_key(&saved);
+                contain(
+                    &key.topic,
+                    || key.clone(),
+                    registry,
+                    replays,
+                    mqtt,
+                    |r| r.restore(saved, key.clone(), Some(ticket)),
+                )
+                .await
             }
             Next::Handle(Replay::Retained(m), ticket) => {
-                contained(&m, registry, replays, mqtt, |r| r.handle(&m, Some(ticket)))
+                contained(&m, registry, replays, mqtt, |r| r.handle(&m, Some(ticket))).await
             }
             Next::SetAside(replay, reason) => {
                 let key = replay.key();
@@ -370,7 +409,7 @@ fn replay(
                     reason,
                     "a message that made the daemon fail before is not handled again"
                 );
-                answer_internal_error(mqtt, &key, Failed::Before(&reason));
+                answer_internal_error(mqtt, &key, Failure::Before(&reason));
                 if let (Replay::Restore(_), Some(client)) = (&replay, key.client_id()) {
                     state.remove(client);
                 }
@@ -379,33 +418,11 @@ fn replay(
     }
 }
 
-/// How the device is told about a message that made the daemon fail.
-enum Failed<'a> {
-    /// Just now (a panic caught in the registry).
-    Now(&'a str),
-    /// Before (a replay that is set aside).
-    Before(&'a str),
-}
-
 /// `device/<id>/Error` `internal_error` about the message `key`.
-fn answer_internal_error(mqtt: &MqttHandle, key: &MessageKey, failed: Failed<'_>) {
-    let Some(client) = key.client_id() else {
-        return;
-    };
-    let message = match failed {
-        Failed::Now(reason) => format!(
-            "the daemon failed while handling this message ({reason}); the device's services were removed and the message is not handled again after a restart. This is a defect of the daemon: please report it. Send a Status to register again."
-        ),
-        Failed::Before(reason) => format!(
-            "this message made the daemon fail before ({reason}); it is set aside and not handled again. This is a defect of the daemon: please report it. Send a Status to register again."
-        ),
-    };
-    let rejection = Rejection::new(RejectionCode::InternalError, message);
-    mqtt.publish(
-        &protocol::device_topic(client, "Error"),
-        protocol::error_reply(&rejection, &key.topic),
-        false,
-    );
+fn answer_internal_error(mqtt: &MqttHandle, key: &MessageKey, failure: Failure<'_>) {
+    if let Some(client) = key.client_id() {
+        error_reply::internal_error(mqtt, client, &key.topic, failure);
+    }
 }
 
 fn health_of(
@@ -438,7 +455,9 @@ async fn find_portal_id(config: &Config, bus: &BusAddress) -> Option<PortalId> {
     if let Some(p) = &config.portal_id {
         return Some(p.clone());
     }
-    if let Some(p) = portal::from_file(Path::new(VENUS_UNIQUE_ID_FILE)) {
+    let from_file =
+        tokio::task::spawn_blocking(|| portal::from_file(Path::new(VENUS_UNIQUE_ID_FILE)));
+    if let Some(p) = from_file.await.ok().flatten() {
         return Some(p);
     }
     let conn = bus.connect().await.ok()?;

@@ -13,7 +13,8 @@
 //! - `app`: wires everything together and owns shutdown.
 //! - `mqtt`: the broker connection (rumqttc), reconnects and resubscribes.
 //! - `registry`: client id → device task; parses and refuses device input.
-//! - `device`: one device's task: registration, reconcile, values, liveness.
+//! - `device`: one device: a state machine with no I/O (registration, reconcile, values,
+//!   liveness) and the task that carries out what it decides.
 //! - `atomic_file`: replacing a file atomically (temporary file, rename) and syncing it.
 //! - `persist`: the state file that survives a restart of the daemon.
 //! - `state`: the record of connected devices, written through to the state file

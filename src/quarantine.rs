@@ -65,6 +65,12 @@ impl MessageKey {
         }
     }
 
+    /// The key of a JSON payload on `topic`: that of its compact text (`Value::to_string`),
+    /// so that a Status restored from the state file has the key it had in earlier versions.
+    pub fn of_json(topic: &str, payload: &serde_json::Value) -> MessageKey {
+        MessageKey::of(topic, payload.to_string().as_bytes())
+    }
+
     /// The client id in a `device/<id>/<kind>` topic, for logs and answers.
     pub fn client_id(&self) -> Option<&str> {
         let rest = self.topic.strip_prefix("device/")?;
@@ -183,7 +189,8 @@ impl Quarantine {
             }
             _several => q.isolating = true,
         }
-        q.write();
+        let result = write_file(&q.dir, &q.file());
+        q.written(result);
         (q, newly)
     }
 
@@ -202,7 +209,7 @@ impl Quarantine {
     }
 
     /// Puts replays in flight (one write for all); each ticket takes its replay out again.
-    pub fn begin(&mut self, keys: &[MessageKey]) -> Vec<Ticket> {
+    pub async fn begin(&mut self, keys: &[MessageKey]) -> Vec<Ticket> {
         let tickets = keys
             .iter()
             .map(|key| {
@@ -216,7 +223,7 @@ impl Quarantine {
             })
             .collect();
         if !keys.is_empty() {
-            self.write();
+            self.write().await;
         }
         tickets
     }
@@ -236,13 +243,13 @@ impl Quarantine {
     }
 
     /// Takes completed replays out of the journal (one write for all).
-    pub fn end(&mut self, ids: &[u64]) {
+    pub async fn end(&mut self, ids: &[u64]) {
         let mut changed = false;
         for id in ids {
             changed |= self.in_flight.remove(id).is_some();
         }
         if changed {
-            self.write();
+            self.write().await;
         }
     }
 
@@ -252,19 +259,19 @@ impl Quarantine {
     }
 
     /// Sets a message aside after it made the daemon fail (a caught panic).
-    pub fn set_aside(&mut self, key: MessageKey, reason: String) {
+    pub async fn set_aside(&mut self, key: MessageKey, reason: String) {
         self.remember(SetAside {
             key,
             reason,
             at: now(),
         });
-        self.write();
+        self.write().await;
     }
 
     /// A clean stop: nothing in flight is to blame.
-    pub fn close(mut self) {
+    pub async fn close(mut self) {
         self.in_flight.clear();
-        self.write();
+        self.write().await;
     }
 
     fn remember(&mut self, entry: SetAside) {
@@ -274,31 +281,50 @@ impl Quarantine {
         self.set_aside.drain(..excess);
     }
 
-    fn write(&mut self) {
-        let file = QuarantineFile {
+    /// What the file holds now.
+    fn file(&self) -> QuarantineFile {
+        QuarantineFile {
             format: FORMAT,
             version: self.version.clone(),
             set_aside: self.set_aside.clone(),
             in_flight: self.in_flight.values().cloned().collect(),
-        };
-        let empty = file.set_aside.is_empty() && file.in_flight.is_empty();
-        let path = self.dir.join(QUARANTINE_FILE);
-        let result = if empty {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
-        } else {
-            replace(&path, &file)
-        };
+        }
+    }
+
+    /// Writes the file on the blocking pool, and waits until it is in place: a replay is
+    /// handled only once the journal has it.
+    async fn write(&mut self) {
+        let (dir, file) = (self.dir.clone(), self.file());
+        let result = tokio::task::spawn_blocking(move || write_file(&dir, &file))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        self.written(result);
+    }
+
+    /// Logs a failed write once, until one succeeds again.
+    fn written(&mut self, result: std::io::Result<()>) {
         match result {
             Ok(()) => self.warned = false,
             Err(e) if !self.warned => {
                 self.warned = true;
+                let path = self.dir.join(QUARANTINE_FILE);
                 warn!(path = %path.display(), error = %e, "could not write the quarantine file; a message that crashes the daemon may crash it again after a restart");
             }
             Err(_) => {}
         }
+    }
+}
+
+/// Replaces the file in `dir` with `file`, or removes it when there is nothing to keep.
+fn write_file(dir: &Path, file: &QuarantineFile) -> std::io::Result<()> {
+    let path = dir.join(QUARANTINE_FILE);
+    if file.set_aside.is_empty() && file.in_flight.is_empty() {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    } else {
+        replace(&path, file)
     }
 }
 
@@ -336,12 +362,12 @@ mod tests {
         assert_eq!(key(1).client_id(), Some("d1"));
     }
 
-    #[test]
-    fn a_replay_in_flight_at_a_crash_is_set_aside_at_the_next_start() {
+    #[tokio::test]
+    async fn a_replay_in_flight_at_a_crash_is_set_aside_at_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
         let (mut q, newly) = Quarantine::open(dir.path(), "1");
         assert!(newly.is_empty());
-        let tickets = q.begin(&[key(1)]);
+        let tickets = q.begin(&[key(1)]).await;
         // The process dies: the ticket is never dropped.
         std::mem::forget(tickets);
         drop(q);
@@ -352,61 +378,62 @@ mod tests {
         assert_eq!(q.verdict(&key(2)), Verdict::Handle);
     }
 
-    #[test]
-    fn several_in_flight_are_isolated_then_the_one_in_flight_alone_is_blamed() {
+    #[tokio::test]
+    async fn several_in_flight_are_isolated_then_the_one_in_flight_alone_is_blamed() {
         let dir = tempfile::tempdir().unwrap();
         let (mut q, _) = Quarantine::open(dir.path(), "1");
-        std::mem::forget(q.begin(&[key(1), key(2), key(3)]));
+        std::mem::forget(q.begin(&[key(1), key(2), key(3)]).await);
         drop(q);
         let (mut q, newly) = Quarantine::open(dir.path(), "1");
         assert!(newly.is_empty());
         assert!(q.isolating());
         assert_eq!(q.verdict(&key(2)), Verdict::Handle);
         // Replayed alone: 1 is fine, 2 crashes.
-        drop(q.begin(&[key(1)]));
+        drop(q.begin(&[key(1)]).await);
         let id = q.try_completed().unwrap();
-        q.end(&[id]);
-        std::mem::forget(q.begin(&[key(2)]));
+        q.end(&[id]).await;
+        std::mem::forget(q.begin(&[key(2)]).await);
         drop(q);
         let (q, newly) = Quarantine::open(dir.path(), "1");
         assert_eq!(newly.iter().map(|s| &s.key).collect::<Vec<_>>(), [&key(2)]);
         assert_eq!(q.verdict(&key(1)), Verdict::Handle);
     }
 
-    #[test]
-    fn handled_replays_and_a_clean_stop_leave_nothing() {
+    #[tokio::test]
+    async fn handled_replays_and_a_clean_stop_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (mut q, _) = Quarantine::open(dir.path(), "1");
-        let tickets = q.begin(&[key(1), key(2)]);
+        let tickets = q.begin(&[key(1), key(2)]).await;
         drop(tickets);
         let ids: Vec<u64> = std::iter::from_fn(|| q.try_completed()).collect();
-        q.end(&ids);
+        q.end(&ids).await;
         assert_eq!(q.in_flight(), 0);
-        std::mem::forget(q.begin(&[key(3)]));
-        q.close();
+        std::mem::forget(q.begin(&[key(3)]).await);
+        q.close().await;
         assert!(!dir.path().join(QUARANTINE_FILE).exists());
         let (_, newly) = Quarantine::open(dir.path(), "1");
         assert!(newly.is_empty());
     }
 
-    #[test]
-    fn a_new_version_forgets_everything() {
+    #[tokio::test]
+    async fn a_new_version_forgets_everything() {
         let dir = tempfile::tempdir().unwrap();
         let (mut q, _) = Quarantine::open(dir.path(), "1");
-        q.set_aside(key(1), "panic".into());
-        std::mem::forget(q.begin(&[key(2)]));
+        q.set_aside(key(1), "panic".into()).await;
+        std::mem::forget(q.begin(&[key(2)]).await);
         drop(q);
         let (q, newly) = Quarantine::open(dir.path(), "2");
         assert!(newly.is_empty());
         assert_eq!(q.verdict(&key(1)), Verdict::Handle);
     }
 
-    #[test]
-    fn the_list_is_bounded() {
+    #[tokio::test]
+    async fn the_list_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let (mut q, _) = Quarantine::open(dir.path(), "1");
         for n in 0..=MAX_SET_ASIDE as u16 {
-            q.set_aside(MessageKey::of("t", &n.to_le_bytes()), "x".into());
+            q.set_aside(MessageKey::of("t", &n.to_le_bytes()), "x".into())
+                .await;
         }
         assert_eq!(q.set_aside.len(), MAX_SET_ASIDE);
         assert_eq!(

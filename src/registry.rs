@@ -18,7 +18,8 @@
     clippy::unimplemented
 )]
 
-use crate::device::failure::{leaf, DeviceFailure, Origin};
+use crate::device::error_reply;
+use crate::device::failure::{leaf, Blame, DeviceFailure, Origin};
 use crate::device::overflow::ValuesOverflow;
 use crate::device::pace::{Offer, Pace};
 use crate::device::{self, Announce, DeviceContext, DeviceEvent, Envelope};
@@ -27,10 +28,10 @@ use crate::ids::ClientId;
 use crate::mqtt::Message;
 use crate::persist::SavedDevice;
 use crate::protocol::{
-    self, device_topic, DeviceTopic, MessageKind, ProxyRequest, Rejection, RejectionCode, Status,
-    ValuesMessage,
+    DeviceTopic, MessageKind, ProxyRequest, Rejection, RejectionCode, Status, ValuesMessage,
 };
-use crate::quarantine::Ticket;
+use crate::quarantine::{MessageKey, Ticket};
+use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,20 +111,22 @@ impl Registry {
         }
     }
 
-    /// The message a remembered device is restored from.
-    pub fn restore_message(saved: &SavedDevice) -> Message {
-        Message {
-            topic: device_topic(&saved.client_id, "Status"),
-            payload: saved.status.to_string().into_bytes().into(),
-            retained: false,
-        }
-    }
-
     /// Registers a device remembered in the state file, as if its Status had
-    /// just arrived; it is removed again if it shows no sign of life.
-    /// `message` is [`Registry::restore_message`] of it.
-    pub fn restore(&mut self, message: &Message, ticket: Option<Ticket>) {
-        self.dispatch(message, ticket, true);
+    /// just arrived; it is removed again if it shows no sign of life. `key` is
+    /// its Status' key in the quarantine ([`crate::replay::Replay::key`]).
+    pub fn restore(&mut self, saved: SavedDevice, key: MessageKey, ticket: Option<Ticket>) {
+        let Some(client) = self.client_for(&saved.client_id, "Status") else {
+            return;
+        };
+        let origin = Origin {
+            kind: MessageKind::Status,
+            message: Blame::Saved(key),
+            ticket,
+        };
+        match Status::from_json(client.raw(), &saved.status) {
+            Ok(status) => self.on_status(client, status, saved.status, origin, true),
+            Err(r) => self.reject(client.raw(), "Status", &r),
+        }
     }
 
     /// Forgets devices whose task ended by itself (a restored device that
@@ -181,10 +184,6 @@ impl Registry {
     /// Handles one message from the broker; `ticket` (a replay's journal
     /// entry) goes with it to the device and is dropped once it is handled.
     pub fn handle(&mut self, message: &Message, ticket: Option<Ticket>) {
-        self.dispatch(message, ticket, false);
-    }
-
-    fn dispatch(&mut self, message: &Message, ticket: Option<Ticket>, restored: bool) {
         if let Some(route) = self.lwt.get(&message.topic) {
             if message.payload.as_ref() == route.value.as_bytes() {
                 let legal = route.legal.clone();
@@ -203,35 +202,21 @@ impl Registry {
             return;
         }
         let kind_name = leaf(topic.kind);
-        let client = match ClientId::parse(topic.client_id) {
-            Ok(c) => c,
-            Err(e) => {
-                let rejection = Rejection::new(RejectionCode::InvalidClientId, e.to_string());
-                self.reject(topic.client_id, kind_name, &rejection);
-                return;
-            }
+        let Some(client) = self.client_for(topic.client_id, kind_name) else {
+            return;
         };
-        if let Some(existing) = self.devices.get(client.legal()) {
-            if existing.client != client {
-                let rejection = Rejection::new(
-                    RejectionCode::InvalidClientId,
-                    format!(
-                        "client id maps to {:?}, already used by the connected device {:?}",
-                        client.legal(),
-                        existing.client.raw()
-                    ),
-                );
-                self.reject(client.raw(), kind_name, &rejection);
-                return;
-            }
-        }
         let origin = Origin {
             kind: topic.kind,
-            payload: message.payload.clone(),
+            message: Blame::Received(message.payload.clone()),
             ticket,
         };
         match topic.kind {
-            MessageKind::Status => self.on_status(client, origin, restored),
+            MessageKind::Status => {
+                match Status::parse_keeping_json(client.raw(), &message.payload) {
+                    Ok((status, json)) => self.on_status(client, status, json, origin, false),
+                    Err(r) => self.reject(client.raw(), "Status", &r),
+                }
+            }
             MessageKind::Proxy => match ProxyRequest::parse(&message.payload) {
                 Ok(p) => self.route(&client, DeviceEvent::Proxy(p), origin),
                 Err(r) => self.reject(client.raw(), kind_name, &r),
@@ -246,18 +231,52 @@ impl Registry {
                         }
                         self.paced.insert(client.legal().to_owned());
                         if let Some(oldest) = pushed_out {
-                            self.values(&client, Origin::new(MessageKind::Values, oldest));
+                            self.values(&client, oldest, None);
                         }
                         return;
                     }
                 }
-                self.values(&client, origin);
+                self.values(&client, message.payload.clone(), origin.ticket);
             }
         }
     }
 
-    fn values(&mut self, client: &ClientId, origin: Origin) {
-        match ValuesMessage::parse(&origin.payload) {
+    /// The client id of a message on `device/<client_raw>/<kind>`, unless it is
+    /// refused (not a usable id, or one whose D-Bus form another device has).
+    fn client_for(&self, client_raw: &str, kind: &str) -> Option<ClientId> {
+        let client = match ClientId::parse(client_raw) {
+            Ok(c) => c,
+            Err(e) => {
+                let rejection = Rejection::new(RejectionCode::InvalidClientId, e.to_string());
+                self.reject(client_raw, kind, &rejection);
+                return None;
+            }
+        };
+        if let Some(existing) = self.devices.get(client.legal()) {
+            if existing.client != client {
+                let rejection = Rejection::new(
+                    RejectionCode::InvalidClientId,
+                    format!(
+                        "client id maps to {:?}, already used by the connected device {:?}",
+                        client.legal(),
+                        existing.client.raw()
+                    ),
+                );
+                self.reject(client.raw(), kind, &rejection);
+                return None;
+            }
+        }
+        Some(client)
+    }
+
+    fn values(&mut self, client: &ClientId, payload: Bytes, ticket: Option<Ticket>) {
+        let parsed = ValuesMessage::parse(&payload);
+        let origin = Origin {
+            kind: MessageKind::Values,
+            message: Blame::Received(payload),
+            ticket,
+        };
+        match parsed {
             Ok(v) => self.route_values(client, v, origin),
             Err(r) => self.reject(client.raw(), "Values", &r),
         }
@@ -284,19 +303,19 @@ impl Registry {
             }
             let client = entry.client.clone();
             for payload in due {
-                self.values(&client, Origin::new(MessageKind::Values, payload));
+                self.values(&client, payload, None);
             }
         }
     }
 
-    fn on_status(&mut self, client: ClientId, origin: Origin, restored: bool) {
-        let status = match Status::parse(client.raw(), &origin.payload) {
-            Ok(s) => s,
-            Err(r) => {
-                self.reject(client.raw(), "Status", &r);
-                return;
-            }
-        };
+    fn on_status(
+        &mut self,
+        client: ClientId,
+        status: Status,
+        payload: serde_json::Value,
+        origin: Origin,
+        restored: bool,
+    ) {
         fault::inject(fault::Stage::Registry, status.version.as_ref());
         if !status.connected {
             if self.devices.contains_key(client.legal()) {
@@ -340,7 +359,6 @@ impl Registry {
             );
         }
         self.update_lwt(&client, status.lwt.clone());
-        let payload = serde_json::from_slice(&origin.payload).unwrap_or_default();
         let announce = Announce {
             status,
             payload,
@@ -454,15 +472,7 @@ impl Registry {
     }
 
     fn reject(&self, raw_client: &str, kind: &str, rejection: &Rejection) {
-        let topic = device_topic(raw_client, kind);
-        warn!(client_id = %raw_client, topic, "rejected: {rejection}");
-        if !raw_client.is_empty() {
-            self.ctx.mqtt.publish(
-                &device_topic(raw_client, "Error"),
-                protocol::error_reply(rejection, &topic),
-                false,
-            );
-        }
+        error_reply::reject(&self.ctx.mqtt, raw_client, kind, rejection);
     }
 
     /// Removes every device from D-Bus; waits a bounded time.

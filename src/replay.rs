@@ -15,6 +15,8 @@
 )]
 
 use crate::mqtt::Message;
+use crate::persist::SavedDevice;
+use crate::protocol::device_topic;
 use crate::quarantine::{MessageKey, Quarantine, SetAside, Ticket, Verdict};
 use std::collections::VecDeque;
 use std::path::Path;
@@ -22,25 +24,33 @@ use std::path::Path;
 /// A message handled again rather than sent now.
 #[derive(Debug, Clone)]
 pub enum Replay {
-    /// A Status remembered in the state file (see [`crate::registry::Registry::restore_message`]).
-    Restore(Message),
+    /// A device remembered in the state file: its Status, already parsed.
+    Restore(SavedDevice),
     /// A retained message the broker delivered on subscribing.
     Retained(Message),
 }
 
 impl Replay {
-    /// The message.
-    pub fn message(&self) -> &Message {
+    /// The topic the message came (or would come) on.
+    pub fn topic(&self) -> String {
         match self {
-            Replay::Restore(m) | Replay::Retained(m) => m,
+            Replay::Restore(saved) => device_topic(&saved.client_id, "Status"),
+            Replay::Retained(m) => m.topic.clone(),
         }
     }
 
-    /// Its key in the quarantine.
+    /// Its key in the quarantine (a restored Status has the key of its compact text).
     pub fn key(&self) -> MessageKey {
-        let m = self.message();
-        MessageKey::of(&m.topic, &m.payload)
+        match self {
+            Replay::Restore(saved) => restore_key(saved),
+            Replay::Retained(m) => MessageKey::of(&m.topic, &m.payload),
+        }
     }
+}
+
+/// The key in the quarantine of a device restored from the state file: that of its Status.
+pub fn restore_key(saved: &SavedDevice) -> MessageKey {
+    MessageKey::of_json(&device_topic(&saved.client_id, "Status"), &saved.status)
 }
 
 /// What to do with a replay now.
@@ -75,7 +85,7 @@ impl Replays {
     }
 
     /// Takes replays that arrive now; returns what to do with each that can go now.
-    pub fn admit(&mut self, replays: Vec<Replay>) -> Vec<Next> {
+    pub async fn admit(&mut self, replays: Vec<Replay>) -> Vec<Next> {
         let mut next = Vec::new();
         let mut go = Vec::new();
         for replay in replays {
@@ -86,20 +96,20 @@ impl Replays {
             }
         }
         let keys: Vec<MessageKey> = go.iter().map(Replay::key).collect();
-        let tickets = self.quarantine.begin(&keys);
+        let tickets = self.quarantine.begin(&keys).await;
         next.extend(
             go.into_iter()
                 .zip(tickets)
                 .map(|(replay, ticket)| Next::Handle(replay, ticket)),
         );
-        next.extend(self.next_alone());
+        next.extend(self.next_alone().await);
         next
     }
 
     /// A live message on `topic` came: a replay of the same topic still waiting is older and
     /// must not overwrite it.
     pub fn superseded(&mut self, topic: &str) {
-        self.queue.retain(|r| r.message().topic != topic);
+        self.queue.retain(|r| r.topic() != topic);
     }
 
     /// Completes when a handled replay's ticket was dropped; returns its id.
@@ -109,19 +119,19 @@ impl Replays {
 
     /// Takes handled replays (`first` and any others completed since) out of the journal;
     /// returns the next replay to handle alone, if isolating.
-    pub fn complete(&mut self, first: u64) -> Vec<Next> {
+    pub async fn complete(&mut self, first: u64) -> Vec<Next> {
         let mut ids = vec![first];
         ids.extend(std::iter::from_fn(|| self.quarantine.try_completed()));
         if self.alone.is_some_and(|id| ids.contains(&id)) {
             self.alone = None;
         }
-        self.quarantine.end(&ids);
-        self.next_alone()
+        self.quarantine.end(&ids).await;
+        self.next_alone().await
     }
 
     /// While isolating and nothing is handled alone now: the next waiting replay to handle
     /// (after any that are set aside meanwhile).
-    fn next_alone(&mut self) -> Vec<Next> {
+    async fn next_alone(&mut self) -> Vec<Next> {
         let mut next = Vec::new();
         if self.alone.is_some() {
             return next;
@@ -131,7 +141,7 @@ impl Replays {
                 next.push(Next::SetAside(replay, reason));
                 continue;
             }
-            if let Some(ticket) = self.quarantine.begin(&[replay.key()]).pop() {
+            if let Some(ticket) = self.quarantine.begin(&[replay.key()]).await.pop() {
                 self.alone = Some(ticket.id());
                 next.push(Next::Handle(replay, ticket));
             }
@@ -141,8 +151,8 @@ impl Replays {
     }
 
     /// Sets a message aside after it made the daemon fail (a caught panic).
-    pub fn set_aside(&mut self, key: MessageKey, reason: String) {
-        self.quarantine.set_aside(key, reason);
+    pub async fn set_aside(&mut self, key: MessageKey, reason: String) {
+        self.quarantine.set_aside(key, reason).await;
     }
 
     /// Replays in the journal now.
@@ -151,8 +161,8 @@ impl Replays {
     }
 
     /// A clean stop: nothing in flight is to blame.
-    pub fn close(self) {
-        self.quarantine.close();
+    pub async fn close(self) {
+        self.quarantine.close().await;
     }
 }
 
@@ -177,17 +187,19 @@ mod tests {
     fn handled(next: &[Next]) -> Vec<String> {
         next.iter()
             .filter_map(|n| match n {
-                Next::Handle(r, _) => Some(r.message().topic.clone()),
+                Next::Handle(r, _) => Some(r.topic()),
                 Next::SetAside(..) => None,
             })
             .collect()
     }
 
     /// A data directory whose last run died with `ids` in flight.
-    fn crashed_with(ids: &[&str]) -> tempfile::TempDir {
+    async fn crashed_with(ids: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let (mut replays, _) = Replays::open(dir.path(), "1");
-        let next = replays.admit(ids.iter().map(|id| retained(id)).collect());
+        let next = replays
+            .admit(ids.iter().map(|id| retained(id)).collect())
+            .await;
         // The process dies: no ticket is ever dropped.
         std::mem::forget(next);
         std::mem::forget(replays);
@@ -195,21 +207,48 @@ mod tests {
     }
 
     #[test]
-    fn replays_go_side_by_side_normally() {
+    fn a_restored_device_has_the_topic_and_key_its_status_had() {
+        let status =
+            serde_json::json!({"clientId": "a", "connected": 1, "services": {"t1": "tank"}});
+        let restore = Replay::Restore(SavedDevice {
+            client_id: "a".into(),
+            status: status.clone(),
+        });
+        assert_eq!(restore.topic(), "device/a/Status");
+        // FNV-1a 64 of `{"clientId":"a","connected":1,"services":{"t1":"tank"}}`, the text
+        // earlier versions replayed: what they set aside is still recognised.
+        assert_eq!(restore.key().digest, "3a9bb1b923ccb1d5");
+        assert_eq!(
+            restore.key(),
+            Replay::Retained(Message {
+                topic: "device/a/Status".into(),
+                payload: bytes::Bytes::from(
+                    r#"{"clientId":"a","connected":1,"services":{"t1":"tank"}}"#
+                ),
+                retained: true,
+            })
+            .key()
+        );
+    }
+
+    #[tokio::test]
+    async fn replays_go_side_by_side_normally() {
         let dir = tempfile::tempdir().unwrap();
         let (mut replays, newly) = Replays::open(dir.path(), "1");
         assert!(newly.is_empty());
-        let next = replays.admit(vec![retained("a"), retained("b")]);
+        let next = replays.admit(vec![retained("a"), retained("b")]).await;
         assert_eq!(handled(&next).len(), 2);
         assert_eq!(replays.in_flight(), 2);
     }
 
-    #[test]
-    fn after_a_crash_with_several_in_flight_they_go_one_at_a_time() {
-        let dir = crashed_with(&["a", "b", "c"]);
+    #[tokio::test]
+    async fn after_a_crash_with_several_in_flight_they_go_one_at_a_time() {
+        let dir = crashed_with(&["a", "b", "c"]).await;
         let (mut replays, newly) = Replays::open(dir.path(), "1");
         assert!(newly.is_empty(), "nobody to blame yet");
-        let next = replays.admit(vec![retained("a"), retained("b"), retained("c")]);
+        let next = replays
+            .admit(vec![retained("a"), retained("b"), retained("c")])
+            .await;
         assert_eq!(handled(&next), ["device/a/Status"]);
         // A live message for c supersedes its replay.
         replays.superseded("device/c/Status");
@@ -218,7 +257,7 @@ mod tests {
             Next::SetAside(..) => panic!("handled"),
         };
         drop(next);
-        let next = replays.complete(id);
+        let next = replays.complete(id).await;
         assert_eq!(handled(&next), ["device/b/Status"]);
         let id = match &next[0] {
             Next::Handle(_, ticket) => ticket.id(),
@@ -226,17 +265,17 @@ mod tests {
         };
         drop(next);
         // c was superseded: nothing is left.
-        assert!(replays.complete(id).is_empty());
+        assert!(replays.complete(id).await.is_empty());
         assert_eq!(replays.in_flight(), 0);
     }
 
-    #[test]
-    fn the_one_alone_in_flight_at_a_crash_is_set_aside() {
-        let dir = crashed_with(&["a"]);
+    #[tokio::test]
+    async fn the_one_alone_in_flight_at_a_crash_is_set_aside() {
+        let dir = crashed_with(&["a"]).await;
         let (mut replays, newly) = Replays::open(dir.path(), "1");
         assert_eq!(newly.len(), 1);
-        let next = replays.admit(vec![retained("a"), retained("b")]);
-        assert!(matches!(&next[0], Next::SetAside(r, _) if r.message().topic == "device/a/Status"));
+        let next = replays.admit(vec![retained("a"), retained("b")]).await;
+        assert!(matches!(&next[0], Next::SetAside(r, _) if r.topic() == "device/a/Status"));
         assert_eq!(handled(&next), ["device/b/Status"]);
     }
 }

@@ -31,24 +31,29 @@ use std::panic::AssertUnwindSafe;
 #[derive(Debug)]
 pub struct Origin {
     pub kind: MessageKind,
-    /// The payload as received (a cheap reference-counted copy).
-    pub payload: bytes::Bytes,
+    pub message: Blame,
     pub ticket: Option<Ticket>,
 }
 
-impl Origin {
-    /// An origin with no journal ticket.
-    pub fn new(kind: MessageKind, payload: bytes::Bytes) -> Origin {
-        Origin {
-            kind,
-            payload,
-            ticket: None,
-        }
-    }
+/// The message to blame.
+#[derive(Debug)]
+pub enum Blame {
+    /// A payload as received (a cheap reference-counted copy); its key is computed only
+    /// if it is ever blamed.
+    Received(bytes::Bytes),
+    /// A Status restored from the state file, by its key in the quarantine.
+    Saved(MessageKey),
+}
 
+impl Origin {
     /// The key of the message, as the quarantine knows it.
     pub fn key(&self, client: &ClientId) -> MessageKey {
-        MessageKey::of(&device_topic(client.raw(), leaf(self.kind)), &self.payload)
+        match &self.message {
+            Blame::Received(payload) => {
+                MessageKey::of(&device_topic(client.raw(), leaf(self.kind)), payload)
+            }
+            Blame::Saved(key) => key.clone(),
+        }
     }
 }
 

@@ -21,6 +21,7 @@
 
 use super::budget::ServiceSlot;
 use super::convert::json_to_value;
+use super::machine::Registered;
 use super::DeviceEvent;
 use crate::catalog::{PathSpec, ServiceType, ValueKind};
 use crate::dbus::{self, BusAddress, Item, Service, TextFormat, Value, ValueType};
@@ -70,16 +71,11 @@ pub struct Registration<'a> {
     pub slot: ServiceSlot,
 }
 
-/// A device service that is on D-Bus.
+/// A device service that is on D-Bus. What localsettings answered for it
+/// goes to the device's machine ([`Registered`]); this is what must be given back.
 pub struct DeviceService {
     pub id: ServiceId,
-    pub decl: ServiceDecl,
-    pub service_type: ServiceType,
-    pub unique: UniqueId,
-    pub instance: u32,
     pub service: Service,
-    /// D-Bus path (`/CustomName`) → localsettings path of each persisted path.
-    pub persisted: HashMap<String, String>,
     forwarders: Forwarders,
     _slot: ServiceSlot,
 }
@@ -87,6 +83,44 @@ pub struct DeviceService {
 /// The tasks that carry a service's D-Bus writes and settings changes to the device task;
 /// stopped when the service goes, however it goes.
 struct Forwarders(Vec<JoinHandle<()>>);
+
+impl Forwarders {
+    /// Carries the D-Bus writes of service `id` and the changes of its settings
+    /// (device instance included) to the device task.
+    fn start(
+        id: &ServiceId,
+        unique: &UniqueId,
+        writes: mpsc::Receiver<dbus::RemoteWrite>,
+        settings: &SettingsClient,
+        events: mpsc::Sender<DeviceEvent>,
+    ) -> Forwarders {
+        let service = id.clone();
+        let write_event = move |w: dbus::RemoteWrite| DeviceEvent::RemoteWrite {
+            service: service.clone(),
+            path: w.path,
+            value: w.value,
+        };
+        let service = id.clone();
+        let setting_event = move |c: settings::SettingChange| DeviceEvent::SettingChanged {
+            service: service.clone(),
+            path: c.path,
+            value: c.value,
+        };
+        Forwarders(vec![
+            forward(writes, events.clone(), write_event),
+            forward(
+                settings.subscribe(&unique.settings_prefix()),
+                events.clone(),
+                setting_event.clone(),
+            ),
+            forward(
+                settings.subscribe(&unique.instance_setting()),
+                events,
+                setting_event,
+            ),
+        ])
+    }
+}
 
 impl Drop for Forwarders {
     fn drop(&mut self) {
@@ -102,26 +136,15 @@ impl DeviceService {
         reg: Registration<'_>,
         decl: &ServiceDecl,
         service_type: &ServiceType,
-    ) -> Result<DeviceService, Error> {
+    ) -> Result<(DeviceService, Registered), Error> {
         let unique = UniqueId::new(reg.client, &decl.id);
-        let preferred = decl.instance.unwrap_or(service_type.preferred_instance);
-
-        // One AddSettings call: the instance first, then every persisted path.
-        let mut specs = vec![SettingSpec {
-            path: unique.instance_setting(),
-            default: Value::Str(format!("{}:{preferred}", service_type.name)),
-            min: None,
-            max: None,
-            silent: false,
-        }];
         let persisted_paths: Vec<&PathSpec> = service_type
             .paths
             .iter()
             .filter(|p| p.persist.is_some())
             .collect();
-        for spec in &persisted_paths {
-            specs.push(setting_spec(&unique, spec, decl, service_type));
-        }
+        // One AddSettings call: the instance first, then every persisted path.
+        let specs = setting_specs(&unique, decl, service_type, &persisted_paths);
         // While localsettings is away (restarting), the registration waits for it: an
         // instance is only ever what localsettings answered.
         let results = reg
@@ -132,48 +155,20 @@ impl DeviceService {
                 unique: unique.to_string(),
                 source,
             })?;
-
-        let instance_result = results.first();
-        let instance_text = match instance_result {
-            Some(r) if r.error == 0 => r.value.as_str().unwrap_or_default().to_owned(),
-            Some(r) => {
-                return Err(Error::Settings {
-                    unique: unique.to_string(),
-                    source: settings::Error::Rejected {
-                        path: r.path.clone(),
-                        code: r.error,
-                    },
-                })
-            }
-            None => String::new(),
-        };
-        let (class, instance) =
-            parse_class_and_instance(&instance_text).ok_or_else(|| Error::BadInstance {
-                path: unique.instance_setting(),
-                value: instance_text.clone(),
-            })?;
+        let (class, instance) = instance_of(&unique, results.first()).map_err(|e| *e)?;
         if class != service_type.name {
             warn!(
                 client_id = %reg.client, service_id = %decl.id, class, service_type = %service_type.name,
                 "localsettings holds another class for this device; keeping the declared type"
             );
         }
-
-        // Values of persisted paths: what localsettings holds; the default
-        // when it refused the setting (e.g. a type stored differently).
-        let mut stored: HashMap<String, Value> = HashMap::new();
-        let mut persisted = HashMap::new();
-        for (spec, result) in persisted_paths.iter().zip(results.iter().skip(1)) {
-            if result.error == 0 {
-                stored.insert(spec.path.clone(), result.value.clone());
-                persisted.insert(format!("/{}", spec.path), unique.setting_path(&spec.path));
-            } else {
-                warn!(
-                    client_id = %reg.client, service_id = %decl.id, path = %result.path, code = result.error,
-                    "localsettings refused a setting; the path works but is not persisted"
-                );
-            }
-        }
+        let (stored, persisted) = stored_settings(
+            reg.client,
+            decl,
+            &unique,
+            &persisted_paths,
+            results.iter().skip(1),
+        );
 
         let items = build_items(
             reg.client,
@@ -195,48 +190,19 @@ impl DeviceService {
             client_id = %reg.client, service_id = %decl.id, service = %name, instance,
             "registered"
         );
-
-        let id = decl.id.clone();
-        let write_event = move |w: dbus::RemoteWrite| DeviceEvent::RemoteWrite {
-            service: id.clone(),
-            path: w.path,
-            value: w.value,
-        };
-        let id = decl.id.clone();
-        let setting_event = move |c: settings::SettingChange| DeviceEvent::SettingChanged {
-            service: id.clone(),
-            path: c.path,
-            value: c.value,
-        };
-        let forwarders = Forwarders(vec![
-            forward(writes, reg.events.clone(), write_event),
-            forward(
-                reg.settings.subscribe(&unique.settings_prefix()),
-                reg.events.clone(),
-                setting_event.clone(),
-            ),
-            forward(
-                reg.settings.subscribe(&unique.instance_setting()),
-                reg.events,
-                setting_event,
-            ),
-        ]);
-        Ok(DeviceService {
+        let forwarders = Forwarders::start(&decl.id, &unique, writes, reg.settings, reg.events);
+        let service = DeviceService {
             id: decl.id.clone(),
-            decl: decl.clone(),
-            service_type: service_type.clone(),
-            unique,
-            instance,
             service,
-            persisted,
             forwarders,
             _slot: reg.slot,
-        })
-    }
-
-    /// The catalog entry of a path given without the leading slash.
-    pub fn path_spec(&self, path: &str) -> Option<&PathSpec> {
-        self.service_type.paths.iter().find(|p| p.path == path)
+        };
+        let registered = Registered {
+            unique,
+            instance,
+            persisted,
+        };
+        Ok((service, registered))
     }
 
     /// Removes the service from D-Bus (its settings stay).
@@ -253,6 +219,79 @@ impl DeviceService {
             warn!(service = %name, error = %e, "closing the D-Bus service failed");
         }
     }
+}
+
+/// What one AddSettings call asks for: the device instance, then every persisted path.
+fn setting_specs(
+    unique: &UniqueId,
+    decl: &ServiceDecl,
+    service_type: &ServiceType,
+    persisted_paths: &[&PathSpec],
+) -> Vec<SettingSpec> {
+    let preferred = decl.instance.unwrap_or(service_type.preferred_instance);
+    let mut specs = vec![SettingSpec {
+        path: unique.instance_setting(),
+        default: Value::Str(format!("{}:{preferred}", service_type.name)),
+        min: None,
+        max: None,
+        silent: false,
+    }];
+    for spec in persisted_paths {
+        specs.push(setting_spec(unique, spec, decl, service_type));
+    }
+    specs
+}
+
+/// The class and device instance localsettings answered.
+fn instance_of(
+    unique: &UniqueId,
+    result: Option<&settings::SettingResult>,
+) -> Result<(String, u32), Box<Error>> {
+    let text = match result {
+        Some(r) if r.error == 0 => r.value.as_str().unwrap_or_default().to_owned(),
+        Some(r) => {
+            return Err(Box::new(Error::Settings {
+                unique: unique.to_string(),
+                source: settings::Error::Rejected {
+                    path: r.path.clone(),
+                    code: r.error,
+                },
+            }))
+        }
+        None => String::new(),
+    };
+    parse_class_and_instance(&text).ok_or_else(|| {
+        Box::new(Error::BadInstance {
+            path: unique.instance_setting(),
+            value: text.clone(),
+        })
+    })
+}
+
+/// Values of persisted paths: what localsettings holds (by catalog path), and the
+/// localsettings path of each (by D-Bus path). A setting localsettings refused (e.g. a type
+/// stored differently) is left out: the path then starts from its default and is not persisted.
+fn stored_settings<'r>(
+    client: &ClientId,
+    decl: &ServiceDecl,
+    unique: &UniqueId,
+    persisted_paths: &[&PathSpec],
+    results: impl Iterator<Item = &'r settings::SettingResult>,
+) -> (HashMap<String, Value>, HashMap<String, String>) {
+    let mut stored = HashMap::new();
+    let mut persisted = HashMap::new();
+    for (spec, result) in persisted_paths.iter().zip(results) {
+        if result.error == 0 {
+            stored.insert(spec.path.clone(), result.value.clone());
+            persisted.insert(format!("/{}", spec.path), unique.setting_path(&spec.path));
+        } else {
+            warn!(
+                client_id = %client, service_id = %decl.id, path = %result.path, code = result.error,
+                "localsettings refused a setting; the path works but is not persisted"
+            );
+        }
+    }
+    (stored, persisted)
 }
 
 /// The localsettings entry of one persisted path. The default's D-Bus type

@@ -55,8 +55,34 @@ impl Status {
     /// `Err` means the whole message is refused (not JSON, no usable
     /// `connected`, client id missing or different from the topic's).
     pub fn parse(topic_client: &str, payload: &[u8]) -> Result<Status, Rejection> {
+        Status::from_object(topic_client, &parse_object(payload)?)
+    }
+
+    /// [`Status::parse`], also handing back the payload as JSON (what the state file
+    /// keeps), so that the payload is parsed once.
+    pub fn parse_keeping_json(
+        topic_client: &str,
+        payload: &[u8],
+    ) -> Result<(Status, Value), Rejection> {
         let map = parse_object(payload)?;
-        check_client_id(topic_client, &map)?;
+        let status = Status::from_object(topic_client, &map)?;
+        Ok((status, Value::Object(map)))
+    }
+
+    /// A Status payload already parsed as JSON (one remembered in the state file),
+    /// checked as [`Status::parse`] checks a payload received on `device/<topic_client>/Status`.
+    pub fn from_json(topic_client: &str, json: &Value) -> Result<Status, Rejection> {
+        match json {
+            Value::Object(map) => Status::from_object(topic_client, map),
+            other => Err(Rejection::new(
+                RejectionCode::InvalidJson,
+                format!("payload must be a JSON object, got {}", json_type_name(other)),
+            )),
+        }
+    }
+
+    fn from_object(topic_client: &str, map: &Map<String, Value>) -> Result<Status, Rejection> {
+        check_client_id(topic_client, map)?;
 
         let connected = match map.get("connected") {
             None => {
@@ -89,11 +115,11 @@ impl Status {
             liveness: None,
             rejections: Vec::new(),
         };
-        status.parse_version(&map);
-        status.parse_lwt(&map);
-        status.parse_timeout(&map);
+        status.parse_version(map);
+        status.parse_lwt(map);
+        status.parse_timeout(map);
         if connected {
-            status.parse_services(&map)?;
+            status.parse_services(map)?;
         }
         Ok(status)
     }

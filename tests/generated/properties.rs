@@ -209,6 +209,13 @@ fn status_on(client: &str, payload: &[u8]) {
         }
     };
     assert_eq!(envelope_code(payload), None);
+    // The registry's one parse: the same Status, and the JSON the state file keeps.
+    let (kept, json) = Status::parse_keeping_json(client, payload).expect("parses as parse does");
+    assert_eq!(kept, status);
+    assert_eq!(
+        Some(json),
+        serde_json::from_slice::<serde_json::Value>(payload).ok()
+    );
     for r in &status.rejections {
         check_rejection(r);
     }
@@ -463,8 +470,13 @@ pub fn state_file(dir: &Path, bytes: &[u8]) {
     match persist::load(dir) {
         Ok(devices) => {
             for d in devices {
-                // As Registry::restore replays it.
+                // As Registry::restore takes it: the saved JSON, not text. It is
+                // the Status its text would be if the device sent it now.
+                let restored = Status::from_json(&d.client_id, &d.status);
                 let payload = d.status.to_string();
+                if payload.len() <= MAX_PAYLOAD_BYTES {
+                    assert_eq!(restored, Status::parse(&d.client_id, payload.as_bytes()));
+                }
                 status_on(&d.client_id, payload.as_bytes());
                 client_id(&d.client_id);
             }
