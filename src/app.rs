@@ -19,7 +19,9 @@
 )]
 
 use crate::catalog::Catalog;
-use crate::config::{BusChoice, Config, VENUS_UNIQUE_ID_FILE};
+use crate::config::{BusChoice, Config};
+use crate::data_dir::CATALOG_FILE;
+use crate::portal::VENUS_UNIQUE_ID_FILE;
 use crate::dbus::BusAddress;
 use crate::device::error_reply::{self, Failure};
 use crate::device::{DeviceContext, ServiceBudget};
@@ -50,8 +52,6 @@ use tracing::{error, info, warn};
 /// announce themselves again whenever it turns online.
 pub const PRESENCE_TOPIC: &str = "dbus-mqtt-devices/status";
 
-/// Name of the user's catalog override in the data directory.
-pub const CATALOG_FILE: &str = "catalog.toml";
 
 /// How often Values that wait for their slot are looked at.
 const PACE_TICK: Duration = Duration::from_millis(20);
@@ -297,7 +297,7 @@ fn load_state(dir: &Path) -> Vec<SavedDevice> {
         Ok(saved) => return saved,
         Err(e) => e,
     };
-    let reason = crate::device::error_chain(&e);
+    let reason = crate::logging::error_chain(&e);
     match persist::set_aside(dir) {
         Ok(kept) => warn!(
             reason,
@@ -306,7 +306,7 @@ fn load_state(dir: &Path) -> Vec<SavedDevice> {
         ),
         Err(e) => warn!(
             reason,
-            error = %crate::device::error_chain(&e),
+            error = %crate::logging::error_chain(&e),
             "the state file cannot be used, nor set aside; the daemon starts without it"
         ),
     }

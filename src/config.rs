@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 
-pub use crate::portal::VENUS_UNIQUE_ID_FILE;
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]

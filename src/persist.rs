@@ -20,7 +20,7 @@ use crate::atomic_file;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub use crate::data_dir::STATE_FILE;
+use crate::data_dir::STATE_FILE;
 
 /// Version of the file format this daemon writes and reads.
 pub const FORMAT: u32 = 1;

@@ -97,11 +97,6 @@ impl Registry {
         }
     }
 
-    /// Number of devices with a running task.
-    pub fn device_count(&self) -> usize {
-        self.devices.len()
-    }
-
     /// What the registry holds now.
     pub fn counts(&self) -> RegistryCounts {
         RegistryCounts {

@@ -181,7 +181,7 @@ async fn finished(
         Some(job) => job.await.unwrap_or_else(|e| {
             Err(persist::Error::Io {
                 action: "syncing",
-                path: PathBuf::from(persist::STATE_FILE),
+                path: PathBuf::from(crate::data_dir::STATE_FILE),
                 source: std::io::Error::other(e.to_string()),
             })
         }),
@@ -192,7 +192,7 @@ async fn finished(
 fn lost_job(dir: &std::path::Path, e: tokio::task::JoinError) -> persist::Error {
     persist::Error::Io {
         action: "writing",
-        path: dir.join(persist::STATE_FILE),
+        path: dir.join(crate::data_dir::STATE_FILE),
         source: std::io::Error::other(e.to_string()),
     }
 }
@@ -214,7 +214,7 @@ impl FailureLog {
             .is_none_or(|t| t.elapsed() >= WARN_INTERVAL);
         if due {
             warn!(
-                error = %crate::device::error_chain(e),
+                error = %crate::logging::error_chain(e),
                 failed_since_last_warning = self.since_warning,
                 "could not write the state file; the daemon keeps serving, but devices registered now will not come back by themselves after a restart"
             );

@@ -333,31 +333,6 @@ impl ServiceType {
     pub fn persisted(&self) -> impl Iterator<Item = &PathSpec> {
         self.paths.iter().filter(|p| p.persist.is_some())
     }
-
-    /// `ClassAndVrmInstance` default for this type, e.g. `"temperature:20"`.
-    pub fn class_and_instance(&self) -> String {
-        format!("{}:{}", self.name, self.preferred_instance)
-    }
-}
-
-impl PathSpec {
-    /// The text `GetText` shows for a value: `---` when invalid, numbers with
-    /// [`Self::decimals`], then a space and [`Self::unit`] if there is one.
-    pub fn format_text(&self, value: Option<&Value>) -> String {
-        let body = match value {
-            None | Some(Value::Null) => return "---".to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => match (self.decimals, n.as_f64()) {
-                (Some(d), Some(x)) => format!("{x:.*}", usize::from(d)),
-                _ => n.to_string(),
-            },
-            Some(other) => other.to_string(),
-        };
-        match &self.unit {
-            Some(unit) => format!("{body} {unit}"),
-            None => body,
-        }
-    }
 }
 
 fn kind_expectation(kind: ValueKind) -> &'static str {

@@ -23,12 +23,11 @@
     clippy::unimplemented
 )]
 
-use super::convert::json_to_value;
 use super::failure::leaf;
 use super::service::firmware_value;
 use super::{Announce, DeviceEvent};
 use crate::catalog::{Catalog, PathSpec, ServiceType};
-use crate::dbus::Value;
+use crate::dbus::{Value, ValueType};
 use crate::fault;
 use crate::ids::{ClientId, PortalId, ServiceId, UniqueId};
 use crate::protocol::{
@@ -192,7 +191,7 @@ impl ServiceState {
 
     /// The catalog entry of a path given without the leading slash.
     fn path_spec(&self, path: &str) -> Option<&PathSpec> {
-        self.service_type.paths.iter().find(|p| p.path == path)
+        self.service_type.path(path)
     }
 }
 
@@ -695,7 +694,7 @@ impl Machine {
                     );
                     continue;
                 };
-                match json_to_value(&json, spec.kind) {
+                match Value::from_json_as(&json, ValueType::from(spec.kind)) {
                     Ok(value) => {
                         let dbus_path = format!("/{path}");
                         if let Some(setting) = s.registered.persisted.get(&dbus_path) {
@@ -946,9 +945,7 @@ mod tests {
         let unique = UniqueId::new(&client(), &request.decl.id);
         let persisted = request
             .service_type
-            .paths
-            .iter()
-            .filter(|p| p.persist.is_some())
+            .persisted()
             .map(|p| (format!("/{}", p.path), unique.setting_path(&p.path)))
             .collect();
         RegisterOutcome::Registered(Registered {

@@ -25,7 +25,6 @@
 )]
 
 pub mod budget;
-pub mod convert;
 pub mod error_reply;
 pub mod failure;
 pub mod machine;
@@ -37,10 +36,10 @@ pub mod task;
 use crate::dbus::Value;
 use crate::ids::ServiceId;
 use crate::protocol::{ProxyRequest, Status, ValuesMessage};
-pub use budget::{ServiceBudget, ServiceSlot};
+pub use budget::ServiceBudget;
 use failure::Origin;
 
-pub use task::{spawn, DeviceContext, DeviceHandle, CONCURRENT_REGISTRATIONS};
+pub use task::{spawn, DeviceContext, CONCURRENT_REGISTRATIONS};
 
 /// Events queued per device; past this the registry drops messages of that
 /// device (with a warning) instead of letting one device exhaust memory.
@@ -92,14 +91,3 @@ pub struct Envelope {
     pub origin: Option<Origin>,
 }
 
-/// "what failed: why: deeper cause", for messages to devices and logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

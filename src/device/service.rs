@@ -20,7 +20,6 @@
 )]
 
 use super::budget::ServiceSlot;
-use super::convert::json_to_value;
 use super::machine::Registered;
 use super::DeviceEvent;
 use crate::catalog::{PathSpec, ServiceType, ValueKind};
@@ -138,11 +137,7 @@ impl DeviceService {
         service_type: &ServiceType,
     ) -> Result<(DeviceService, Registered), Error> {
         let unique = UniqueId::new(reg.client, &decl.id);
-        let persisted_paths: Vec<&PathSpec> = service_type
-            .paths
-            .iter()
-            .filter(|p| p.persist.is_some())
-            .collect();
+        let persisted_paths: Vec<&PathSpec> = service_type.persisted().collect();
         // One AddSettings call: the instance first, then every persisted path.
         let specs = setting_specs(&unique, decl, service_type, &persisted_paths);
         // While localsettings is away (restarting), the registration waits for it: an
@@ -305,7 +300,7 @@ fn setting_spec(
     let declared = decl
         .settings
         .get(&spec.path)
-        .and_then(|v| json_to_value(v, spec.kind).ok())
+        .and_then(|v| Value::from_json_as(v, ValueType::from(spec.kind)).ok())
         .filter(Value::is_valid);
     let named = (spec.path == "CustomName")
         .then(|| decl.name.clone().map(Value::Str))
@@ -313,7 +308,7 @@ fn setting_spec(
     let catalog = spec
         .default
         .as_ref()
-        .and_then(|v| json_to_value(v, spec.kind).ok())
+        .and_then(|v| Value::from_json_as(v, ValueType::from(spec.kind)).ok())
         .filter(Value::is_valid);
     let fallback = || match spec.kind {
         ValueKind::Int => Value::I32(0),
@@ -387,7 +382,7 @@ fn build_items(
         let value = stored.get(&spec.path).cloned().unwrap_or_else(|| {
             spec.default
                 .as_ref()
-                .and_then(|d| json_to_value(d, spec.kind).ok())
+                .and_then(|d| Value::from_json_as(d, ValueType::from(spec.kind)).ok())
                 .unwrap_or(Value::Invalid)
         });
         items.push(catalog_item(spec, value));
@@ -398,7 +393,7 @@ fn build_items(
 /// The D-Bus item of a catalog path.
 pub fn catalog_item(spec: &PathSpec, value: Value) -> Item {
     let mut item = Item::new(format!("/{}", spec.path), value)
-        .with_type(value_type(spec.kind))
+        .with_type(ValueType::from(spec.kind))
         .with_limits(spec.min, spec.max)
         .with_description(spec.description.clone());
     if spec.unit.is_some() || spec.decimals.is_some() {
@@ -411,15 +406,6 @@ pub fn catalog_item(spec: &PathSpec, value: Value) -> Item {
         item = item.writeable();
     }
     item
-}
-
-fn value_type(kind: ValueKind) -> ValueType {
-    match kind {
-        ValueKind::Any => ValueType::Any,
-        ValueKind::Int => ValueType::Int,
-        ValueKind::Float => ValueType::Float,
-        ValueKind::Str => ValueType::Str,
-    }
 }
 
 /// `/FirmwareVersion`: the device's `version`. Where systemcalc compares it

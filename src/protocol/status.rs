@@ -54,6 +54,7 @@ impl Status {
     ///
     /// `Err` means the whole message is refused (not JSON, no usable
     /// `connected`, client id missing or different from the topic's).
+    #[cfg(any(test, feature = "internals"))]
     pub fn parse(topic_client: &str, payload: &[u8]) -> Result<Status, Rejection> {
         Status::from_object(topic_client, &parse_object(payload)?)
     }

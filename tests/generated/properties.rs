@@ -16,7 +16,6 @@ use dbus_mqtt_devices::catalog::{Catalog, ValueKind};
 use dbus_mqtt_devices::config::{Config, FileConfig};
 use dbus_mqtt_devices::dbus::tree::{value_text_entry, WriteCheck};
 use dbus_mqtt_devices::dbus::{Item, TextFormat, Value, ValueType, VariantMap};
-use dbus_mqtt_devices::device::convert::json_to_value;
 use dbus_mqtt_devices::device::service::catalog_item;
 use dbus_mqtt_devices::ids::{ClientId, PortalId, ServiceId, UniqueId};
 use dbus_mqtt_devices::protocol::{
@@ -288,7 +287,7 @@ pub fn values_payload(payload: &[u8]) {
 /// One JSON value as a device sends it, for a path of each kind.
 pub fn json_value(value: &serde_json::Value) {
     for kind in KINDS {
-        match json_to_value(value, kind) {
+        match Value::from_json_as(value, ValueType::from(kind)) {
             Ok(v) => check_sendable(&v),
             Err(reason) => assert!(!reason.is_empty()),
         }
@@ -412,7 +411,8 @@ pub fn check_catalog(catalog: &Catalog) {
                     .default
                     .as_ref()
                     .map(|d| {
-                        json_to_value(d, spec.kind).unwrap_or_else(|e| panic!("{spec:?}: {e}"))
+                        Value::from_json_as(d, ValueType::from(spec.kind))
+                            .unwrap_or_else(|e| panic!("{spec:?}: {e}"))
                     })
                     .unwrap_or(Value::Invalid);
                 catalog_item(spec, value)
@@ -466,7 +466,8 @@ pub fn config_text(text: &str) {
 /// `state.json` in the data dir: read (each saved Status then goes through
 /// the Status parser, as at start) or refused with a reason.
 pub fn state_file(dir: &Path, bytes: &[u8]) {
-    std::fs::write(dir.join(persist::STATE_FILE), bytes).expect("writing state.json");
+    std::fs::write(dir.join(dbus_mqtt_devices::data_dir::STATE_FILE), bytes)
+        .expect("writing state.json");
     match persist::load(dir) {
         Ok(devices) => {
             for d in devices {
