@@ -202,6 +202,7 @@ impl Config {
     }
 
     /// A configuration for tests and the PC mode: given bus and broker, no syslog.
+    #[cfg(any(feature = "sim", feature = "internals"))]
     pub fn for_local(bus_address: &str, mqtt_port: u16, data_dir: &Path) -> Config {
         Config {
             mqtt: MqttConfig {
