@@ -27,7 +27,7 @@ use crate::device::error_reply::{self, Failure};
 use crate::device::{DeviceContext, ServiceBudget};
 use crate::health::{self, Health};
 use crate::ids::PortalId;
-use crate::mqtt::{self, Inbound, Message, MqttHandle, Will};
+use crate::mqtt::{self, BrokerEvent, Message, MqttHandle, Will};
 use crate::persist::{self, SavedDevice};
 use crate::portal;
 use crate::protocol::DeviceTopic;
@@ -232,8 +232,8 @@ pub async fn run_with(
             }
             event = inbound.recv() => match event {
                 None => break,
-                Some(Inbound::Connected) => publish_presence(&mqtt, &portal_tx.borrow()),
-                Some(Inbound::Message(m)) => {
+                Some(BrokerEvent::Connected) => publish_presence(&mqtt, &portal_tx.borrow()),
+                Some(BrokerEvent::Message(m)) => {
                     if portal_tx.borrow().is_none() {
                         if let Some(p) = portal::from_serial_topic(&m.topic) {
                             info!(portal_id = %p, "portal id learned from {}", m.topic);

@@ -42,7 +42,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
 /// What the connection reports to its owner.
 #[derive(Debug, Clone)]
-pub enum Inbound {
+pub enum BrokerEvent {
     /// The broker accepted the connection (first time or after a reconnect);
     /// subscriptions are renewed.
     Connected,
@@ -183,7 +183,7 @@ pub fn start(
     cancel: CancellationToken,
 ) -> (
     MqttHandle,
-    mpsc::Receiver<Inbound>,
+    mpsc::Receiver<BrokerEvent>,
     tokio::task::JoinHandle<()>,
 ) {
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
@@ -212,7 +212,7 @@ pub fn start(
 
 /// What the connection task reports through.
 struct Link {
-    inbound: mpsc::Sender<Inbound>,
+    inbound: mpsc::Sender<BrokerEvent>,
     connected: watch::Sender<bool>,
     retry_max: Duration,
 }
@@ -242,7 +242,7 @@ async fn run(handle: MqttHandle, mut eventloop: EventLoop, link: Link, cancel: C
                         warn!(topic, error = %e, "could not queue a subscription");
                     }
                 }
-                if tx.send(Inbound::Connected).await.is_err() {
+                if tx.send(BrokerEvent::Connected).await.is_err() {
                     break;
                 }
             }
@@ -252,7 +252,7 @@ async fn run(handle: MqttHandle, mut eventloop: EventLoop, link: Link, cancel: C
                     payload: p.payload,
                     retained: p.retain,
                 };
-                if tx.send(Inbound::Message(message)).await.is_err() {
+                if tx.send(BrokerEvent::Message(message)).await.is_err() {
                     break;
                 }
             }

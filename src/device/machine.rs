@@ -24,7 +24,7 @@
 )]
 
 use super::failure::leaf;
-use super::service::firmware_value;
+use super::venus_service::firmware_value;
 use super::{Announce, DeviceEvent};
 use crate::catalog::{Catalog, PathSpec, ServiceType};
 use crate::dbus::{Value, ValueType};

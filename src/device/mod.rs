@@ -5,7 +5,7 @@
 //!
 //! - [`machine`]: `(state, input, env) → actions`; no I/O, no clock.
 //! - [`task`]: the executor; one task per device, with its panic boundary ([`failure`]).
-//! - [`service`]: one registered D-Bus service and its settings.
+//! - [`venus_service`]: one device service as Venus sees it: its registration on D-Bus and in localsettings, its settings.
 //! - [`error_reply`]: the one publisher of `device/<id>/Error`.
 //! - [`budget`], [`pace`], [`overflow`]: the limits that keep one device from crowding out
 //!   the others.
@@ -30,7 +30,7 @@ pub mod failure;
 pub mod machine;
 pub mod overflow;
 pub mod pace;
-pub mod service;
+pub mod venus_service;
 pub mod task;
 
 use crate::dbus::Value;

@@ -23,7 +23,7 @@ use super::error_reply;
 use super::failure::{self, DeviceFailure, Origin, Panic};
 use super::machine::{Action, Env, Input, Machine, RegisterOutcome, RegisterRequest};
 use super::overflow::ValuesOverflow;
-use super::service::{DeviceService, Registration};
+use super::venus_service::{DeviceService, RegistrationContext};
 use super::{DeviceEvent, Envelope, DEVICE_QUEUE};
 use crate::logging::error_chain;
 use crate::catalog::Catalog;
@@ -314,7 +314,7 @@ impl DeviceTask {
         };
         // The semaphore is never closed, so acquiring only fails if it were.
         let _permit = self.ctx.registrations.clone().acquire_owned().await.ok();
-        let registration = Registration {
+        let registration = RegistrationContext {
             bus: &self.ctx.bus,
             settings: &self.ctx.settings,
             client: &self.client,

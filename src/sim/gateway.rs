@@ -107,7 +107,7 @@ impl Gateway {
         // Any early return below also ends the MQTT poller.
         let stop_poller = cancel.clone().drop_guard();
         match tokio::time::timeout(CONNECT_TIMEOUT, inbound.recv()).await {
-            Ok(Some(Inbound::Connected)) => {}
+            Ok(Some(GatewayInput::Connected)) => {}
             _ => {
                 bail!(
                     "the MQTT broker on {}:{} did not accept the gateway in {CONNECT_TIMEOUT:?}",
@@ -213,7 +213,7 @@ impl Gateway {
 }
 
 /// What the MQTT poller hands to the gateway.
-enum Inbound {
+enum GatewayInput {
     Connected,
     Message { topic: String, payload: Vec<u8> },
 }
@@ -223,7 +223,7 @@ fn connect_mqtt(
     cancel: CancellationToken,
 ) -> Result<(
     AsyncClient,
-    mpsc::UnboundedReceiver<Inbound>,
+    mpsc::UnboundedReceiver<GatewayInput>,
     JoinHandle<()>,
 )> {
     let mut options = MqttOptions::new(
@@ -250,12 +250,12 @@ fn connect_mqtt(
             match event {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                     connected_once = true;
-                    if tx.send(Inbound::Connected).is_err() {
+                    if tx.send(GatewayInput::Connected).is_err() {
                         break;
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send(Inbound::Message {
+                    let _ = tx.send(GatewayInput::Message {
                         topic: p.topic,
                         payload: p.payload.to_vec(),
                     });
@@ -344,7 +344,7 @@ impl State {
         mut owners: MessageStream,
         mut signals: MessageStream,
         mut scans: mpsc::UnboundedReceiver<Scan>,
-        inbound: &mut mpsc::UnboundedReceiver<Inbound>,
+        inbound: &mut mpsc::UnboundedReceiver<GatewayInput>,
         cancel: CancellationToken,
     ) {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -355,8 +355,8 @@ impl State {
                 Some(Ok(msg)) = signals.next() => self.on_signal(msg).await,
                 Some(scan) = scans.recv() => self.on_scan(scan).await,
                 m = inbound.recv() => match m {
-                    Some(Inbound::Connected) => self.on_connected().await,
-                    Some(Inbound::Message { topic, payload }) => self.on_mqtt(&topic, &payload).await,
+                    Some(GatewayInput::Connected) => self.on_connected().await,
+                    Some(GatewayInput::Message { topic, payload }) => self.on_mqtt(&topic, &payload).await,
                     None => break,
                 },
                 _ = heartbeat.tick() => {

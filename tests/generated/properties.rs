@@ -16,7 +16,7 @@ use dbus_mqtt_devices::catalog::{Catalog, ValueKind};
 use dbus_mqtt_devices::config::{Config, FileConfig};
 use dbus_mqtt_devices::dbus::tree::{value_text_entry, WriteCheck};
 use dbus_mqtt_devices::dbus::{Item, TextFormat, Value, ValueType, VariantMap};
-use dbus_mqtt_devices::device::service::catalog_item;
+use dbus_mqtt_devices::device::venus_service::catalog_item;
 use dbus_mqtt_devices::ids::{ClientId, PortalId, ServiceId, UniqueId};
 use dbus_mqtt_devices::protocol::{
     self, DeviceTopic, ProxyRequest, Rejection, RejectionCode, Status, ValuesMessage,

@@ -58,7 +58,7 @@ pub enum Error {
 }
 
 /// What registration needs from the device.
-pub struct Registration<'a> {
+pub struct RegistrationContext<'a> {
     pub bus: &'a BusAddress,
     pub settings: &'a SettingsClient,
     pub client: &'a ClientId,
@@ -132,7 +132,7 @@ impl Drop for Forwarders {
 impl DeviceService {
     /// Allocates the instance, creates the settings, registers the service.
     pub async fn register(
-        reg: Registration<'_>,
+        reg: RegistrationContext<'_>,
         decl: &ServiceDecl,
         service_type: &ServiceType,
     ) -> Result<(DeviceService, Registered), Error> {
