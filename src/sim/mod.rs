@@ -79,59 +79,61 @@ pub async fn run(config: Config, args: SimArgs, shutdown: impl Future<Output = (
     let view = view::spawn(Mode::pick(args.json), view_rx);
 
     let bus = PrivateBus::start(args.bus).await?;
-    let result = run_on_bus(
-        &config,
-        &args,
-        &portal,
-        &data_dir,
-        &bus,
-        view_tx,
+    let stage = Stage {
+        config: &config,
+        args: &args,
+        portal: &portal,
+        data_dir: &data_dir,
+        bus: &bus,
         started,
-        &mut shutdown,
-    )
-    .await;
+    };
+    let result = run_on_bus(stage, view_tx, &mut shutdown).await;
     bus.stop().await;
     // The view prints what is left once every sender is gone.
     let _ = tokio::time::timeout(Duration::from_secs(1), view).await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_on_bus(
-    config: &Config,
-    args: &SimArgs,
-    portal: &PortalId,
-    data_dir: &Path,
-    bus: &PrivateBus,
-    view_tx: mpsc::UnboundedSender<ViewEvent>,
+/// What the sim's stages share: the options, and what earlier stages started.
+#[derive(Clone, Copy)]
+struct Stage<'a> {
+    config: &'a Config,
+    args: &'a SimArgs,
+    portal: &'a PortalId,
+    data_dir: &'a Path,
+    bus: &'a PrivateBus,
     started: Instant,
+}
+
+async fn run_on_bus(
+    stage: Stage<'_>,
+    view_tx: mpsc::UnboundedSender<ViewEvent>,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Result<()> {
-    let bus_address = BusAddress::Address(bus.address().to_string());
-    let settings = SettingsService::start(&bus_address, &data_dir.join("settings"))
+    let bus_address = BusAddress::Address(stage.bus.address().to_string());
+    let settings = SettingsService::start(&bus_address, &stage.data_dir.join("settings"))
         .await
         .context("starting the settings service")?;
-    let result = run_with_settings(
-        config, args, portal, data_dir, bus, view_tx, started, shutdown,
-    )
-    .await;
+    let result = run_with_settings(stage, view_tx, shutdown).await;
     if let Err(e) = settings.stop().await {
         tracing::warn!(error = %format!("{e:#}"), "settings not saved");
     }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_with_settings(
-    config: &Config,
-    args: &SimArgs,
-    portal: &PortalId,
-    data_dir: &Path,
-    bus: &PrivateBus,
+    stage: Stage<'_>,
     view_tx: mpsc::UnboundedSender<ViewEvent>,
-    started: Instant,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Result<()> {
+    let Stage {
+        config,
+        args,
+        portal,
+        data_dir,
+        bus,
+        started,
+    } = stage;
     let local = SocketAddr::new(local_address(args.listen), args.listen.port());
     broker::start(args.listen)?;
     let host = local.ip().to_string();
