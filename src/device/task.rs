@@ -198,14 +198,16 @@ impl DeviceTask {
                     None => continue,
                 },
             };
-            if let Err(panic) = failure::contain(self.step(input)).await {
-                self.fail(origin.as_ref(), &panic).await;
+            // What an input needs while it is handled lives on the heap for that time only:
+            // this loop's future is what every device costs as long as it is connected.
+            if let Err(panic) = failure::contain(Box::pin(self.step(input))).await {
+                Box::pin(self.fail(origin.as_ref(), &panic)).await;
                 return;
             }
             // A replay's journal ticket is dropped here: handled.
             drop(origin);
         }
-        self.close_all().await;
+        Box::pin(self.close_all()).await;
     }
 
     /// What the machine sees now.
@@ -234,7 +236,8 @@ impl DeviceTask {
     /// Carries out one action; a registration returns its outcome.
     async fn execute(&mut self, action: Action) -> Option<RegisterOutcome> {
         match action {
-            Action::Register(request) => return Some(self.register(request).await),
+            // Boxed: rare, and its future is the largest.
+            Action::Register(request) => return Some(Box::pin(self.register(request)).await),
             Action::Close(id) => {
                 if let Some(index) = self.services.iter().position(|s| s.id == id) {
                     self.services.remove(index).close().await;
