@@ -7,17 +7,6 @@
 //! ([`crate::device::failure`]). Replays go through the quarantine
 //! ([`crate::replay`]).
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use crate::catalog::Catalog;
 use crate::config::{BusChoice, Config};
 use crate::data_dir::CATALOG_FILE;

@@ -8,17 +8,6 @@
 //! off the replies' path; [`replace_durably`] does both in the safe order for
 //! files that are written seldom.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -117,7 +106,6 @@ fn write_and_rename(path: &Path, body: &[u8], sync_first: bool) -> Result<(), Er
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -5,15 +5,9 @@
 #![cfg_attr(
     not(test),
     deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
+        clippy::arithmetic_side_effects,
     )
 )]
-
 use crate::cli::{defaults, DaemonArgs};
 use crate::data_dir::{CONFIG_FILE, LEGACY_DATA_DIR};
 use crate::ids::PortalId;

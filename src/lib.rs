@@ -37,6 +37,22 @@
 //! modules are private to the crate; the `internals` feature (on for the crate's own tests,
 //! benches and fuzz targets only, through its dev-dependency on itself) opens them to those.
 
+// Code that runs in the daemon may not panic on what it is given: no indexing or
+// slicing that can fail, no unwrap or expect, no panic. Unit tests may.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod dbus;
 pub mod settings;
 

@@ -2,17 +2,6 @@
 //! resubscribes after every reconnect, and hands received messages to the
 //! registry through a bounded channel. Knows no D-Bus and no devices.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use crate::config::MqttConfig;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use std::collections::BTreeSet;

@@ -5,17 +5,6 @@
 //! Knows ids and payloads, not what they mean; [`crate::state`] decides when
 //! it is written.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use crate::atomic_file;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -176,12 +165,6 @@ impl From<atomic_file::Error> for Error {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
     use serde_json::json;

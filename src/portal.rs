@@ -2,17 +2,6 @@
 //! topics: the command line, `/data/venus/unique-id`, `/Serial` of
 //! `com.victronenergy.system`, or the retained `N/<id>/system/0/Serial`.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use crate::ids::PortalId;
 use std::path::Path;
 use tracing::debug;
@@ -78,12 +67,6 @@ pub fn from_serial_topic(topic: &str) -> Option<PortalId> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
 

@@ -7,17 +7,6 @@
 //! A device whose task failed ([`crate::device::failure`]) is forgotten here
 //! the moment it says so.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use crate::device::error_reply;
 use crate::device::failure::{leaf, Blame, DeviceFailure, Origin};
 use crate::device::overflow::ValuesOverflow;

@@ -3,17 +3,6 @@
 //! set aside; the others are journalled while they are handled, side by side, or one at a
 //! time after a crash that left several in flight. Live messages never come here.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use crate::mqtt::Message;
 use crate::persist::SavedDevice;
 use crate::protocol::device_topic;
@@ -167,12 +156,6 @@ impl Replays {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
 

@@ -43,15 +43,9 @@
 #![cfg_attr(
     not(test),
     deny(
-        clippy::indexing_slicing,
-        clippy::string_slice,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
+        clippy::arithmetic_side_effects,
     )
 )]
-
 pub mod embedded;
 
 use std::collections::{BTreeMap, BTreeSet};

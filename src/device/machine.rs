@@ -12,17 +12,6 @@
 //! batch, and the executor hands its outcome back ([`Input::Registered`]) before anything
 //! else, so a Status is reconciled one service at a time, as the device declared them.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use super::failure::leaf;
 use super::venus_service::firmware_value;
 use super::{Announce, DeviceEvent};
@@ -890,12 +879,6 @@ impl Machine {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     //! The machine driven input by input, as the protocol reads: no bus, no broker, no
     //! sleep; time is what each input says it is.

@@ -13,17 +13,6 @@
 //! Knows no rumqttc: it publishes through [`crate::mqtt::MqttHandle`] and receives parsed
 //! messages from the registry.
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 pub mod budget;
 pub mod error_reply;
 pub mod failure;

@@ -7,17 +7,6 @@
 //! device never stalls another, and a defect met while handling one device's input costs
 //! that device only ([`super::failure`]).
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use super::budget::ServiceBudget;
 use super::error_reply;
 use super::failure::{self, DeviceFailure, Origin, Panic};

@@ -8,17 +8,6 @@
 //! of the budget, its forwarding tasks, and its bus connection (the bus then
 //! releases the name).
 
-#![deny(
-    clippy::indexing_slicing,
-    clippy::string_slice,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented
-)]
-
 use super::budget::ServiceSlot;
 use super::machine::Registered;
 use super::DeviceEvent;
@@ -448,12 +437,6 @@ fn forward<T: Send + 'static>(
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 mod tests {
     use super::*;
     use serde_json::json;
