@@ -30,7 +30,6 @@
 //! - `pyjson`: JSON text byte-for-byte as Python's `json.dumps` writes it.
 //! - `sim` (feature `sim`): the whole Venus side on a PC (broker, private bus, settings,
 //!   an MQTT gateway like dbus-flashmq, the daemon, a demo device) with a live view.
-
 //!
 //! # Public surface
 //! What a Rust driver on Venus OS would use: [`dbus`] and [`settings`]. The daemon's own
