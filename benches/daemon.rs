@@ -1,10 +1,11 @@
 //! Measures the daemon as a separate process, with real parts around it, and prints figures;
 //! it asserts nothing. Run with `cargo bench --bench daemon` (or `scripts/bench`).
 //!
-//! The world: a private dbus-daemon, our settings service (`settings-service` subcommand), a
-//! mosquitto on a free port, and the release binary of the daemon. The devices are MQTT
-//! clients in this process (many devices share one connection: the protocol only looks at
-//! topics). Readiness is awaited by events: the daemon's retained presence topic, the `DBus`
+//! The world is the integration tests' (tests/integration/processes.rs and what it uses),
+//! made only of processes: a private dbus-daemon, our settings service (`settings-service`
+//! subcommand), a mosquitto on a free port, and the release binary of the daemon. The devices
+//! are MQTT clients in this process (many devices share one connection: the protocol only
+//! looks at topics). Readiness is awaited by events: the daemon's presence topic, the `DBus`
 //! replies, and NameOwnerChanged on the bus.
 //!
 //! 1. Status → `DBus` reply latency, one device with two services, 100 register/unregister
@@ -20,24 +21,29 @@
 //!    does to a burst of 200 one-service devices and to their restoration after a restart.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use rumqttc::QoS;
+use tokio::process::Command;
 use zbus::message::Type;
 use zbus::{MatchRule, MessageStream};
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-mqtt-devices");
-const PORTAL: &str = "c0ffee000001";
+// The test world, shared with the integration tests.
+#[path = "../tests/integration/processes.rs"]
+mod processes;
+#[path = "../tests/integration/support.rs"]
+mod support;
+#[path = "../tests/integration/world.rs"]
+mod world;
+
+use processes::{cpu_seconds, rss_kib, DaemonProcess, ProcessWorld};
+use support::TestBus;
+use world::{connections, mqtt_options, until_online, TestBroker, TestDevice, PRESENCE};
+
 const BUSITEM: &str = "com.victronenergy.BusItem";
-const PRESENCE: &str = "dbus-mqtt-devices/status";
 /// Longest wait for any one expected event.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -47,8 +53,10 @@ const CLIENT_SERVICES_ENV: &str = "BENCH_SETVALUE_SERVICES";
 const CLIENT_RUN_FOR: Duration = Duration::from_secs(3);
 const IN_FLIGHT: usize = 32;
 
-/// Optional command prefix for the daemon (see [`Daemon::spawn`]).
+/// Optional command prefix for the daemon (see [`Bench::spawn_daemon`]).
 const WRAPPER_ENV: &str = "BENCH_DAEMON_WRAPPER";
+/// The daemon's warning for a message it had no room for.
+const DROPPED: &str = "message dropped";
 
 const CYCLES: usize = 100;
 const DEVICES: usize = 100;
@@ -64,21 +72,16 @@ const PATHS: [&str; 5] = [
     "TxPower",
 ];
 
-/// Limits high enough for hundreds of services (each service is one bus connection).
-const ROOMY_LIMITS: &str = r#"
-  <limit name="max_connections_per_user">10000</limit>
-  <limit name="max_completed_connections">10000</limit>
-  <limit name="max_incomplete_connections">10000</limit>
-  <limit name="max_match_rules_per_connection">1024</limit>
-  <limit name="max_replies_per_connection">50000</limit>"#;
-
-/// dbus-daemon's built-in limits, which a system bus gets unless its configuration raises them.
-const SYSTEM_DEFAULT_LIMITS: &str = r#"
-  <limit name="max_completed_connections">2048</limit>
-  <limit name="max_incomplete_connections">64</limit>
-  <limit name="max_connections_per_user">256</limit>
-  <limit name="max_match_rules_per_connection">512</limit>
-  <limit name="max_replies_per_connection">128</limit>"#;
+/// dbus-daemon's built-in limits, which a system bus gets unless its configuration raises
+/// them (the test bus's own limits are roomy enough for hundreds of services, each one bus
+/// connection).
+const SYSTEM_DEFAULT_LIMITS: [(&str, usize); 5] = [
+    ("max_completed_connections", 2048),
+    ("max_incomplete_connections", 64),
+    ("max_connections_per_user", 256),
+    ("max_match_rules_per_connection", 512),
+    ("max_replies_per_connection", 128),
+];
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -94,336 +97,134 @@ fn main() {
     }
 }
 
-// ---- processes ---------------------------------------------------------------------------
+// ---- the measured world ------------------------------------------------------------------
 
-/// Clock ticks of user + system CPU time of a process.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the command name: state is field 3 of the line, utime 14, stime 15.
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12)
+/// The world the bench measures: bus, settings service and broker as processes, a watcher of
+/// the daemon's presence and replies, a publisher for the devices (many devices share one
+/// connection: the protocol only looks at topics), and the daemon.
+struct Bench {
+    world: ProcessWorld,
+    watch: TestDevice,
+    publisher: TestDevice,
+    daemon: Option<DaemonProcess>,
 }
 
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if n > 0 {
-        n as f64
-    } else {
-        100.0
-    }
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    cpu_ticks(pid) as f64 / ticks_per_second()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// A private dbus-daemon with the given limits.
-async fn start_bus(dir: &Path, limits: &str) -> (Child, String) {
-    let config = dir.join("bus.conf");
-    std::fs::write(
-        &config,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:tmpdir=/tmp</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>{limits}
-</busconfig>
-"#
-        ),
-    )
-    .expect("writing the bus config");
-    let mut child = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", config.display()))
-        .args(["--print-address", "--nofork"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("dbus-daemon (install package dbus)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .await
-        .expect("bus address");
-    (child, line.trim().to_string())
-}
-
-/// Mosquitto on a free port, once it says it listens.
-async fn start_broker(dir: &Path) -> (Child, u16) {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    // No queue or in-flight limits towards the daemon, and TCP_NODELAY on the broker's side:
-    // the bench measures the daemon, not mosquitto's defaults (1000 queued, 20 in flight,
-    // Nagle's algorithm on).
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n\
-             log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-        ),
-    )
-    .expect("writing mosquitto.conf");
-    let binary = if Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    };
-    let mut child = Command::new(binary)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mosquitto (install package mosquitto)");
-    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let ready = tokio::time::timeout(WAIT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("Opening ipv4 listen socket") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(ready, Ok(true), "mosquitto did not open its port");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
-}
-
-/// Our localsettings twin, once its name is owned.
-async fn start_settings(address: &str, dir: &Path, names: &mut NameWatch) -> Child {
-    let child = Command::new(DAEMON)
-        .args(["settings-service", "--dbus-address", address, "--data-dir"])
-        .arg(dir)
-        .args(["--log-level", "warn"])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("settings service");
-    names
-        .until("the settings service", |owned| {
-            owned.contains("com.victronenergy.settings")
-        })
+impl Bench {
+    /// Starts the world on `bus` and the daemon; returns with the time from the daemon's
+    /// spawn to its (non-retained) presence message saying online.
+    async fn start(bus: TestBus) -> (Bench, Duration) {
+        // The broker without an in-flight limit towards the daemon: the bench measures the
+        // daemon, not mosquitto's defaults.
+        let world = ProcessWorld::start(bus, TestBroker::start_unthrottled().await, WAIT).await;
+        let watch = mqtt(
+            world.port(),
+            "bench-watch",
+            &[PRESENCE, "device/+/DBus", "device/+/Error"],
+        )
         .await;
-    child
-}
-
-/// The daemon process and what its warnings said.
-struct Daemon {
-    child: Child,
-    pid: u32,
-    dropped: Arc<AtomicU64>,
-    warnings: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    /// Spawns the daemon (it finds its way onto the bus and the broker by itself).
-    fn spawn(address: &str, port: u16, data_dir: &Path) -> Daemon {
-        // An optional command prefix for experiments, e.g. `env LD_PRELOAD=…` (it must exec the
-        // daemon in place, so that the pid read for CPU and RSS is the daemon's).
-        let wrapper = std::env::var(WRAPPER_ENV).unwrap_or_default();
-        let mut words = wrapper.split_whitespace();
-        let mut command = match words.next() {
-            Some(first) => {
-                let mut c = Command::new(first);
-                c.args(words).arg(DAEMON);
-                c
-            }
-            None => Command::new(DAEMON),
+        let publisher = mqtt(world.port(), "bench-devices", &[]).await;
+        let mut bench = Bench {
+            world,
+            watch,
+            publisher,
+            daemon: None,
         };
-        let mut child = command
-            .args(["--dbus-address", address, "--mqtt-port", &port.to_string()])
-            .args(["--portal-id", PORTAL, "--data-dir"])
-            .arg(data_dir)
-            .args(["--max-devices", "1000", "--max-services", "1000"])
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the daemon");
-        let pid = child.id().expect("daemon pid");
-        let dropped = Arc::new(AtomicU64::new(0));
-        let warnings = Arc::new(Mutex::new(Vec::new()));
-        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-        let (d, w) = (dropped.clone(), warnings.clone());
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("message dropped") {
-                    d.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    let mut w = w.lock().unwrap();
-                    if w.len() < 1000 {
-                        w.push(line);
-                    }
-                }
-            }
-        });
-        Daemon {
-            child,
-            pid,
-            dropped,
-            warnings,
-        }
-    }
-
-    /// Spawns the daemon and waits for its (non-retained) presence message saying online.
-    async fn start(
-        address: &str,
-        port: u16,
-        data_dir: &Path,
-        watch: &mut Mqtt,
-    ) -> (Daemon, Instant) {
         let t0 = Instant::now();
-        let daemon = Daemon::spawn(address, port, data_dir);
-        watch
-            .expect("the daemon online", |m| {
-                m.topic == PRESENCE && !m.retained && m.payload.contains("\"online\": 1")
-            })
-            .await;
-        (daemon, t0)
+        bench.spawn_daemon();
+        until_online(&mut bench.watch).await;
+        (bench, t0.elapsed())
     }
 
-    /// SIGTERM; returns how long it took to exit.
-    async fn stop(mut self) -> Duration {
+    /// Spawns the daemon (it finds its way onto the bus and the broker by itself); returns at
+    /// once.
+    fn spawn_daemon(&mut self) {
+        // An optional command prefix for experiments, e.g. `env LD_PRELOAD=…` (it must exec
+        // the daemon in place, so that the pid read for CPU and RSS is the daemon's).
+        let wrapper = std::env::var(WRAPPER_ENV).unwrap_or_default();
+        let wrapper: Vec<&str> = wrapper.split_whitespace().collect();
+        let daemon = self.world.spawn_daemon(
+            &wrapper,
+            &[
+                "--max-devices",
+                "1000",
+                "--max-services",
+                "1000",
+                "--log-level",
+                "warn",
+            ],
+        );
+        self.daemon = Some(daemon);
+    }
+
+    /// The daemon now running.
+    fn daemon(&self) -> &DaemonProcess {
+        self.daemon.as_ref().expect("the daemon is running")
+    }
+
+    /// SIGTERM; returns how long the daemon took to exit.
+    async fn stop_daemon(&mut self) -> Duration {
+        let daemon = self.daemon.take().expect("the daemon is running");
         let t = Instant::now();
-        // SAFETY: kill has no memory preconditions; the pid is our own child's.
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGTERM);
-        }
-        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+        daemon.signal(libc::SIGTERM).await;
         t.elapsed()
     }
 
-    fn take_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut *self.warnings.lock().unwrap())
+    /// What the daemon warned of, but for the messages it dropped (counted apart).
+    fn warnings(&self) -> Vec<String> {
+        let mut log = self.daemon().log();
+        log.retain(|l| !l.contains(DROPPED));
+        log
     }
-}
 
-// ---- MQTT --------------------------------------------------------------------------------
-
-struct Received {
-    topic: String,
-    payload: String,
-    retained: bool,
-}
-
-/// One MQTT connection (for any number of devices).
-struct Mqtt {
-    client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<Received>,
-}
-
-impl Mqtt {
-    async fn connect(port: u16, id: &str, subscriptions: &[&str]) -> Mqtt {
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options
-            .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(1 << 20, 1 << 20)
-            .set_request_channel_capacity(10_000)
-            .set_inflight(1000);
-        let (client, mut eventloop) = AsyncClient::new(options, 10_000);
-        // The bench's own sockets send at once, so that what remains is the daemon's.
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        eventloop.set_network_options(network);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (acked_tx, mut acked) = mpsc::unbounded_channel();
-        for topic in subscriptions {
-            client
-                .subscribe(*topic, QoS::AtLeastOnce)
-                .await
-                .expect("subscribe");
+    /// Registers `id` with `services` and returns the time to its `DBus` reply.
+    async fn register(&mut self, id: &str, services: &str) -> Duration {
+        let _ = self.watch.drain();
+        let topic = format!("device/{id}/DBus");
+        let t = Instant::now();
+        self.publisher
+            .publish(&format!("device/{id}/Status"), &status(id, services))
+            .await;
+        let got = tokio::time::timeout(
+            WAIT,
+            self.watch
+                .expect_where("the DBus reply", |m| m.topic == topic),
+        )
+        .await;
+        if got.is_err() {
+            let w = self.warnings();
+            panic!(
+                "no DBus reply for {id} within {WAIT:?}; the daemon's last warnings: {:#?}",
+                w.iter().rev().take(20).collect::<Vec<_>>()
+            );
         }
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(Received {
-                            topic: p.topic,
-                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
-                            retained: p.retain,
-                        });
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = acked_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        for _ in subscriptions {
-            tokio::time::timeout(WAIT, acked.recv())
-                .await
-                .expect("subscription acknowledged");
-        }
-        Mqtt { client, rx }
+        t.elapsed()
     }
 
-    async fn publish(&self, topic: String, payload: String) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.into_bytes())
-            .await
-            .expect("publish");
+    /// `connected: 0` for `id`, then waits until none of `names` is owned.
+    async fn unregister(&mut self, id: &str, names: &[String]) {
+        self.publisher
+            .publish(&format!("device/{id}/Status"), &goodbye(id))
+            .await;
+        self.world
+            .names
+            .until("the services gone", |o| {
+                !names.iter().any(|n| o.contains(n))
+            })
+            .await;
     }
+}
 
-    /// The next message matching `want`, skipping others.
-    async fn expect(&mut self, what: &str, want: impl Fn(&Received) -> bool) -> Received {
-        let rx = &mut self.rx;
-        let wait = async {
-            loop {
-                let m = rx.recv().await.expect("MQTT connection task ended");
-                if want(&m) {
-                    return m;
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("waited {WAIT:?} for {what}"))
-    }
-
-    fn drain(&mut self) {
-        while self.rx.try_recv().is_ok() {}
-    }
+/// One MQTT connection of the bench: its own sockets send at once, and its queues are deep
+/// enough for a burst, so that what remains is the daemon's.
+async fn mqtt(port: u16, id: &str, subscriptions: &[&str]) -> TestDevice {
+    let mut options = mqtt_options(port, id);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_request_channel_capacity(10_000)
+        .set_inflight(1000);
+    TestDevice::connect_options(id, options, 10_000, subscriptions)
+        .await
+        .with_wait(WAIT)
 }
 
 /// The services of a device in most measurements.
@@ -474,8 +275,8 @@ fn print_reasons(reasons: &Reasons) {
 /// Registers devices `ids` at once; returns the time to the last `DBus` reply, the number of
 /// services the replies list, and the rejections seen on `Error`.
 async fn burst(
-    publisher: &Mqtt,
-    watch: &mut Mqtt,
+    publisher: &TestDevice,
+    watch: &mut TestDevice,
     ids: &[String],
     services: &str,
 ) -> (Duration, usize, Reasons) {
@@ -483,7 +284,7 @@ async fn burst(
     let t = Instant::now();
     for id in ids {
         publisher
-            .publish(format!("device/{id}/Status"), status(id, services))
+            .publish(&format!("device/{id}/Status"), &status(id, services))
             .await;
     }
     let mut waiting: HashSet<String> = ids.iter().map(|id| format!("device/{id}/DBus")).collect();
@@ -491,7 +292,7 @@ async fn burst(
     let mut reasons = Reasons::new();
     while !waiting.is_empty() {
         let m = watch
-            .expect("the DBus replies of the burst", |m| {
+            .expect_where("the DBus replies of the burst", |m| {
                 waiting.contains(&m.topic) || m.topic.ends_with("/Error")
             })
             .await;
@@ -510,74 +311,6 @@ async fn burst(
 }
 
 // ---- D-Bus -------------------------------------------------------------------------------
-
-/// Follows NameOwnerChanged: which names are owned now.
-struct NameWatch {
-    rx: mpsc::UnboundedReceiver<(String, bool)>,
-    owned: HashSet<String>,
-}
-
-impl NameWatch {
-    async fn start(conn: &zbus::Connection) -> NameWatch {
-        let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
-        let mut changes = proxy
-            .receive_name_owner_changed()
-            .await
-            .expect("NameOwnerChanged stream");
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(signal) = changes.next().await {
-                if let Ok(args) = signal.args() {
-                    let name = args.name().to_string();
-                    if !name.starts_with(':') {
-                        let _ = tx.send((name, args.new_owner().is_some()));
-                    }
-                }
-            }
-        });
-        let owned = proxy
-            .list_names()
-            .await
-            .expect("ListNames")
-            .into_iter()
-            .map(|n| n.to_string())
-            .filter(|n| !n.starts_with(':'))
-            .collect();
-        NameWatch { rx, owned }
-    }
-
-    /// Applies NameOwnerChanged until `done` holds for the owned set.
-    async fn until(&mut self, what: &str, done: impl Fn(&HashSet<String>) -> bool) {
-        let wait = async {
-            while !done(&self.owned) {
-                let (name, owned) = self.rx.recv().await.expect("NameOwnerChanged stream");
-                if owned {
-                    self.owned.insert(name);
-                } else {
-                    self.owned.remove(&name);
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("waited {WAIT:?} for {what}"));
-    }
-
-    /// Applies NameOwnerChanged until none came for `quiet`.
-    async fn settle(&mut self, quiet: Duration) {
-        while let Ok(Some((name, owned))) = tokio::time::timeout(quiet, self.rx.recv()).await {
-            if owned {
-                self.owned.insert(name);
-            } else {
-                self.owned.remove(&name);
-            }
-        }
-    }
-
-    fn device_services(&self) -> usize {
-        self.owned.iter().filter(|n| n.contains(".mqtt_")).count()
-    }
-}
 
 /// Counts `ItemsChanged` signals and their entries on the whole bus.
 #[derive(Clone, Default)]
@@ -724,6 +457,10 @@ fn values_payload(n: u64) -> String {
     )
 }
 
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
 fn percentile(sorted: &[Duration], p: usize) -> f64 {
     let i = ((sorted.len() * p).div_ceil(100)).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1e3
@@ -743,35 +480,44 @@ fn section(title: &str) {
 
 // ---- the bench ---------------------------------------------------------------------------
 
-async fn bench() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (settings_dir, data_dir) = (dir.path().join("settings"), dir.path().join("daemon"));
-    for d in [&settings_dir, &data_dir] {
-        std::fs::create_dir_all(d).expect("data dirs");
+/// Which sections to run: `BENCH_SECTIONS`, e.g. `7,8` (default: all).
+fn wanted(section: u32) -> bool {
+    match std::env::var("BENCH_SECTIONS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .any(|s| s.trim().parse::<u32>() == Ok(section)),
+        _ => true,
     }
+}
+
+async fn bench() {
+    if (1..=5).any(wanted) {
+        main_world().await;
+    }
+    if wanted(6) {
+        // 6. The default limits of dbus-daemon.
+        section("6. dbus-daemon's built-in limits (a system bus has them unless its configuration raises them)");
+        limits().await;
+    }
+    if wanted(7) {
+        section("7. One device floods 16 services with Values while another registers");
+        flood().await;
+    }
+    if wanted(8) {
+        section(&format!(
+            "8. Memory over {LEAK_CYCLES} register/unregister cycles (one device, temperature + tank)"
+        ));
+        cycles().await;
+    }
+}
+
+/// Sections 1–5: one world with the test bus's roomy limits.
+async fn main_world() {
     let epoch = Instant::now();
-
-    let (bus, address) = start_bus(dir.path(), ROOMY_LIMITS).await;
-    let conn = dbus_mqtt_devices::dbus::BusAddress::Address(address.clone())
-        .connect()
-        .await
-        .expect("bench connection");
-    let mut names = NameWatch::start(&conn).await;
-    let items = ItemsCounter::start(&conn, epoch).await;
-    let settings = start_settings(&address, &settings_dir, &mut names).await;
-    let (broker, port) = start_broker(dir.path()).await;
-    let mut watch = Mqtt::connect(
-        port,
-        "bench-watch",
-        &[PRESENCE, "device/+/DBus", "device/+/Error"],
-    )
-    .await;
-    let publisher = Mqtt::connect(port, "bench-devices", &[]).await;
-
-    let (daemon, t0) = Daemon::start(&address, port, &data_dir, &mut watch).await;
-    let online = t0.elapsed();
+    let (mut b, online) = Bench::start(TestBus::start().await).await;
+    let items = ItemsCounter::start(&b.world.conn, epoch).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = rss_kib(daemon.pid);
+    let idle_rss = rss_kib(b.daemon().pid);
     println!(
         "machine: {} CPUs, load average {}; daemon online (subscribed) {:.0} ms after spawn",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -787,29 +533,15 @@ async fn bench() {
     let mut times = Vec::with_capacity(CYCLES);
     let mut leave = Vec::with_capacity(CYCLES);
     for cycle in 0..=CYCLES {
-        watch.drain();
-        let t = Instant::now();
-        publisher
-            .publish(format!("device/{lat}/Status"), status(lat, TWO_SERVICES))
-            .await;
-        watch
-            .expect("the DBus reply", |m| m.topic == "device/lat/DBus")
-            .await;
-        let took = t.elapsed();
-        names
+        let took = b.register(lat, TWO_SERVICES).await;
+        b.world
+            .names
             .until("both services owned", |o| {
                 lat_names.iter().all(|n| o.contains(n))
             })
             .await;
         let t = Instant::now();
-        publisher
-            .publish(format!("device/{lat}/Status"), goodbye(lat))
-            .await;
-        names
-            .until("both services gone", |o| {
-                !lat_names.iter().any(|n| o.contains(n))
-            })
-            .await;
+        b.unregister(lat, &lat_names).await;
         if cycle == 0 {
             first = took;
         } else {
@@ -841,10 +573,11 @@ async fn bench() {
         "2. Burst: {DEVICES} devices × 2 services published at once"
     ));
     let ids: Vec<String> = (0..DEVICES).map(burst_id).collect();
-    let cpu_before = cpu_seconds(daemon.pid);
-    let (took, services, reasons) = burst(&publisher, &mut watch, &ids, TWO_SERVICES).await;
-    let cpu = cpu_seconds(daemon.pid) - cpu_before;
-    names
+    let cpu_before = cpu_seconds(b.daemon().pid);
+    let (took, services, reasons) = burst(&b.publisher, &mut b.watch, &ids, TWO_SERVICES).await;
+    let cpu = cpu_seconds(b.daemon().pid) - cpu_before;
+    b.world
+        .names
         .until("all burst services owned", |o| {
             o.iter().filter(|n| n.contains(".mqtt_b")).count() == 2 * DEVICES
         })
@@ -856,22 +589,23 @@ async fn bench() {
     );
     print_reasons(&reasons);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let full_rss = rss_kib(daemon.pid);
+    let full_rss = rss_kib(b.daemon().pid);
     section("3. Daemon memory (VmRSS)");
     println!(
         "idle after start: {} (aim ≤ 8 MB); with {} services registered: {} (aim ≤ 20 MB); {:.1} KiB per service",
         mib(idle_rss),
-        names.device_services(),
+        b.world.names.device_services().len(),
         mib(full_rss),
-        (full_rss.saturating_sub(idle_rss)) as f64 / names.device_services().max(1) as f64
+        (full_rss.saturating_sub(idle_rss)) as f64 / b.world.names.device_services().len().max(1) as f64
     );
 
     // 4. Restart recovery.
     section(&format!(
         "4. Restart: {DEVICES} devices × 2 services back on D-Bus from the state file"
     ));
-    let stop = daemon.stop().await;
-    names
+    let stop = b.stop_daemon().await;
+    b.world
+        .names
         .until("all services gone after SIGTERM", |o| {
             !o.iter().any(|n| n.contains(".mqtt_"))
         })
@@ -882,8 +616,9 @@ async fn bench() {
         stop.as_secs_f64() * 1e3
     );
     let t0 = Instant::now();
-    let daemon = Daemon::spawn(&address, port, &data_dir);
-    names
+    b.spawn_daemon();
+    b.world
+        .names
         .until("all services owned again", |o| {
             o.iter().filter(|n| n.contains(".mqtt_b")).count() == 2 * DEVICES
         })
@@ -895,10 +630,10 @@ async fn bench() {
         recovered.as_secs_f64() * 1e3
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let restored_rss = rss_kib(daemon.pid);
+    let restored_rss = rss_kib(b.daemon().pid);
     println!(
         "RSS after the restart with {} services: {}",
-        names.device_services(),
+        b.world.names.device_services().len(),
         mib(restored_rss)
     );
 
@@ -907,12 +642,12 @@ async fn bench() {
         "5. Values: {DEVICES} devices × {} paths through device/<id>/Values",
         PATHS.len()
     ));
-    let bus_pid = bus.id().unwrap_or(0);
-    let broker_pid = broker.id().unwrap_or(0);
+    let bus_pid = b.world.bus.pid();
+    let broker_pid = b.world.broker.pid();
     let mut n = 0u64;
     let entries_before = items.entries();
     let cpu_before = (
-        cpu_seconds(daemon.pid),
+        cpu_seconds(b.daemon().pid),
         cpu_seconds(bus_pid),
         cpu_seconds(broker_pid),
     );
@@ -922,15 +657,15 @@ async fn bench() {
     while start.elapsed() < REALISTIC_FOR {
         tick.tick().await;
         let id = &ids[(sent as usize) % DEVICES];
-        publisher
-            .publish(format!("device/{id}/Values"), values_payload(n))
+        b.publisher
+            .publish(&format!("device/{id}/Values"), &values_payload(n))
             .await;
         n += 1;
         sent += 1;
     }
     let wall = start.elapsed().as_secs_f64();
     let cpu_after = (
-        cpu_seconds(daemon.pid),
+        cpu_seconds(b.daemon().pid),
         cpu_seconds(bus_pid),
         cpu_seconds(broker_pid),
     );
@@ -947,11 +682,11 @@ async fn bench() {
     );
 
     // The ceiling: publish as fast as the connection takes them.
-    let dropped_before = daemon.dropped.load(Ordering::Relaxed);
+    let dropped_before = b.daemon().log_count(DROPPED);
     let (signals_before, entries_before) = (items.signals(), items.entries());
     let own_pid = std::process::id();
     let cpu_before = (
-        cpu_seconds(daemon.pid),
+        cpu_seconds(b.daemon().pid),
         cpu_seconds(bus_pid),
         cpu_seconds(broker_pid),
         cpu_seconds(own_pid),
@@ -963,8 +698,8 @@ async fn bench() {
     while start.elapsed() < BLAST_FOR {
         for _ in 0..DEVICES {
             let d = (sent as usize) % DEVICES;
-            publisher
-                .publish(format!("device/{}/Values", ids[d]), values_payload(n))
+            b.publisher
+                .publish(&format!("device/{}/Values", ids[d]), &values_payload(n))
                 .await;
             last.insert(d, n);
             n += 1;
@@ -976,14 +711,14 @@ async fn bench() {
     items.settle(Duration::from_millis(500)).await;
     let span = (items.last_ms.load(Ordering::Relaxed) - start_ms) as f64 / 1e3;
     let cpu_after = (
-        cpu_seconds(daemon.pid),
+        cpu_seconds(b.daemon().pid),
         cpu_seconds(bus_pid),
         cpu_seconds(broker_pid),
         cpu_seconds(own_pid),
     );
     let delivered = items.entries() - entries_before;
     let signals = items.signals() - signals_before;
-    let dropped = daemon.dropped.load(Ordering::Relaxed) - dropped_before;
+    let dropped = b.daemon().log_count(DROPPED) - dropped_before;
     println!(
         "ceiling (load average {}): {} Values messages ({} values) published in {:.1} s ({:.0} values/s offered)",
         load(),
@@ -1014,7 +749,7 @@ async fn bench() {
                 serde_json::from_str(&values_payload(k)).expect("own payload");
             let want = want["t1"]["Temperature"].as_f64();
             let service = &device_names(&ids[d])[0];
-            let got = get_f64(&conn, service, "/Temperature").await;
+            let got = get_f64(&b.world.conn, service, "/Temperature").await;
             checked += 1;
             current += usize::from(got.is_some() && got == want);
         }
@@ -1023,15 +758,15 @@ async fn bench() {
 
     // The D-Bus side of the gateway's W/ path: one SetValue per value, separate process.
     let services: Vec<String> = ids.iter().map(|id| device_names(id)[0].clone()).collect();
-    let cpu_before = cpu_seconds(daemon.pid);
+    let cpu_before = cpu_seconds(b.daemon().pid);
     let exe = std::env::current_exe().expect("own executable");
     let out = Command::new(exe)
-        .env(CLIENT_BUS_ENV, &address)
+        .env(CLIENT_BUS_ENV, &b.world.bus.address)
         .env(CLIENT_SERVICES_ENV, services.join(","))
         .output()
         .await
         .expect("client process");
-    let cpu = cpu_seconds(daemon.pid) - cpu_before;
+    let cpu = cpu_seconds(b.daemon().pid) - cpu_before;
     if !out.status.success() {
         eprint!(
             "SetValue client failed: {}",
@@ -1057,7 +792,7 @@ async fn bench() {
         2.0 * CLIENT_RUN_FOR.as_secs_f64()
     );
 
-    let warnings = daemon.take_warnings();
+    let warnings = b.warnings();
     if !warnings.is_empty() {
         println!(
             "daemon warnings: {} lines, first: {}",
@@ -1065,54 +800,25 @@ async fn bench() {
             warnings[0]
         );
     }
-    let stop = daemon.stop().await;
+    let stop = b.stop_daemon().await;
     println!(
         "\nSIGTERM after the value runs → exited after {:.0} ms",
         stop.as_secs_f64() * 1e3
     );
-    drop(watch);
-    drop(publisher);
-    drop(settings);
-    drop(broker);
-    drop(bus);
-
-    // 6. The default limits of dbus-daemon.
-    section("6. dbus-daemon's built-in limits (a system bus has them unless its configuration raises them)");
-    limits(dir.path()).await;
 }
 
 /// On a bus with dbus-daemon's built-in limits: a burst of [`LIMIT_DEVICES`] new devices, the
 /// same devices again one at a time (up to the connection limit); then [`SMALL_DEVICES`]
 /// devices with one service each, at once, and a restart of the daemon that restores them.
-async fn limits(base: &Path) {
-    let dir = base.join("limits");
-    let (settings_dir, data_dir) = (dir.join("settings"), dir.join("daemon"));
-    for d in [&settings_dir, &data_dir] {
-        std::fs::create_dir_all(d).expect("data dirs");
-    }
-    let (_bus, address) = start_bus(&dir, SYSTEM_DEFAULT_LIMITS).await;
-    let conn = dbus_mqtt_devices::dbus::BusAddress::Address(address.clone())
-        .connect()
-        .await
-        .expect("bench connection");
-    let mut names = NameWatch::start(&conn).await;
-    let _settings = start_settings(&address, &settings_dir, &mut names).await;
-    let (_broker, port) = start_broker(&dir).await;
-    let mut watch = Mqtt::connect(
-        port,
-        "bench-watch",
-        &[PRESENCE, "device/+/DBus", "device/+/Error"],
-    )
-    .await;
-    let publisher = Mqtt::connect(port, "bench-devices", &[]).await;
-    let (daemon, _) = Daemon::start(&address, port, &data_dir, &mut watch).await;
+async fn limits() {
+    let (mut b, _) = Bench::start(TestBus::start_with_limits(&SYSTEM_DEFAULT_LIMITS).await).await;
 
     let ids: Vec<String> = (0..LIMIT_DEVICES).map(burst_id).collect();
-    let (_, _, reasons) = burst(&publisher, &mut watch, &ids, TWO_SERVICES).await;
-    names.settle(Duration::from_millis(300)).await;
+    let (_, _, reasons) = burst(&b.publisher, &mut b.watch, &ids, TWO_SERVICES).await;
+    b.world.names.settle(Duration::from_millis(300)).await;
     println!(
         "a burst of {LIMIT_DEVICES} new devices × 2 services: {} of {} services registered",
-        names.device_services(),
+        b.world.names.device_services().len(),
         2 * LIMIT_DEVICES
     );
     print_reasons(&reasons);
@@ -1122,8 +828,8 @@ async fn limits(base: &Path) {
     let mut announced = 0;
     for id in &ids {
         let (_, _, reasons) = burst(
-            &publisher,
-            &mut watch,
+            &b.publisher,
+            &mut b.watch,
             std::slice::from_ref(id),
             TWO_SERVICES,
         )
@@ -1133,75 +839,210 @@ async fn limits(base: &Path) {
             *all.entry(r).or_default() += n;
         }
     }
-    names.settle(Duration::from_millis(300)).await;
-    let bus_names = conn_count(&conn).await;
+    b.world.names.settle(Duration::from_millis(300)).await;
+    let bus_names = connections(&b.world.conn).await;
     println!(
         "then one device at a time ({announced} Status messages, each awaiting its reply): {} services registered; connections on the bus: {bus_names}, of which the daemon's services {}",
-        names.device_services(),
-        names.device_services()
+        b.world.names.device_services().len(),
+        b.world.names.device_services().len()
     );
     print_reasons(&all);
 
     // Many small devices: all leave, then come back with one service each, then a restart.
     for id in &ids {
-        publisher
-            .publish(format!("device/{id}/Status"), goodbye(id))
+        b.publisher
+            .publish(&format!("device/{id}/Status"), &goodbye(id))
             .await;
     }
-    names
+    b.world
+        .names
         .until("all services gone", |o| {
             !o.iter().any(|n| n.contains(".mqtt_"))
         })
         .await;
     let small: Vec<String> = (0..SMALL_DEVICES).map(|i| format!("s{i:03}")).collect();
-    let (_, _, reasons) = burst(&publisher, &mut watch, &small, ONE_SERVICE).await;
-    names.settle(Duration::from_millis(300)).await;
+    let (_, _, reasons) = burst(&b.publisher, &mut b.watch, &small, ONE_SERVICE).await;
+    b.world.names.settle(Duration::from_millis(300)).await;
     println!(
         "a burst of {SMALL_DEVICES} new devices × 1 service: {} of {SMALL_DEVICES} services registered",
-        names.device_services()
+        b.world.names.device_services().len()
     );
     print_reasons(&reasons);
     // Fill up what the burst missed, one at a time, then restart.
     for id in &small {
         burst(
-            &publisher,
-            &mut watch,
+            &b.publisher,
+            &mut b.watch,
             std::slice::from_ref(id),
             ONE_SERVICE,
         )
         .await;
     }
-    names.settle(Duration::from_millis(300)).await;
-    let before = names.device_services();
-    let _ = daemon.stop().await;
-    names
+    b.world.names.settle(Duration::from_millis(300)).await;
+    let before = b.world.names.device_services().len();
+    b.stop_daemon().await;
+    b.world
+        .names
         .until("all services gone after SIGTERM", |o| {
             !o.iter().any(|n| n.contains(".mqtt_"))
         })
         .await;
-    watch.drain();
-    let daemon = Daemon::spawn(&address, port, &data_dir);
+    let _ = b.watch.drain();
+    b.spawn_daemon();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    names.settle(Duration::from_millis(500)).await;
+    b.world.names.settle(Duration::from_millis(500)).await;
     let mut reasons = Reasons::new();
-    while let Ok(m) = watch.rx.try_recv() {
+    while let Some(m) = b.watch.try_next() {
         if m.topic.ends_with("/Error") {
             add_reason(&mut reasons, &m.payload);
         }
     }
     println!(
         "restart with those {before} one-service devices (restored at once from the state file): {} back on D-Bus after 2 s",
-        names.device_services()
+        b.world.names.device_services().len()
     );
     print_reasons(&reasons);
-    let _ = daemon.stop().await;
+    b.stop_daemon().await;
 }
 
-/// Connections on the bus now (unique names).
-async fn conn_count(conn: &zbus::Connection) -> usize {
-    let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
-    proxy
-        .list_names()
-        .await
-        .map_or(0, |n| n.iter().filter(|n| n.starts_with(':')).count())
+/// Registrations measured per phase of [`flood`].
+const FLOOD_REGISTRATIONS: usize = 50;
+/// Services of the flooding device.
+const FLOOD_SERVICES: usize = 16;
+
+/// Section 7: the reply delay of a registering device, alone and while another device floods
+/// its 16 services with `Values` as fast as its MQTT connection and the broker take them.
+async fn flood() {
+    let (mut b, _) = Bench::start(TestBus::start().await).await;
+    let flood_services: String = format!(
+        "{{{}}}",
+        (0..FLOOD_SERVICES)
+            .map(|i| format!("\"t{i}\": \"temperature\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    b.register("flood", &flood_services).await;
+    let other_names = device_names("other");
+
+    // Alone.
+    let mut alone = Vec::with_capacity(FLOOD_REGISTRATIONS);
+    for _ in 0..FLOOD_REGISTRATIONS {
+        alone.push(b.register("other", TWO_SERVICES).await);
+        b.unregister("other", &other_names).await;
+    }
+
+    // With the flood, from a connection of its own.
+    let flooder = mqtt(b.world.port(), "bench-flood", &[]).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (s, n) = (stop.clone(), sent.clone());
+    let flood_task = tokio::spawn(async move {
+        let mut k = 0u64;
+        while !s.load(Ordering::Relaxed) {
+            let x = (k % 100_000) as f64 * 1e-3;
+            let body: Vec<String> = (0..FLOOD_SERVICES)
+                .map(|i| format!("\"t{i}\": {{\"Temperature\": {:.3}}}", 10.0 + x + i as f64))
+                .collect();
+            flooder
+                .client()
+                .publish(
+                    "device/flood/Values",
+                    QoS::AtMostOnce,
+                    false,
+                    format!("{{{}}}", body.join(", ")).into_bytes(),
+                )
+                .await
+                .expect("publish");
+            k += 1;
+            n.fetch_add(1, Ordering::Relaxed);
+            if k.is_multiple_of(64) {
+                tokio::task::yield_now().await;
+            }
+        }
+        flooder
+    });
+    // Let the flood reach its pace before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_before = cpu_seconds(b.daemon().pid);
+    let (sent_before, t_flood) = (sent.load(Ordering::Relaxed), Instant::now());
+    let mut flooded = Vec::with_capacity(FLOOD_REGISTRATIONS);
+    for _ in 0..FLOOD_REGISTRATIONS {
+        flooded.push(b.register("other", TWO_SERVICES).await);
+        b.unregister("other", &other_names).await;
+    }
+    let flood_rate =
+        (sent.load(Ordering::Relaxed) - sent_before) as f64 / t_flood.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds(b.daemon().pid) - cpu_before) / t_flood.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _flooder = flood_task.await.expect("flood task");
+    alone.sort();
+    flooded.sort();
+    println!(
+        "reply delay of a device registering 2 services, {FLOOD_REGISTRATIONS} registrations each: alone median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&alone, 50),
+        percentile(&alone, 99),
+        percentile(&alone, 100),
+    );
+    println!(
+        "while one device floods {FLOOD_SERVICES} services ({flood_rate:.0} Values messages/s offered, {} values each; daemon CPU {:.0} % of one core): median {:.2} ms, p99 {:.2} ms, max {:.2} ms (aim: < 50 ms)",
+        FLOOD_SERVICES,
+        cpu * 100.0,
+        percentile(&flooded, 50),
+        percentile(&flooded, 99),
+        percentile(&flooded, 100),
+    );
+    b.stop_daemon().await;
+}
+
+/// Register/unregister cycles of section 8.
+const LEAK_CYCLES: usize = 1000;
+
+/// Section 8: the daemon's RSS over [`LEAK_CYCLES`] register/unregister cycles of one device
+/// with two services, then as many re-announcements without unregistering.
+async fn cycles() {
+    let (mut b, _) = Bench::start(TestBus::start().await).await;
+    let id = "cyc";
+    let names = device_names(id);
+    let pid = b.daemon().pid;
+    let mut marks = Vec::new();
+    for cycle in 1..=LEAK_CYCLES {
+        b.register(id, TWO_SERVICES).await;
+        b.world
+            .names
+            .until("both services owned", |o| {
+                names.iter().all(|n| o.contains(n))
+            })
+            .await;
+        b.unregister(id, &names).await;
+        if cycle == 1 || cycle.is_multiple_of(LEAK_CYCLES / 4) {
+            marks.push((cycle, rss_kib(pid)));
+        }
+    }
+    let line: Vec<String> = marks
+        .iter()
+        .map(|(c, r)| format!("{c}: {}", mib(*r)))
+        .collect();
+    println!("RSS after cycle {}", line.join(", "));
+    if let (Some(&(c0, r0)), Some(&(c1, r1))) = (marks.get(1), marks.last()) {
+        println!(
+            "growth from cycle {c0} to {c1}: {:.2} KiB per cycle",
+            (r1 as f64 - r0 as f64) / (c1 - c0) as f64
+        );
+    }
+    let mut marks = Vec::new();
+    for n in 1..=LEAK_CYCLES {
+        b.register(id, TWO_SERVICES).await;
+        if n == 1 || n.is_multiple_of(LEAK_CYCLES / 4) {
+            marks.push((n, rss_kib(pid)));
+        }
+    }
+    let line: Vec<String> = marks
+        .iter()
+        .map(|(c, r)| format!("{c}: {}", mib(*r)))
+        .collect();
+    println!(
+        "re-announcing without unregistering, RSS after {}",
+        line.join(", ")
+    );
+    b.stop_daemon().await;
 }

@@ -7,11 +7,20 @@
 //! 2. Time from "create a service with 30 paths" (new connection included) to name owned.
 //! 3. RSS growth per 100 registered 30-path services.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dbus_mqtt_devices::dbus::{BusAddress, Item, Service, Value, ValueType, BUSITEM_INTERFACE};
-use tokio::io::{AsyncBufReadExt, BufReader};
+
+// The test world, shared with the integration tests (here only its bus and /proc readers).
+#[path = "../tests/integration/processes.rs"]
+mod processes;
+#[path = "../tests/integration/support.rs"]
+mod support;
+#[path = "../tests/integration/world.rs"]
+mod world;
+
+use processes::rss_kib;
+use support::TestBus;
 
 const SERVICE: &str = "com.victronenergy.temperature.bench";
 const CLIENT_ENV: &str = "BENCH_CLIENT_BUS";
@@ -90,37 +99,10 @@ async fn client(address: String) {
     );
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 async fn bench() {
-    let config = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/private-bus.conf"
-    );
-    let mut daemon = tokio::process::Command::new("dbus-daemon")
-        .arg(format!("--config-file={config}"))
-        .args(["--print-address", "--nofork"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("dbus-daemon (install package dbus)");
-    let mut line = String::new();
-    BufReader::new(daemon.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .await
-        .expect("bus address");
-    let address = line.trim().to_string();
-    let bus = BusAddress::Address(address.clone());
+    let test_bus = TestBus::start().await;
+    let address = test_bus.address.clone();
+    let bus = test_bus.bus();
 
     // 1. SetValue round trips from another process.
     let (service, mut writes) = Service::register(&bus, SERVICE, items(30), None)
@@ -183,7 +165,7 @@ async fn bench() {
                 .expect("registering"),
         );
     }
-    let before = rss_kib();
+    let before = rss_kib(std::process::id());
     let n = 300;
     for i in 0..n {
         let name = format!("com.victronenergy.temperature.mem_{i}");
@@ -193,7 +175,7 @@ async fn bench() {
                 .expect("registering"),
         );
     }
-    let after = rss_kib();
+    let after = rss_kib(std::process::id());
     println!(
         "RSS: {before} KiB → {after} KiB for {n} more 30-path services: {:.1} KiB per service ({:.0} KiB per 100)",
         (after - before) as f64 / n as f64,
@@ -202,5 +184,4 @@ async fn bench() {
     for (s, _) in keep {
         let _ = s.close().await;
     }
-    let _ = daemon.kill().await;
 }

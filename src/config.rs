@@ -1,17 +1,20 @@
 //! Resolved settings of the daemon: command line over configuration file
 //! over defaults. Knows no clap internals, no tokio, no bus, no broker.
-
-use crate::cli::DaemonArgs;
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+    )
+)]
+use crate::cli::{defaults, DaemonArgs};
 use crate::data_dir::{CONFIG_FILE, LEGACY_DATA_DIR};
 use crate::ids::PortalId;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::data_dir::DEFAULT_DATA_DIR;
 
-/// File written at boot by Venus with the portal id (dbus-flashmq reads it too).
-pub const VENUS_UNIQUE_ID_FILE: &str = "/data/venus/unique-id";
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -35,25 +38,9 @@ pub enum Error {
     Invalid(String),
 }
 
-/// The configuration file: the same names as the long options.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
-    pub mqtt_host: Option<String>,
-    pub mqtt_port: Option<u16>,
-    pub mqtt_user: Option<String>,
-    pub mqtt_password: Option<String>,
-    pub tls: Option<bool>,
-    pub ca_file: Option<PathBuf>,
-    pub portal_id: Option<String>,
-    pub dbus_address: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub log_level: Option<String>,
-    pub syslog: Option<bool>,
-    pub max_devices: Option<usize>,
-    pub max_services: Option<usize>,
-    pub default_timeout: Option<f64>,
-}
+/// The configuration file: the daemon's options, with the long options'
+/// names as keys (`--config` excepted).
+pub type FileConfig = DaemonArgs;
 
 /// How to reach the MQTT broker.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +89,7 @@ impl Config {
         let default_dir = args
             .data_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => {
@@ -124,11 +111,12 @@ impl Config {
 
     /// Command line over file over defaults.
     pub fn merge(args: &DaemonArgs, file: FileConfig) -> Result<Config, Error> {
-        let tls = args.tls || file.tls.unwrap_or(false);
-        let port = args
-            .mqtt_port
-            .or(file.mqtt_port)
-            .unwrap_or(if tls { 8883 } else { 1883 });
+        let tls = args.tls || file.tls;
+        let port = args.mqtt_port.or(file.mqtt_port).unwrap_or(if tls {
+            defaults::MQTT_TLS_PORT
+        } else {
+            defaults::MQTT_PORT
+        });
         if port == 0 {
             return Err(Error::Invalid("the MQTT port must not be 0".into()));
         }
@@ -146,8 +134,14 @@ impl Config {
             None => BusChoice::FromEnvironment,
         };
         let limits = Limits {
-            max_devices: args.max_devices.or(file.max_devices).unwrap_or(64),
-            max_services: args.max_services.or(file.max_services).unwrap_or(128),
+            max_devices: args
+                .max_devices
+                .or(file.max_devices)
+                .unwrap_or(defaults::MAX_DEVICES),
+            max_services: args
+                .max_services
+                .or(file.max_services)
+                .unwrap_or(defaults::MAX_SERVICES),
         };
         if limits.max_devices == 0 || limits.max_services == 0 {
             return Err(Error::Invalid(
@@ -176,7 +170,7 @@ impl Config {
                     .mqtt_host
                     .clone()
                     .or(file.mqtt_host)
-                    .unwrap_or_else(|| "127.0.0.1".into()),
+                    .unwrap_or_else(|| defaults::MQTT_HOST.into()),
                 port,
                 user,
                 password,
@@ -189,23 +183,24 @@ impl Config {
                 .data_dir
                 .clone()
                 .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+                .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
             log_level: args
                 .log_level
                 .clone()
                 .or(file.log_level)
-                .unwrap_or_else(|| "info".into()),
-            syslog: args.syslog || file.syslog.unwrap_or(false),
+                .unwrap_or_else(|| defaults::LOG_LEVEL.into()),
+            syslog: args.syslog || file.syslog,
             limits,
             default_timeout,
         })
     }
 
     /// A configuration for tests and the PC mode: given bus and broker, no syslog.
+    #[cfg(any(feature = "sim", feature = "internals"))]
     pub fn for_local(bus_address: &str, mqtt_port: u16, data_dir: &Path) -> Config {
         Config {
             mqtt: MqttConfig {
-                host: "127.0.0.1".into(),
+                host: defaults::MQTT_HOST.into(),
                 port: mqtt_port,
                 user: None,
                 password: None,
@@ -215,11 +210,11 @@ impl Config {
             portal_id: None,
             bus: BusChoice::Address(bus_address.into()),
             data_dir: data_dir.to_path_buf(),
-            log_level: "info".into(),
+            log_level: defaults::LOG_LEVEL.into(),
             syslog: false,
             limits: Limits {
-                max_devices: 64,
-                max_services: 128,
+                max_devices: defaults::MAX_DEVICES,
+                max_services: defaults::MAX_SERVICES,
             },
             default_timeout: None,
         }
@@ -231,15 +226,30 @@ fn read_file(path: &Path) -> Result<FileConfig, Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        // One line for the log and the terminal: the message and where.
-        line: e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(1),
-        message: e.message().replace('\n', " "),
-    })
+    FileConfig::parse(&text, path)
+}
+
+impl FileConfig {
+    /// Parses the text of a configuration file; `path` names it in the error.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, Error> {
+        toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            // One line for the log and the terminal: the message and where.
+            line: e.span().map_or(1, |span| line_of(text, span.start)),
+            message: e.message().replace('\n', " "),
+        })
+    }
+}
+
+/// The 1-based line of byte `offset` in `text` (counted in bytes, so an
+/// offset inside a character or past the end still has a line).
+fn line_of(text: &str, offset: usize) -> usize {
+    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
+    before
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        .saturating_add(1)
 }
 
 #[cfg(test)]
@@ -252,7 +262,7 @@ mod tests {
         assert_eq!(c.mqtt.host, "127.0.0.1");
         assert_eq!(c.mqtt.port, 1883);
         assert_eq!(c.bus, BusChoice::FromEnvironment);
-        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.data_dir, PathBuf::from(crate::data_dir::DEFAULT_DATA_DIR));
         assert_eq!(c.portal_id, None);
         assert_eq!(c.default_timeout, None);
     }
@@ -331,5 +341,11 @@ mod tests {
             );
         }
         assert!(toml::from_str::<FileConfig>("mqtt-hots = \"x\"").is_err());
+    }
+
+    #[test]
+    fn the_file_cannot_name_another_file() {
+        let e = FileConfig::parse("config = \"other.toml\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `config`"), "{e}");
     }
 }

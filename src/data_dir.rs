@@ -16,6 +16,7 @@
 //! already exists at the destination is never overwritten: the old copy is
 //! kept beside it under a `.legacy` name.
 
+use crate::atomic_file::sync_dir;
 use std::io;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
@@ -29,6 +30,12 @@ pub const LEGACY_DATA_DIR: &str = "/data/dbus-mqtt-devices";
 /// The configuration file in the data directory.
 pub const CONFIG_FILE: &str = "config.toml";
 
+/// The user's catalog override (types and paths added or changed).
+pub const CATALOG_FILE: &str = "catalog.toml";
+
+/// The daemon's record of the devices it serves (see `persist`).
+pub const STATE_FILE: &str = "state.json";
+
 /// Mapped-device declarations: one file, and a directory of files.
 pub const DEVICES_FILE: &str = "devices.toml";
 pub const DEVICES_DIR: &str = "devices.d";
@@ -41,11 +48,11 @@ pub const PRESETS_DIR: &str = "presets.d";
 /// share the legacy directory. Only these are moved.
 pub const USER_FILES: &[&str] = &[
     CONFIG_FILE,
-    crate::app::CATALOG_FILE,
+    CATALOG_FILE,
     DEVICES_FILE,
     DEVICES_DIR,
     PRESETS_DIR,
-    crate::persist::STATE_FILE,
+    STATE_FILE,
 ];
 
 /// Suffix of an old copy kept beside a file that already existed at the
@@ -260,13 +267,6 @@ fn remove_any(path: &Path) -> io::Result<()> {
 
 fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
     Ok(std::fs::read(a)? == std::fs::read(b)?)
-}
-
-/// Makes renames in `dir` durable; not every filesystem allows it.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

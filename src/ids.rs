@@ -3,7 +3,14 @@
 //!
 //! Pure: no I/O, no async. Every id is built through `parse`, so code past the
 //! protocol edge can rely on its form.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+    )
+)]
 use std::fmt;
 
 /// Longest client id accepted, in bytes. Keeps `com.victronenergy.<type>.mqtt_<client>_<service>`
@@ -172,11 +179,6 @@ impl UniqueId {
         UniqueId(format!("mqtt_{}_{}", client.legal(), service.as_str()))
     }
 
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// `com.victronenergy.<type>.<unique id>`.
     pub fn bus_name(&self, service_type: &str) -> String {
         format!("com.victronenergy.{service_type}.{}", self.0)
@@ -265,6 +267,20 @@ mod tests {
         assert_eq!(c, ClientId::parse("ESP32-ABC123").unwrap());
     }
 
+    /// The mapping is part of what users keep (instances and names are
+    /// stored under it): these exact forms must never change.
+    #[test]
+    fn mapped_ids_are_the_same_in_every_version() {
+        for (raw, legal) in [
+            ("ESP32-ABC123", "ESP32_ABC123_xe596aba9"),
+            ("shellyplus1pm-a8032a", "shellyplus1pm_a8032a_x6696ac32"),
+            ("Küche 1", "K_che_1_xeb83ece6"),
+            ("a.b", "a_b_x108bf50c"),
+        ] {
+            assert_eq!(ClientId::parse(raw).unwrap().legal(), legal, "{raw}");
+        }
+    }
+
     #[test]
     fn ids_that_sanitize_alike_stay_distinct() {
         let a = ClientId::parse("a-b").unwrap();
@@ -321,7 +337,7 @@ mod tests {
             &ClientId::parse("fe001").unwrap(),
             &ServiceId::parse("t1").unwrap(),
         );
-        assert_eq!(u.as_str(), "mqtt_fe001_t1");
+        assert_eq!(u.to_string(), "mqtt_fe001_t1");
         assert_eq!(
             u.bus_name("temperature"),
             "com.victronenergy.temperature.mqtt_fe001_t1"

@@ -146,6 +146,18 @@ impl SyslogWriter {
     }
 }
 
+/// "what failed: why: deeper cause", for messages to devices and logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_filter;

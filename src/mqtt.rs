@@ -7,7 +7,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS}
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -25,13 +25,13 @@ const REQUEST_QUEUE: usize = 1024;
 /// Received messages queued towards the registry.
 const INBOUND_QUEUE: usize = 1024;
 
-/// Reconnect backoff: first and longest wait.
+/// Reconnect backoff: first and (by default) longest wait.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(15);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
 /// What the connection reports to its owner.
 #[derive(Debug, Clone)]
-pub enum Inbound {
+pub enum BrokerEvent {
     /// The broker accepted the connection (first time or after a reconnect);
     /// subscriptions are renewed.
     Connected,
@@ -60,9 +60,20 @@ pub struct Will {
 pub struct MqttHandle {
     client: AsyncClient,
     subscriptions: Arc<Mutex<BTreeSet<String>>>,
+    connected: watch::Receiver<bool>,
 }
 
 impl MqttHandle {
+    /// Whether the broker connection is up now, and its changes.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Topics subscribed now (for health figures).
+    pub fn subscription_count(&self) -> usize {
+        lock(&self.subscriptions).len()
+    }
+
     /// Queues a publish; drops it with a warning when the queue is full
     /// (the broker is away or far behind), so callers never block.
     pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
@@ -94,11 +105,6 @@ impl MqttHandle {
                 warn!(topic, error = %e, "unsubscribe not sent");
             }
         }
-    }
-
-    /// Sends DISCONNECT (the broker then does not publish the will).
-    pub async fn disconnect(&self) {
-        let _ = self.client.disconnect().await;
     }
 }
 
@@ -158,14 +164,15 @@ fn tls_transport(_config: &MqttConfig) -> Result<rumqttc::Transport, String> {
 }
 
 /// Starts the connection task. It runs until `cancel` fires, then sends
-/// DISCONNECT and returns.
+/// DISCONNECT and returns. Reconnects wait at most `retry_max`.
 pub fn start(
     options: MqttOptions,
     subscriptions: &[&str],
+    retry_max: Duration,
     cancel: CancellationToken,
 ) -> (
     MqttHandle,
-    mpsc::Receiver<Inbound>,
+    mpsc::Receiver<BrokerEvent>,
     tokio::task::JoinHandle<()>,
 ) {
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
@@ -174,23 +181,33 @@ pub fn start(
     let mut network = rumqttc::NetworkOptions::new();
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
+    let (connected_tx, connected) = watch::channel(false);
     let handle = MqttHandle {
         client,
         subscriptions: Arc::new(Mutex::new(
             subscriptions.iter().map(|s| s.to_string()).collect(),
         )),
+        connected,
     };
     let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
-    let task = tokio::spawn(run(handle.clone(), eventloop, tx, cancel));
+    let link = Link {
+        inbound: tx,
+        connected: connected_tx,
+        retry_max: retry_max.max(BACKOFF_MIN),
+    };
+    let task = tokio::spawn(run(handle.clone(), eventloop, link, cancel));
     (handle, rx, task)
 }
 
-async fn run(
-    handle: MqttHandle,
-    mut eventloop: EventLoop,
-    tx: mpsc::Sender<Inbound>,
-    cancel: CancellationToken,
-) {
+/// What the connection task reports through.
+struct Link {
+    inbound: mpsc::Sender<BrokerEvent>,
+    connected: watch::Sender<bool>,
+    retry_max: Duration,
+}
+
+async fn run(handle: MqttHandle, mut eventloop: EventLoop, link: Link, cancel: CancellationToken) {
+    let tx = &link.inbound;
     let mut backoff = BACKOFF_MIN;
     let mut connected_once = false;
     loop {
@@ -207,13 +224,14 @@ async fn run(
                     if connected_once { " again" } else { "" }
                 );
                 connected_once = true;
+                link.connected.send_replace(true);
                 let topics: Vec<String> = lock(&handle.subscriptions).iter().cloned().collect();
                 for topic in topics {
                     if let Err(e) = handle.client.try_subscribe(&topic, QoS::AtLeastOnce) {
                         warn!(topic, error = %e, "could not queue a subscription");
                     }
                 }
-                if tx.send(Inbound::Connected).await.is_err() {
+                if tx.send(BrokerEvent::Connected).await.is_err() {
                     break;
                 }
             }
@@ -223,12 +241,13 @@ async fn run(
                     payload: p.payload,
                     retained: p.retain,
                 };
-                if tx.send(Inbound::Message(message)).await.is_err() {
+                if tx.send(BrokerEvent::Message(message)).await.is_err() {
                     break;
                 }
             }
             Ok(_) => {}
             Err(e) => {
+                link.connected.send_replace(false);
                 warn!(
                     broker = %broker(&eventloop),
                     error = %e,
@@ -239,7 +258,7 @@ async fn run(
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).min(link.retry_max);
             }
         }
     }

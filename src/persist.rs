@@ -1,16 +1,18 @@
 //! The state file that lets the daemon survive its own restart: the Status
-//! payload of every connected device, written atomically (temporary file,
-//! fsync, rename). Knows ids and payloads, not what they mean.
+//! payload of every connected device, replaced atomically (temporary file,
+//! rename) and then synced. A file that cannot be used is set aside (renamed,
+//! never deleted) so that the daemon starts and the user can still look at it.
+//! Knows ids and payloads, not what they mean; [`crate::state`] decides when
+//! it is written.
 
+use crate::atomic_file;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Name of the state file in the data directory.
-pub const STATE_FILE: &str = "state.json";
+use crate::data_dir::STATE_FILE;
 
-/// Version of the file format.
-const FORMAT: u32 = 1;
+/// Version of the file format this daemon writes and reads.
+pub const FORMAT: u32 = 1;
 
 /// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +25,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not what this version writes.
+    /// The file is not what this version writes (truncated, corrupted).
     #[error("the state file {path} is not valid")]
     Parse {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
+    /// The file was written by a newer version of the daemon.
+    #[error("the state file {path} has format {found}, newer than this version reads ({FORMAT})")]
+    FutureFormat { path: PathBuf, found: u64 },
 }
 
 /// One device as remembered.
@@ -42,10 +47,43 @@ pub struct SavedDevice {
     pub status: serde_json::Value,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// What is read (the format number is checked apart, see [`FormatOnly`]).
+#[derive(Debug, Deserialize)]
 struct StateFile {
-    format: u32,
     devices: Vec<SavedDevice>,
+}
+
+/// What is written: the same shape, borrowing the devices.
+#[derive(Serialize)]
+struct StateFileRef<'a, I: Iterator<Item = &'a SavedDevice> + Clone> {
+    format: u32,
+    #[serde(serialize_with = "serialize_devices")]
+    devices: I,
+}
+
+fn serialize_devices<'a, I, S>(devices: &I, serializer: S) -> Result<S::Ok, S::Error>
+where
+    I: Iterator<Item = &'a SavedDevice> + Clone,
+    S: serde::Serializer,
+{
+    serializer.collect_seq(devices.clone())
+}
+
+/// The file's content for `devices`.
+pub fn encode<'a>(devices: impl Iterator<Item = &'a SavedDevice> + Clone) -> Vec<u8> {
+    // Serialising plain JSON values cannot fail; an empty list is the fallback all the same.
+    serde_json::to_vec_pretty(&StateFileRef {
+        format: FORMAT,
+        devices,
+    })
+    .unwrap_or_else(|_| format!("{{\"format\": {FORMAT}, \"devices\": []}}").into_bytes())
+}
+
+/// Only the format number, read before the rest so that a newer file is
+/// recognised as such, not reported as corrupted.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u64,
 }
 
 /// Reads the remembered devices; a missing file is an empty list.
@@ -62,42 +100,68 @@ pub fn load(dir: &Path) -> Result<Vec<SavedDevice>, Error> {
             })
         }
     };
+    if let Ok(FormatOnly { format }) = serde_json::from_slice::<FormatOnly>(&text) {
+        if format > u64::from(FORMAT) {
+            return Err(Error::FutureFormat {
+                path,
+                found: format,
+            });
+        }
+    }
     let file: StateFile =
         serde_json::from_slice(&text).map_err(|source| Error::Parse { path, source })?;
     Ok(file.devices)
 }
 
-/// Writes the devices: to a temporary file, synced, then renamed over the
-/// old one, so a power cut leaves either the old or the new file.
-pub fn save(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
+/// Renames an unusable state file to `state.json.set-aside-<unix time>` (with
+/// a counter if that exists) and returns the new path.
+pub fn set_aside(dir: &Path) -> Result<PathBuf, Error> {
     let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(dir).map_err(io("creating the directory of", &path))?;
-    let body = serde_json::to_vec_pretty(&StateFile {
-        format: FORMAT,
-        devices: devices.to_vec(),
-    })
-    .map_err(|source| Error::Parse {
-        path: path.clone(),
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut target = dir.join(format!("{STATE_FILE}.set-aside-{stamp}"));
+    let mut n = 1;
+    while target.exists() {
+        target = dir.join(format!("{STATE_FILE}.set-aside-{stamp}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(&path, &target).map_err(|source| Error::Io {
+        action: "setting aside",
+        path,
         source,
     })?;
-    let mut file = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-    file.write_all(&body).map_err(io("writing", &tmp))?;
-    file.sync_all().map_err(io("syncing", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io("replacing", &path))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Makes the rename itself durable; not all filesystems allow it.
-        let _ = d.sync_all();
+    Ok(target)
+}
+
+/// Writes the devices and syncs them to the disk: [`replace`], then [`sync`].
+#[cfg(test)]
+pub fn save(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
+    replace(dir, &encode(devices.iter()))?;
+    sync(dir)
+}
+
+/// Writes `body` (see [`encode`]) to a temporary file and renames it over the
+/// old one (see [`atomic_file::replace`]): once this returns, the new file is
+/// what any later reader sees, even if the daemon is killed the next instant.
+pub fn replace(dir: &Path, body: &[u8]) -> Result<(), Error> {
+    atomic_file::replace(&dir.join(STATE_FILE), body).map_err(Error::from)
+}
+
+/// Makes the file and its rename durable on the disk (against a power cut).
+pub fn sync(dir: &Path) -> Result<(), Error> {
+    atomic_file::sync(&dir.join(STATE_FILE)).map_err(Error::from)
+}
+
+impl From<atomic_file::Error> for Error {
+    fn from(e: atomic_file::Error) -> Self {
+        Error::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -123,5 +187,47 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(STATE_FILE), "{").unwrap();
         assert!(matches!(load(dir.path()), Err(Error::Parse { .. })));
+    }
+
+    #[test]
+    fn a_newer_format_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            r#"{"format": 2, "devices": {"a": "new shape"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(Error::FutureFormat { found: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn setting_aside_keeps_the_file_under_another_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STATE_FILE), "{").unwrap();
+        let first = set_aside(dir.path()).unwrap();
+        std::fs::write(dir.path().join(STATE_FILE), "[").unwrap();
+        let second = set_aside(dir.path()).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(std::fs::read_to_string(first).unwrap(), "{");
+        assert_eq!(std::fs::read_to_string(second).unwrap(), "[");
+        assert!(!dir.path().join(STATE_FILE).exists());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &[]).unwrap();
+        // A directory where the temporary file goes makes the write fail.
+        std::fs::create_dir(dir.path().join("state.json.tmp")).unwrap();
+        std::fs::write(dir.path().join("state.json.tmp/x"), "").unwrap();
+        let devices = vec![SavedDevice {
+            client_id: "a".into(),
+            status: json!({}),
+        }];
+        assert!(save(dir.path(), &devices).is_err());
+        assert!(load(dir.path()).unwrap().is_empty());
     }
 }

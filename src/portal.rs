@@ -6,6 +6,9 @@ use crate::ids::PortalId;
 use std::path::Path;
 use tracing::debug;
 
+/// File written at boot by Venus with the portal id (dbus-flashmq reads it too).
+pub const VENUS_UNIQUE_ID_FILE: &str = "/data/venus/unique-id";
+
 /// The topic on which both Venus MQTT gateways keep the portal id retained.
 pub const SERIAL_SUBSCRIPTION: &str = "N/+/system/0/Serial";
 

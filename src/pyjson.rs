@@ -4,7 +4,14 @@
 //!
 //! Devices written against the Python driver sometimes match reply payloads as
 //! strings, so replies are byte-for-byte what it sent. Knows nothing of MQTT.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+    )
+)]
 use serde_json::Value;
 use std::fmt::Write;
 

@@ -38,7 +38,14 @@
 //! assert_eq!(path.decimals, Some(2));
 //! assert_eq!(path.unit.as_deref(), Some("°C"));
 //! ```
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+    )
+)]
 pub mod embedded;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -177,6 +184,19 @@ impl ValueKind {
     }
 }
 
+/// The D-Bus value type of a path of this kind: what device values and remote
+/// writes are coerced to.
+impl From<ValueKind> for crate::dbus::ValueType {
+    fn from(kind: ValueKind) -> Self {
+        match kind {
+            ValueKind::Any => crate::dbus::ValueType::Any,
+            ValueKind::Int => crate::dbus::ValueType::Int,
+            ValueKind::Float => crate::dbus::ValueType::Float,
+            ValueKind::Str => crate::dbus::ValueType::Str,
+        }
+    }
+}
+
 impl fmt::Display for ValueKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -224,19 +244,8 @@ impl fmt::Display for CatalogError {
 
 impl std::error::Error for CatalogError {}
 
-/// Why a value was refused by [`PathSpec::check_value`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValueError(pub String);
-
-impl fmt::Display for ValueError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ValueError {}
-
 impl Catalog {
+    #[cfg(any(test, feature = "internals"))]
     /// The built-in types. A unit test guarantees that every embedded file
     /// parses and validates, so nothing is lost here.
     pub fn embedded() -> Catalog {
@@ -272,6 +281,7 @@ impl Catalog {
         }
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Like [`Catalog::load`], with the user file's text given directly;
     /// `file` names it in errors.
     pub fn load_str(user_toml: &str, file: &str) -> (Catalog, Vec<CatalogError>) {
@@ -288,16 +298,19 @@ impl Catalog {
         self.types.keys().map(String::as_str)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// All types, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &ServiceType> {
         self.types.values()
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Number of types.
     pub fn len(&self) -> usize {
         self.types.len()
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// `true` when there are no types at all.
     pub fn is_empty(&self) -> bool {
         self.types.is_empty()
@@ -314,85 +327,6 @@ impl ServiceType {
     pub fn persisted(&self) -> impl Iterator<Item = &PathSpec> {
         self.paths.iter().filter(|p| p.persist.is_some())
     }
-
-    /// `ClassAndVrmInstance` default for this type, e.g. `"temperature:20"`.
-    pub fn class_and_instance(&self) -> String {
-        format!("{}:{}", self.name, self.preferred_instance)
-    }
-}
-
-impl PathSpec {
-    /// Checks a value written to this path (by a device or over D-Bus) and
-    /// returns it as the path stores it: `null` (invalid) is always
-    /// accepted; an `int` path takes whole numbers (also `21.0`) and
-    /// booleans as 0/1; a `float` path takes numbers and booleans and stores
-    /// a float; a `str` path takes text; an `any` path takes anything but
-    /// objects. Numbers must lie within `min`..`max`.
-    pub fn check_value(&self, value: &Value) -> Result<Value, ValueError> {
-        let number = |v: &Value| match v {
-            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-            Value::Number(n) => n.as_f64(),
-            _ => None,
-        };
-        let checked = match (self.kind, value) {
-            (_, Value::Null) => return Ok(Value::Null),
-            (ValueKind::Int, Value::Number(n)) if n.is_i64() || n.is_u64() => value.clone(),
-            (ValueKind::Int, Value::Number(_) | Value::Bool(_)) => {
-                let x = number(value).unwrap_or(f64::NAN);
-                if x.fract() != 0.0 || !x.is_finite() || x.abs() > i64::MAX as f64 {
-                    return Err(ValueError(format!("{x} is not a whole number")));
-                }
-                // In range and whole: the cast is exact.
-                Value::from(x as i64)
-            }
-            (ValueKind::Float, Value::Number(_) | Value::Bool(_)) => {
-                let x = number(value).unwrap_or(f64::NAN);
-                match serde_json::Number::from_f64(x) {
-                    Some(n) => Value::Number(n),
-                    None => return Err(ValueError("not a finite number".into())),
-                }
-            }
-            (ValueKind::Str, Value::String(_)) => value.clone(),
-            (ValueKind::Any, Value::Object(_)) => {
-                return Err(ValueError("objects are not accepted".into()))
-            }
-            (ValueKind::Any, _) => value.clone(),
-            (kind, other) => {
-                return Err(ValueError(format!(
-                    "expected {}, got {}",
-                    kind_expectation(kind),
-                    json_type_name(other)
-                )))
-            }
-        };
-        if let Some(x) = number(&checked).filter(|_| !checked.is_boolean()) {
-            if let Some(min) = self.min.filter(|min| x < *min) {
-                return Err(ValueError(format!("{x} is below the minimum {min}")));
-            }
-            if let Some(max) = self.max.filter(|max| x > *max) {
-                return Err(ValueError(format!("{x} is above the maximum {max}")));
-            }
-        }
-        Ok(checked)
-    }
-
-    /// The text `GetText` shows for a value: `---` when invalid, numbers with
-    /// [`Self::decimals`], then a space and [`Self::unit`] if there is one.
-    pub fn format_text(&self, value: Option<&Value>) -> String {
-        let body = match value {
-            None | Some(Value::Null) => return "---".to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => match (self.decimals, n.as_f64()) {
-                (Some(d), Some(x)) => format!("{x:.*}", usize::from(d)),
-                _ => n.to_string(),
-            },
-            Some(other) => other.to_string(),
-        };
-        match &self.unit {
-            Some(unit) => format!("{body} {unit}"),
-            None => body,
-        }
-    }
 }
 
 fn kind_expectation(kind: ValueKind) -> &'static str {
@@ -401,17 +335,6 @@ fn kind_expectation(kind: ValueKind) -> &'static str {
         ValueKind::Float => "a number",
         ValueKind::Str => "a string",
         ValueKind::Any => "a value",
-    }
-}
-
-fn json_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -500,23 +423,34 @@ impl<'a> Origin<'a> {
     }
 }
 
+/// The built-in files, read into patches (by file name, with their label),
+/// and the mistakes found in them. Read once: they are compiled in.
+type EmbeddedPatches = (BTreeMap<String, (String, TypePatch)>, Vec<CatalogError>);
+
+fn embedded_patches() -> &'static EmbeddedPatches {
+    static PATCHES: std::sync::OnceLock<EmbeddedPatches> = std::sync::OnceLock::new();
+    PATCHES.get_or_init(|| {
+        let mut errors = Vec::new();
+        let mut embedded = BTreeMap::new();
+        for file in embedded::FILES {
+            let label = format!("embedded/{}.toml", file.name);
+            let origin = Origin::file(&label).service_type(file.name);
+            match toml::from_str::<toml::Table>(file.text) {
+                Ok(table) => {
+                    let patch = parse_type(table, &origin, &mut errors);
+                    embedded.insert(file.name.to_string(), (label.clone(), patch));
+                }
+                Err(e) => errors.push(origin.error(None, toml_message(&e, file.text))),
+            }
+        }
+        (embedded, errors)
+    })
+}
+
 /// Builds the catalog from the embedded files and an optional user file
 /// `(text, label)`.
 fn build(user: Option<(&str, &str)>) -> (Catalog, Vec<CatalogError>) {
-    let mut errors = Vec::new();
-
-    let mut embedded: BTreeMap<String, (String, TypePatch)> = BTreeMap::new();
-    for file in embedded::FILES {
-        let label = format!("embedded/{}.toml", file.name);
-        let origin = Origin::file(&label).service_type(file.name);
-        match toml::from_str::<toml::Table>(file.text) {
-            Ok(table) => {
-                let patch = parse_type(table, &origin, &mut errors);
-                embedded.insert(file.name.to_string(), (label.clone(), patch));
-            }
-            Err(e) => errors.push(origin.error(None, toml_message(&e, file.text))),
-        }
-    }
+    let (embedded, mut errors) = embedded_patches().clone();
 
     let mut user_patches: BTreeMap<String, TypePatch> = BTreeMap::new();
     let user_label = user.map(|(_, label)| label).unwrap_or("catalog.toml");
@@ -578,8 +512,9 @@ fn toml_message(e: &toml::de::Error, text: &str) -> String {
         Some(span) => {
             // Spans lie on token boundaries; fall back to the start if not.
             let before = text.get(..span.start).unwrap_or_default();
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i.saturating_add(1));
+            let line = before.matches('\n').count().saturating_add(1);
+            let column = before.len().saturating_sub(line_start).saturating_add(1);
             format!("line {line}, column {column}: {}", e.message())
         }
         None => e.message().to_string(),
@@ -605,6 +540,22 @@ fn take<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// [`take`] for text that ends up on D-Bus, which cannot carry NUL (the bus
+/// daemon disconnects a service that sends it).
+fn take_text(
+    table: &mut toml::Table,
+    key: &str,
+    origin: &Origin,
+    errors: &mut Vec<CatalogError>,
+) -> Option<String> {
+    let text: String = take(table, key, origin, errors)?;
+    if text.contains('\0') {
+        errors.push(origin.error(Some(key), "may not contain the NUL character (\\u0000)"));
+        return None;
+    }
+    Some(text)
+}
+
 fn report_unknown_keys(table: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError>) {
     for key in table.keys() {
         errors.push(origin.error(Some(key), "unknown key"));
@@ -614,9 +565,9 @@ fn report_unknown_keys(table: toml::Table, origin: &Origin, errors: &mut Vec<Cat
 fn parse_type(mut t: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError>) -> TypePatch {
     let mut patch = TypePatch {
         product_id: take(&mut t, "product_id", origin, errors),
-        product_name: take(&mut t, "product_name", origin, errors),
+        product_name: take_text(&mut t, "product_name", origin, errors),
         preferred_instance: take(&mut t, "preferred_instance", origin, errors),
-        custom_name: take(&mut t, "custom_name", origin, errors),
+        custom_name: take_text(&mut t, "custom_name", origin, errors),
         numeric_firmware: take(&mut t, "numeric_firmware", origin, errors),
         paths: Vec::new(),
     };
@@ -645,7 +596,7 @@ fn parse_type(mut t: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError
         }
         let path_patch = PathPatch {
             kind: take(&mut p, "kind", &path_origin, errors),
-            unit: take(&mut p, "unit", &path_origin, errors),
+            unit: take_text(&mut p, "unit", &path_origin, errors),
             decimals: take(&mut p, "decimals", &path_origin, errors),
             default: take::<toml::Value>(&mut p, "default", &path_origin, errors)
                 .and_then(|v| toml_to_json(v, &path_origin, errors)),
@@ -655,7 +606,7 @@ fn parse_type(mut t: toml::Table, origin: &Origin, errors: &mut Vec<CatalogError
             measured: take(&mut p, "measured", &path_origin, errors),
             min: take(&mut p, "min", &path_origin, errors),
             max: take(&mut p, "max", &path_origin, errors),
-            description: take(&mut p, "description", &path_origin, errors),
+            description: take_text(&mut p, "description", &path_origin, errors),
             path: name.clone(),
         };
         report_unknown_keys(p, &path_origin, errors);
@@ -898,6 +849,10 @@ fn check_default(
                 kind_expectation(kind)
             ),
         ));
+    }
+    // Defaults are sent on D-Bus as they are.
+    if let Err(e) = crate::dbus::Value::from_json(v) {
+        return Err(("default", format!("{v}: {e}")));
     }
     let v = match (kind, v.as_f64()) {
         (ValueKind::Float, Some(x)) if !v.is_f64() => {

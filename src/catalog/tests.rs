@@ -3,6 +3,11 @@
 use super::*;
 use serde_json::json;
 
+/// What the daemon makes of `json` sent for path `p` (device Values, defaults).
+fn device_value(p: &PathSpec, json: &Value) -> Result<crate::dbus::Value, String> {
+    crate::dbus::Value::from_json_as(json, p.kind.into())
+}
+
 fn names_in_types_dir() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/catalog/types");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -96,10 +101,6 @@ fn every_type_has_a_persisted_custom_name_first_and_no_mandatory_path() {
             assert!(!p.path.starts_with('/'), "{}: {}", t.name, p.path);
         }
         assert!(!t.product_name.is_empty(), "{}", t.name);
-        assert_eq!(
-            t.class_and_instance(),
-            format!("{}:{}", t.name, t.preferred_instance)
-        );
     }
 }
 
@@ -132,10 +133,16 @@ fn kinds_defaults_and_limits_are_consistent() {
                     ValueKind::Any => assert!(!d.is_object(), "{at}: {d}"),
                 }
                 assert_eq!(
-                    p.check_value(d).as_ref(),
-                    Ok(d),
-                    "{at}: default must pass its own check"
+                    device_value(p, d),
+                    crate::dbus::Value::from_json(d).map_err(|e| e.to_string()),
+                    "{at}: a default is already of its path's kind"
                 );
+                if let Some(x) = d.as_f64() {
+                    assert!(
+                        p.min.is_none_or(|m| m <= x) && p.max.is_none_or(|m| x <= m),
+                        "{at}: default {d} within min..max"
+                    );
+                }
             }
             if p.kind == ValueKind::Str {
                 assert!(
@@ -720,7 +727,6 @@ fn persist_limits_can_differ_from_the_write_limits() {
             max: Some(0.0)
         })
     );
-    assert!(p.check_value(&json!(70)).is_err());
 }
 
 #[test]
@@ -758,50 +764,51 @@ fn float_defaults_written_as_integers_become_floats() {
     assert!(d.as_ref().is_some_and(Value::is_f64), "{d:?}");
 }
 
+/// Limits apply to remote writes (SetValue answers 2) and GetMin/GetMax, not
+/// to values a device sends, as in the Python driver: a device reports what it measures.
 #[test]
-fn check_value_follows_kind_and_limits() {
+fn device_values_follow_the_kind_not_the_limits() {
+    use crate::dbus::Value as V;
     let catalog = Catalog::embedded();
     let t = catalog.get("temperature").expect("temperature");
     let temp = t.path("Temperature").expect("Temperature");
-    assert_eq!(temp.check_value(&json!(21)), Ok(json!(21.0)));
-    assert_eq!(temp.check_value(&Value::Null), Ok(Value::Null));
-    assert!(temp.check_value(&json!("21")).is_err());
+    assert_eq!(device_value(temp, &json!(21)), Ok(V::F64(21.0)));
+    assert_eq!(device_value(temp, &Value::Null), Ok(V::Invalid));
+    assert_eq!(device_value(temp, &json!("21")), Ok(V::F64(21.0)));
     let tt = t.path("TemperatureType").expect("TemperatureType");
-    assert_eq!(tt.check_value(&json!(3.0)), Ok(json!(3)));
-    assert_eq!(tt.check_value(&json!(true)), Ok(json!(1)));
-    assert!(tt.check_value(&json!(2.5)).is_err());
-    assert!(tt.check_value(&json!(7)).is_err());
-    assert!(tt.check_value(&json!(-1)).is_err());
+    assert_eq!(device_value(tt, &json!(3.0)), Ok(V::I32(3)));
+    assert_eq!(device_value(tt, &json!(true)), Ok(V::I32(1)));
+    assert!(device_value(tt, &json!(2.5)).is_err());
+    assert_eq!(tt.max, Some(6.0));
+    assert_eq!(device_value(tt, &json!(7)), Ok(V::I32(7)));
+    assert_eq!(device_value(tt, &json!(-1)), Ok(V::I32(-1)));
     let name = t.path("CustomName").expect("CustomName");
-    assert!(name.check_value(&json!(5)).is_err());
+    assert_eq!(device_value(name, &json!(5)), Ok(V::Str("5".into())));
+    assert!(device_value(name, &json!([5])).is_err());
     let roles = catalog
         .get("pvinverter")
         .and_then(|t| t.path("AllowedRoles"))
         .expect("AllowedRoles");
-    assert!(roles.check_value(&json!(["grid"])).is_ok());
-    assert!(roles.check_value(&json!({"a": 1})).is_err());
+    assert!(device_value(roles, &json!(["grid"])).is_ok());
     let limit = catalog
         .get("vebus")
         .and_then(|t| t.path("Ac/In/1/CurrentLimit"))
         .expect("limit");
-    assert_eq!(limit.check_value(&json!(16.5)), Ok(json!(16.5)));
+    assert_eq!(device_value(limit, &json!(16.5)), Ok(V::F64(16.5)));
 }
 
 #[test]
-fn format_text_uses_decimals_and_unit() {
+fn the_temperature_is_shown_with_one_decimal_and_its_unit() {
     let catalog = Catalog::embedded();
-    let temp = catalog
-        .get("temperature")
-        .and_then(|t| t.path("Temperature"))
-        .expect("path");
-    assert_eq!(temp.format_text(Some(&json!(21.456))), "21.5 °C");
-    assert_eq!(temp.format_text(None), "---");
-    assert_eq!(temp.format_text(Some(&Value::Null)), "---");
-    let name = catalog
-        .get("temperature")
-        .and_then(|t| t.path("CustomName"))
-        .expect("path");
-    assert_eq!(name.format_text(Some(&json!("Fridge"))), "Fridge");
+    let t = catalog.get("temperature").expect("type");
+    let temp = t.path("Temperature").expect("path");
+    let text = crate::dbus::TextFormat::Fixed {
+        decimals: temp.decimals,
+        unit: temp.unit.clone(),
+    };
+    assert_eq!(text.text("/Temperature", &crate::dbus::Value::F64(21.456)), "21.5 °C");
+    let name = t.path("CustomName").expect("path");
+    assert_eq!((name.decimals, name.unit.as_deref()), (None, None));
 }
 
 #[test]
@@ -859,4 +866,77 @@ fn the_user_documentation_example_loads_cleanly() {
     assert!(catalog
         .get("watermaker")
         .is_some_and(|t| t.paths.len() == 3));
+}
+
+/// See: issue 10. Text from the user file goes to D-Bus (ProductName,
+/// CustomName, GetText with the unit, GetDescription, defaults); with a NUL
+/// in it every service of the type lost its connection. Such keys are
+/// refused (the built-in value stays), as are defaults D-Bus cannot carry.
+#[test]
+fn issue_10_user_text_d_bus_cannot_carry_is_refused() {
+    let user = r#"
+        [temperature]
+        product_name = "a\u0000"
+        custom_name = "b\u0000"
+
+        [[temperature.path]]
+        path = "Temperature"
+        unit = "°C\u0000"
+
+        [[temperature.path]]
+        path = "Humidity"
+        description = "\u0000"
+
+        [[temperature.path]]
+        path = "Label"
+        kind = "str"
+        default = "x\u0000"
+
+        [[temperature.path]]
+        path = "Deep"
+        default = [[[[[[[[[[1]]]]]]]]]]
+    "#;
+    let (catalog, errors) = Catalog::load_str(user, "catalog.toml");
+    let keys: Vec<_> = errors
+        .iter()
+        .map(|e| (e.path.as_deref(), e.key.as_deref()))
+        .collect();
+    for want in [
+        (None, Some("product_name")),
+        (None, Some("custom_name")),
+        (Some("Temperature"), Some("unit")),
+        (Some("Humidity"), Some("description")),
+        (Some("Label"), Some("default")),
+        (Some("Deep"), Some("default")),
+    ] {
+        assert!(keys.contains(&want), "{want:?} not in {errors:#?}");
+    }
+    let t = catalog.get("temperature").expect("built-in type kept");
+    let text = |s: &str| !s.contains('\0');
+    assert!(text(&t.product_name) && text(&t.custom_name));
+    for p in &t.paths {
+        assert!(
+            text(&p.description) && p.unit.as_deref().is_none_or(text),
+            "{p:?}"
+        );
+        if let Some(d) = &p.default {
+            assert!(crate::dbus::Value::from_json(d).is_ok(), "{p:?}");
+        }
+    }
+}
+
+/// See: issue 10. 2^63 on an int path passed the range check and was cast
+/// to i64::MAX, another number than the one written.
+#[test]
+fn issue_10_a_whole_float_past_i64_is_refused_on_an_int_path() {
+    let catalog = Catalog::embedded();
+    let p = catalog
+        .get("temperature")
+        .and_then(|t| t.path("TemperatureType"))
+        .unwrap();
+    assert!(device_value(p, &json!(9_223_372_036_854_775_808.0)).is_err());
+    assert_eq!(
+        device_value(p, &json!(-8_000_000_000_000_000.0)),
+        Ok(crate::dbus::Value::I64(-8_000_000_000_000_000))
+    );
 }

@@ -3,13 +3,19 @@
 //! with or without an interface header. Never uses zbus' ObjectServer (it refuses calls without
 //! an interface header, which velib, dbus-mqtt and old dbusmonitor send).
 //! Knows no item tree and no settings: the handlers own those.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects,))]
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
 use zbus::message::{Body, Flags, Type};
-use zbus::{Connection, Message, MessageStream, Variant};
+use zbus::names::WellKnownName;
+use zbus::{Connection, MatchRule, Message, MessageStream, Variant};
 
 use super::error::ErrorReply;
 use super::value::VariantMap;
@@ -111,8 +117,8 @@ impl From<Reply> for Response {
 
 /// What an object looks like to `Introspect`.
 pub struct Introspection {
-    /// XML `<interface>` elements for the object (besides the standard ones).
-    pub interfaces: &'static str,
+    /// XML `<interface>` elements for the object (besides the standard ones), in order.
+    pub interfaces: &'static [&'static str],
     /// Names of the direct child nodes.
     pub children: Vec<String>,
 }
@@ -138,6 +144,55 @@ pub fn signal_message(emit: &Emit) -> zbus::Result<Message> {
     }
 }
 
+/// Why a connection could not start answering calls.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct StartError {
+    /// The step that failed.
+    pub what: &'static str,
+    /// The cause.
+    #[source]
+    pub source: zbus::Error,
+}
+
+/// Starts answering the method calls that reach `conn` through `handler` ([`serve`] on a
+/// task). The call stream is subscribed before this returns, so a name requested afterwards
+/// ([`request_name`]) misses no call; at most `queue` calls wait for the dispatcher.
+pub async fn start(
+    conn: &Connection,
+    queue: NonZeroUsize,
+    handler: Arc<dyn Handler>,
+) -> Result<JoinHandle<()>, StartError> {
+    let rule = MatchRule::builder()
+        .msg_type(Type::MethodCall)
+        .build()
+        .map_err(|source| StartError {
+            what: "building the method-call match rule",
+            source,
+        })?;
+    let stream = MessageStream::for_match_rule(rule, conn, Some(queue))
+        .await
+        .map_err(|source| StartError {
+            what: "subscribing to method calls",
+            source,
+        })?;
+    Ok(tokio::spawn(serve(conn.clone(), stream, handler)))
+}
+
+/// Requests `name` with DO_NOT_QUEUE, once the objects are in place and [`start`] answers
+/// for them, so that `GetItems` answers the moment `NameOwnerChanged` fires (the Venus
+/// registration order). `Ok(false)` when another connection owns the name.
+pub async fn request_name(conn: &Connection, name: WellKnownName<'_>) -> zbus::Result<bool> {
+    match conn
+        .request_name_with_flags(name, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+    {
+        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(true),
+        Ok(_) | Err(zbus::Error::NameTaken) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads method calls from `stream` until it ends (connection closed) and answers each one.
 /// Calls are answered in arrival order, one at a time, so a reply never overtakes an earlier one.
 pub async fn serve(conn: Connection, mut stream: MessageStream, handler: Arc<dyn Handler>) {
@@ -155,8 +210,13 @@ pub async fn serve(conn: Connection, mut stream: MessageStream, handler: Arc<dyn
         let msgs = match answer(&msg, handler.as_ref()) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "building a reply failed");
-                continue;
+                // The caller still gets an answer: without one it would wait for its
+                // timeout, and dbus-flashmq ignores a service whose GetItems goes unanswered.
+                tracing::warn!(error = %e, "building a reply failed; answering with an error");
+                match failure_reply(&msg, &e) {
+                    Some(reply) => vec![reply],
+                    None => continue,
+                }
             }
         };
         if let Err(e) = conn.send_all(&msgs).await {
@@ -181,7 +241,7 @@ fn answer(msg: &Message, handler: &dyn Handler) -> zbus::Result<Vec<Message>> {
         body: &body,
     };
     let response = standard(&call, handler).unwrap_or_else(|| handler.handle(&call));
-    let mut out = Vec::with_capacity(response.signals.len() + 1);
+    let mut out = Vec::with_capacity(response.signals.len().saturating_add(1));
     for s in &response.signals {
         out.push(signal_message(s)?);
     }
@@ -203,6 +263,19 @@ fn answer(msg: &Message, handler: &dyn Handler) -> zbus::Result<Vec<Message>> {
     }?;
     out.push(reply);
     Ok(out)
+}
+
+/// `org.freedesktop.DBus.Error.Failed` for a call whose reply could not be built (`None`
+/// when the caller expects no reply).
+fn failure_reply(msg: &Message, e: &zbus::Error) -> Option<Message> {
+    let hdr = msg.header();
+    if hdr.primary().flags().contains(Flags::NO_REPLY_EXPECTED) {
+        return None;
+    }
+    let failed = ErrorReply::Failed(format!("the reply could not be built: {e}"));
+    Message::error(&hdr, failed.name())
+        .build(&(failed.message(),))
+        .ok()
 }
 
 /// Answers `Introspect`, `Ping` and `GetMachineId`; `None` for everything else.
@@ -256,7 +329,9 @@ fn introspection_xml(path: &str, i: &Introspection) -> String {
     );
     xml.push_str(&format!("<node name=\"{path}\">\n"));
     xml.push_str(STANDARD_INTERFACES_XML);
-    xml.push_str(i.interfaces);
+    for interface in i.interfaces {
+        xml.push_str(interface);
+    }
     for c in &i.children {
         xml.push_str(&format!("  <node name=\"{c}\"/>\n"));
     }

@@ -1,6 +1,8 @@
 //! Errors of the Venus D-Bus layer: `dbus::Error` for the program side, and the few D-Bus error
 //! replies the dispatcher sends, named in one place. Knows no MQTT.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects,))]
 /// What went wrong while running a BusItem service.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -54,6 +56,17 @@ pub enum Error {
         name: String,
         /// The path.
         path: String,
+    },
+    /// A value that D-Bus cannot carry (see [`super::Value::check_wire`]); nothing was stored.
+    #[error("value for {path} of service {name} cannot be sent on d-bus")]
+    InvalidValue {
+        /// The service name.
+        name: String,
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: super::ValueError,
     },
     /// The service name is not a valid bus name.
     #[error("invalid service name {name:?}")]

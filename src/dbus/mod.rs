@@ -7,15 +7,17 @@
 
 pub mod dispatch;
 pub mod error;
+pub mod json;
 pub mod service;
 pub mod tree;
 pub mod value;
 
 pub use dispatch::BUSITEM_INTERFACE;
 pub use error::{Error, ErrorReply};
+pub use json::json_type_name;
 pub use service::{RemoteWrite, Service, WriteHook, REMOTE_WRITE_QUEUE};
 pub use tree::Item;
-pub use value::{TextFormat, Value, ValueError, ValueType, VariantMap, INVALID_TEXT};
+pub use value::{TextFormat, Value, ValueError, ValueType, VariantMap, INVALID_TEXT, MAX_NESTING};
 
 use std::fmt;
 

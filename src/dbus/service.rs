@@ -2,21 +2,21 @@
 //! `RequestName(DO_NOT_QUEUE)`; local writes with PropertiesChanged, batches and live
 //! additions/removals with ItemsChanged; remote writes reported to the owner; the name released
 //! on close. Knows no service types, no MQTT and no devices.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects,))]
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use zbus::fdo::{RequestNameFlags, RequestNameReply};
-use zbus::message::Type;
-use zbus::{Connection, MatchRule, MessageStream};
+use zbus::Connection;
 
 use super::dispatch::{
     self, Call, Emit, Handler, Introspection, Reply, Response, SignalBody, BUSITEM_INTERFACE,
 };
 use super::error::{Error, ErrorReply};
-use super::tree::{value_text_entry, InsertError, Item, Tree, WriteCheck};
+use super::tree::{value_text_entry, InsertError, Item, ObjectTree, Tree, WriteCheck, NODE_XML};
 use super::value::{Value, INVALID_TEXT};
 use super::BusAddress;
 
@@ -41,14 +41,11 @@ pub const REMOTE_WRITE_QUEUE: usize = 256;
 /// Method calls queued for the dispatcher before the connection's reader waits for it.
 /// zbus allocates the whole queue up front for every service, and the dispatcher answers
 /// each call at once, so a short queue keeps a few hundred services small in memory.
-const CALL_QUEUE: usize = 32;
+const CALL_QUEUE: std::num::NonZeroUsize = std::num::NonZeroUsize::MIN.saturating_add(31);
 
 /// Messages the service's connection queues internally (zbus' default is 64); see
 /// [`BusAddress::connect_with_queue`].
-const CONNECTION_QUEUE: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(16) {
-    Some(n) => n,
-    None => unreachable!(),
-};
+const CONNECTION_QUEUE: std::num::NonZeroUsize = std::num::NonZeroUsize::MIN.saturating_add(15);
 
 const LEAF_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
     <method name="GetValue"><arg type="v" direction="out"/></method>
@@ -58,19 +55,6 @@ const LEAF_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
     <signal name="PropertiesChanged"><arg type="a{sv}"/></signal>
   </interface>
 "#;
-const NODE_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
-    <method name="GetValue"><arg type="v" direction="out"/></method>
-    <method name="GetText"><arg type="v" direction="out"/></method>
-  </interface>
-"#;
-const ROOT_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
-    <method name="GetItems"><arg type="a{sa{sv}}" direction="out"/></method>
-    <method name="GetValue"><arg type="v" direction="out"/></method>
-    <method name="GetText"><arg type="v" direction="out"/></method>
-    <signal name="ItemsChanged"><arg type="a{sa{sv}}"/></signal>
-  </interface>
-"#;
-
 /// State shared by the owner's handle and the dispatcher.
 struct Shared {
     name: String,
@@ -96,23 +80,33 @@ impl Shared {
                 .into()
             }
         };
-        let Ok(value) = Value::from_variant(&raw) else {
-            return Reply::I32(1).into();
+        // The gateways ignore SetValue's code, so a refusal is only seen in the log.
+        let refuse = |code: i32, reason: &str| -> Response {
+            tracing::warn!(service = %self.name, path = call.path, code, "SetValue refused: {reason}");
+            Reply::I32(code).into()
         };
+        let value = match Value::from_variant(&raw) {
+            Ok(v) => v,
+            Err(e) => return refuse(1, &e.to_string()),
+        };
+        let shown = quoted(&value);
         let check = match self.tree().get(call.path) {
             Some(item) => item.check_remote_write(value),
             None => return unknown_object(call.path),
         };
         let value = match check {
-            WriteCheck::NotWriteable | WriteCheck::WrongType => return Reply::I32(1).into(),
-            WriteCheck::OutOfRange => return Reply::I32(2).into(),
+            WriteCheck::NotWriteable => return refuse(1, "the path is not writeable"),
+            WriteCheck::WrongType => {
+                return refuse(1, &format!("{shown} does not fit the path's type"))
+            }
+            WriteCheck::OutOfRange => return refuse(2, &format!("{shown} is out of range")),
             WriteCheck::Unchanged => return Reply::I32(0).into(),
             WriteCheck::Changed(v) => v,
         };
         // The hook runs without the lock, so it may read the service.
         if let Some(hook) = &self.hook {
             if !hook(call.path, &value) {
-                return Reply::I32(2).into();
+                return refuse(2, &format!("{shown} is not accepted by the service"));
             }
         }
         let entry = {
@@ -139,6 +133,20 @@ impl Shared {
             }],
         }
     }
+}
+
+/// How many characters of a refused value the log quotes.
+const QUOTE_MAX_CHARS: usize = 40;
+
+/// A value as the log quotes it: Python text, cut after [`QUOTE_MAX_CHARS`]
+/// characters (never inside one).
+fn quoted(value: &Value) -> String {
+    let mut text = value.python_text();
+    if let Some((cut, _)) = text.char_indices().nth(QUOTE_MAX_CHARS) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    format!("{text:?}")
 }
 
 fn unknown_object(path: &str) -> Response {
@@ -174,30 +182,13 @@ impl Handler for Shared {
             };
             return reply.into();
         }
-        match call.member {
-            "GetValue" => Reply::Variant(tree.node_value(call.path)),
-            "GetText" => Reply::Variant(tree.node_text(call.path)),
-            "GetItems" if call.path == "/" => Reply::Items(tree.items()),
-            _ => Reply::Error(call.unknown_method()),
-        }
-        .into()
+        tree.node_reply(call)
+            .unwrap_or_else(|| Reply::Error(call.unknown_method()))
+            .into()
     }
 
     fn introspect(&self, path: &str) -> Option<Introspection> {
-        let tree = self.tree();
-        if tree.get(path).is_some() {
-            Some(Introspection {
-                interfaces: LEAF_XML,
-                children: Vec::new(),
-            })
-        } else if tree.is_node(path) {
-            Some(Introspection {
-                interfaces: if path == "/" { ROOT_XML } else { NODE_XML },
-                children: tree.children(path),
-            })
-        } else {
-            None
-        }
+        self.tree().introspect(path, &[LEAF_XML], &[NODE_XML])
     }
 }
 
@@ -217,6 +208,16 @@ impl std::fmt::Debug for Service {
             .field("name", &self.shared.name)
             .finish_non_exhaustive()
     }
+}
+
+/// Refuses a value the bus cannot carry before it is stored: a stored one would
+/// make every later `GetItems` of the service fail.
+fn check_wire(name: &str, path: &str, value: &Value) -> Result<(), Error> {
+    value.check_wire().map_err(|source| Error::InvalidValue {
+        name: name.to_string(),
+        path: path.to_string(),
+        source,
+    })
 }
 
 fn insert_error(name: &str, path: &str, e: InsertError) -> Error {
@@ -250,6 +251,7 @@ impl Service {
         let mut tree = Tree::new();
         for item in items {
             let path = item.path.clone();
+            check_wire(name, &path, &item.value)?;
             tree.insert(item.with_local_value())
                 .map_err(|e| insert_error(name, &path, e))?;
         }
@@ -264,15 +266,6 @@ impl Service {
             let name = name.to_string();
             move |source| Error::Bus { what, name, source }
         };
-        // The stream exists before the name is requested, so no call can be missed.
-        let rule = MatchRule::builder()
-            .msg_type(Type::MethodCall)
-            .build()
-            .map_err(bus_err("building the method-call match rule"))?;
-        let stream =
-            MessageStream::for_match_rule(rule, &conn, std::num::NonZeroUsize::new(CALL_QUEUE))
-                .await
-                .map_err(bus_err("subscribing to method calls"))?;
         let (tx, rx) = mpsc::channel(REMOTE_WRITE_QUEUE);
         let shared = Arc::new(Shared {
             name: name.to_string(),
@@ -280,26 +273,20 @@ impl Service {
             hook,
             writes: tx,
         });
-        let task = tokio::spawn(dispatch::serve(
-            conn.clone(),
-            stream,
-            shared.clone() as Arc<dyn Handler>,
-        ));
+        let task = dispatch::start(&conn, CALL_QUEUE, shared.clone() as Arc<dyn Handler>)
+            .await
+            .map_err(|e| bus_err(e.what)(e.source))?;
         let service = Service {
             shared,
             conn,
             task: Some(task),
         };
-        match service
-            .conn
-            .request_name_with_flags(well_known, RequestNameFlags::DO_NOT_QUEUE)
-            .await
-        {
-            Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => {
+        match dispatch::request_name(&service.conn, well_known).await {
+            Ok(true) => {
                 tracing::debug!(service = %name, "registered on the d-bus");
                 Ok((service, rx))
             }
-            Ok(_) | Err(zbus::Error::NameTaken) => {
+            Ok(false) => {
                 service.shutdown().await;
                 Err(Error::NameTaken {
                     name: name.to_string(),
@@ -361,6 +348,7 @@ impl Service {
         let entry = {
             let mut tree = self.shared.tree();
             let item = tree.get_mut(path).ok_or_else(|| self.unknown_path(path))?;
+            check_wire(&self.shared.name, path, &value)?;
             let value = item.local_value(value);
             if item.value == value {
                 return Ok(false);
@@ -380,13 +368,16 @@ impl Service {
     }
 
     /// Local writes of several values, announced in one `ItemsChanged` on `/` holding the
-    /// changed ones. Checks every path first: on an unknown path nothing is written. Returns
-    /// how many changed.
+    /// changed ones. Checks every path and value first: on an unknown path or a value D-Bus
+    /// cannot carry nothing is written. Returns how many changed.
     pub async fn set_values(&self, changes: Vec<(String, Value)>) -> Result<usize, Error> {
         let entries = {
             let mut tree = self.shared.tree();
             if let Some((p, _)) = changes.iter().find(|(p, _)| tree.get(p).is_none()) {
                 return Err(self.unknown_path(p));
+            }
+            for (path, value) in &changes {
+                check_wire(&self.shared.name, path, value)?;
             }
             let mut entries = HashMap::new();
             for (path, value) in changes {
@@ -429,11 +420,15 @@ impl Service {
             let mut added: Vec<String> = Vec::new();
             for item in items {
                 let path = item.path.clone();
-                if let Err(e) = tree.insert(item.with_local_value()) {
+                let inserted = check_wire(&self.shared.name, &path, &item.value).and_then(|()| {
+                    tree.insert(item.with_local_value())
+                        .map_err(|e| insert_error(&self.shared.name, &path, e))
+                });
+                if let Err(e) = inserted {
                     for p in &added {
                         tree.remove(p);
                     }
-                    return Err(insert_error(&self.shared.name, &path, e));
+                    return Err(e);
                 }
                 added.push(path);
             }

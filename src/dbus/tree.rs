@@ -1,12 +1,139 @@
-//! The items of one service and the BusItem key rules: leaf values and texts, node
-//! `GetValue`/`GetText` with keys relative to the node, root `GetItems` with absolute keys, and the
-//! remote-write checks behind SetValue. Pure: knows no connection and no MQTT.
-
+//! The BusItem object model: a tree of value objects keyed by absolute path, whose nodes answer
+//! `GetValue`/`GetText` with keys relative to the node and whose root answers `GetItems` with
+//! absolute keys ([`ObjectTree`], [`Leaf`]: the same for device services and the settings
+//! service); the items of one service and the remote-write checks behind SetValue.
+//! Pure: knows no connection and no MQTT.
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects,))]
 use std::collections::{BTreeMap, HashMap};
 
 use zbus::{Dict, Signature, Variant};
 
+use super::dispatch::{Call, Introspection, Reply};
 use super::value::{TextFormat, Value, ValueType, VariantMap};
+
+/// Introspection of `/` of a BusItem tree.
+pub const ROOT_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
+    <method name="GetItems"><arg type="a{sa{sv}}" direction="out"/></method>
+    <method name="GetValue"><arg type="v" direction="out"/></method>
+    <method name="GetText"><arg type="v" direction="out"/></method>
+    <signal name="ItemsChanged"><arg type="a{sa{sv}}"/></signal>
+  </interface>
+"#;
+
+/// Introspection of a node (a path above values, other than `/`) of a BusItem tree.
+pub const NODE_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
+    <method name="GetValue"><arg type="v" direction="out"/></method>
+    <method name="GetText"><arg type="v" direction="out"/></method>
+  </interface>
+"#;
+
+/// A value object of a BusItem tree, as the nodes above it and `/` report it.
+pub trait Leaf {
+    /// Its value (`GetValue`).
+    fn value(&self) -> &Value;
+    /// Its text (`GetText`).
+    fn text(&self) -> String;
+    /// Its entry in `GetItems` and `ItemsChanged` (at least `{Value, Text}`).
+    fn entry(&self) -> VariantMap;
+}
+
+/// A BusItem object tree: value objects ([`Leaf`]) keyed by absolute path, and the nodes
+/// above them, `/` included. The items of a device service ([`Tree`]) and the settings of the
+/// settings service are both one.
+pub trait ObjectTree {
+    /// The value objects.
+    type Leaf: Leaf;
+
+    /// The value objects, keyed by absolute path.
+    fn leaves(&self) -> &BTreeMap<String, Self::Leaf>;
+
+    /// Is `path` a node: `/` or a strict prefix of a value object's path?
+    fn is_node(&self, path: &str) -> bool {
+        path == "/" || entries_under(self.leaves(), path).next().is_some()
+    }
+
+    /// Names of the direct children of node `path`, for introspection.
+    fn children(&self, path: &str) -> Vec<String> {
+        child_names(entries_under(self.leaves(), path).map(|(rel, _)| rel))
+    }
+
+    /// The BusItem answer of node `call.path`: `GetValue` (a variant holding `a{sv}`) and
+    /// `GetText` (`a{ss}`) with keys relative to the node, `GetItems` on `/` with absolute
+    /// keys; `None` for any other member. The caller has checked that the path is a node and
+    /// the interface is BusItem's.
+    fn node_reply(&self, call: &Call<'_>) -> Option<Reply> {
+        node_reply(self.leaves(), call)
+    }
+
+    /// How `path` introspects: a value object with the `leaf` interfaces, `/` with
+    /// [`ROOT_XML`] and another node with the `node` interfaces, both with their children;
+    /// `None` where there is no object.
+    fn introspect(
+        &self,
+        path: &str,
+        leaf: &'static [&'static str],
+        node: &'static [&'static str],
+    ) -> Option<Introspection> {
+        if self.leaves().contains_key(path) {
+            Some(Introspection {
+                interfaces: leaf,
+                children: Vec::new(),
+            })
+        } else if self.is_node(path) {
+            Some(Introspection {
+                interfaces: if path == "/" { &[ROOT_XML] } else { node },
+                children: self.children(path),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+fn node_reply<T: Leaf>(leaves: &BTreeMap<String, T>, call: &Call<'_>) -> Option<Reply> {
+    match call.member {
+        "GetValue" => Some(Reply::Variant(node_value(leaves, call.path))),
+        "GetText" => Some(Reply::Variant(node_text(leaves, call.path))),
+        "GetItems" if call.path == "/" => Some(Reply::Items(items(leaves))),
+        _ => None,
+    }
+}
+
+/// Node `GetValue`: a variant holding `a{sv}` with keys relative to `node`.
+fn node_value<T: Leaf>(leaves: &BTreeMap<String, T>, node: &str) -> Variant<'static> {
+    let mut d = Dict::new(&Signature::Str, &Signature::Variant);
+    for (k, leaf) in entries_under(leaves, node) {
+        // Cannot fail: key and value match the dict's signature.
+        let _ = d.append(
+            Variant::Str(k.to_string().into()),
+            Variant::Variant(Box::new(leaf.value().to_variant())),
+        );
+    }
+    Variant::Dict(d)
+}
+
+/// Node `GetText`: a variant holding `a{ss}` with keys relative to `node`.
+fn node_text<T: Leaf>(leaves: &BTreeMap<String, T>, node: &str) -> Variant<'static> {
+    let mut d = Dict::new(&Signature::Str, &Signature::Str);
+    for (k, leaf) in entries_under(leaves, node) {
+        // Cannot fail: key and value match the dict's signature.
+        let _ = d.append(
+            Variant::Str(k.to_string().into()),
+            Variant::Str(leaf.text().into()),
+        );
+    }
+    Variant::Dict(d)
+}
+
+/// Root `GetItems`: absolute keys, each with its entry.
+fn items<T: Leaf>(leaves: &BTreeMap<String, T>) -> HashMap<String, VariantMap> {
+    leaves
+        .iter()
+        .map(|(path, leaf)| (path.clone(), leaf.entry()))
+        .collect()
+}
 
 /// One value path of a service (velib's `add_path`).
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +254,20 @@ impl Item {
     }
 }
 
+impl Leaf for Item {
+    fn value(&self) -> &Value {
+        &self.value
+    }
+
+    fn text(&self) -> String {
+        Item::text(self)
+    }
+
+    fn entry(&self) -> VariantMap {
+        Item::entry(self)
+    }
+}
+
 /// `{"Value": v, "Text": s}` for any value.
 pub fn value_text_entry(value: &Value, text: String) -> VariantMap {
     HashMap::from([
@@ -196,8 +337,8 @@ impl Tree {
         }
         // No ancestor may be an item: a path is either a value or a node.
         let mut p = item.path.as_str();
-        while let Some(i) = p.rfind('/') {
-            p = &p[..i];
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            p = parent;
             if !p.is_empty() && self.items.contains_key(p) {
                 return Err(InsertError::Clash);
             }
@@ -226,53 +367,17 @@ impl Tree {
         self.items.values()
     }
 
-    /// Is `path` `/` or an intermediate node (a strict prefix of an item path)?
-    pub fn is_node(&self, path: &str) -> bool {
-        path == "/" || self.under(path).next().is_some()
-    }
-
     /// Items below node `node`, with their keys relative to it (no leading slash).
     pub fn under<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a str, &'a Item)> + 'a {
         entries_under(&self.items, node)
     }
+}
 
-    /// Node `GetValue`: a variant holding `a{sv}` with relative keys.
-    pub fn node_value(&self, node: &str) -> Variant<'static> {
-        let mut d = Dict::new(&Signature::Str, &Signature::Variant);
-        for (k, item) in self.under(node) {
-            // Cannot fail: key and value match the dict's signature.
-            let _ = d.append(
-                Variant::Str(k.to_string().into()),
-                Variant::Variant(Box::new(item.value.to_variant())),
-            );
-        }
-        Variant::Dict(d)
-    }
+impl ObjectTree for Tree {
+    type Leaf = Item;
 
-    /// Node `GetText`: a variant holding `a{ss}` with relative keys.
-    pub fn node_text(&self, node: &str) -> Variant<'static> {
-        let mut d = Dict::new(&Signature::Str, &Signature::Str);
-        for (k, item) in self.under(node) {
-            // Cannot fail: key and value match the dict's signature.
-            let _ = d.append(
-                Variant::Str(k.to_string().into()),
-                Variant::Str(item.text().into()),
-            );
-        }
-        Variant::Dict(d)
-    }
-
-    /// Root `GetItems`: absolute keys, each `{Value, Text}`.
-    pub fn items(&self) -> HashMap<String, VariantMap> {
-        self.items
-            .values()
-            .map(|i| (i.path.clone(), i.entry()))
-            .collect()
-    }
-
-    /// Names of the direct children of node `path`, for introspection.
-    pub fn children(&self, path: &str) -> Vec<String> {
-        child_names(self.under(path).map(|(rel, _)| rel))
+    fn leaves(&self) -> &BTreeMap<String, Item> {
+        &self.items
     }
 }
 
@@ -288,10 +393,8 @@ pub fn entries_under<'a, T>(
     } else {
         format!("{node}/")
     };
-    let skip = prefix.len();
     map.range(prefix.clone()..)
-        .take_while(move |(k, _)| k.starts_with(&prefix))
-        .map(move |(k, v)| (&k[skip..], v))
+        .map_while(move |(k, v)| k.strip_prefix(prefix.as_str()).map(|rel| (rel, v)))
 }
 
 /// The distinct first elements of sorted relative keys: a node's direct

@@ -1,7 +1,9 @@
 //! The Venus value model and its one wire mapping (the job of velib's `ve_utils`): values,
 //! their D-Bus encoding, their Python-compatible text, and SetValue type coercion.
 //! Knows no paths (except the `/ProductId` text rule), no connection and no MQTT.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects,))]
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
@@ -38,6 +40,28 @@ pub enum ValueError {
     /// A D-Bus type that has no Venus value (struct, fd, dict with non-string keys, u64 > i64).
     #[error("d-bus type `{0}` has no venus value")]
     UnsupportedType(String),
+    /// Lists and dicts nested deeper than [`MAX_NESTING`].
+    #[error("lists and dicts may nest at most {MAX_NESTING} levels deep")]
+    TooDeep,
+    /// Text with a NUL character, which a D-Bus string cannot hold (the bus
+    /// daemon disconnects a connection that sends one).
+    #[error("text may not contain the NUL character (\\u0000)")]
+    NulInText,
+}
+
+/// How deep lists and dicts may nest in one value. Venus values are scalars
+/// and flat lists; the limit keeps every value well inside what D-Bus can
+/// carry (32 nested arrays) once wrapped in `GetItems`' `a{sa{sv}}` and one
+/// variant per level, so a stored value can always be sent.
+pub const MAX_NESTING: usize = 8;
+
+/// Checks one piece of text for D-Bus.
+pub(super) fn check_text(s: &str) -> Result<(), ValueError> {
+    if s.contains('\0') {
+        Err(ValueError::NulInText)
+    } else {
+        Ok(())
+    }
 }
 
 /// The type a path accepts from remote writes (velib's `valuetype`). Invalid is always accepted.
@@ -117,47 +141,32 @@ impl Value {
         }
     }
 
-    /// From JSON: integer → `I32` (`I64` outside int32), float → `F64`, bool, string,
-    /// null → `Invalid`, array → `List`, object → `Dict`.
-    pub fn from_json(v: &serde_json::Value) -> Result<Value, ValueError> {
-        Ok(match v {
-            serde_json::Value::Null => Value::Invalid,
-            serde_json::Value::Bool(b) => Value::Bool(*b),
-            serde_json::Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Value::int(i)
-                } else if n.is_f64() {
-                    // serde_json only yields finite doubles.
-                    Value::F64(n.as_f64().unwrap_or_default())
-                } else {
-                    return Err(ValueError::NumberOutOfRange(n.to_string()));
-                }
-            }
-            serde_json::Value::String(s) => Value::Str(s.clone()),
-            serde_json::Value::Array(a) => {
-                Value::List(a.iter().map(Value::from_json).collect::<Result<_, _>>()?)
-            }
-            serde_json::Value::Object(o) => Value::Dict(
-                o.iter()
-                    .map(|(k, v)| Ok((k.clone(), Value::from_json(v)?)))
-                    .collect::<Result<_, ValueError>>()?,
-            ),
-        })
+    /// A string value, checked for D-Bus (no NUL).
+    pub fn text(s: impl Into<String>) -> Result<Value, ValueError> {
+        let s = s.into();
+        check_text(&s)?;
+        Ok(Value::Str(s))
     }
 
-    /// To JSON; `Invalid` → `null`, non-finite doubles → `null` (JSON has no NaN).
-    pub fn to_json(&self) -> serde_json::Value {
+    /// Checks that the value can be sent on D-Bus: no NUL in any text or
+    /// key, lists and dicts at most [`MAX_NESTING`] deep. Every value that
+    /// [`Value::from_json`] and [`Value::from_variant`] return passes.
+    pub fn check_wire(&self) -> Result<(), ValueError> {
+        self.check_wire_at(0)
+    }
+
+    fn check_wire_at(&self, depth: usize) -> Result<(), ValueError> {
         match self {
-            Value::Invalid => serde_json::Value::Null,
-            Value::I32(v) => (*v).into(),
-            Value::I64(v) => (*v).into(),
-            Value::F64(v) => serde_json::Number::from_f64(*v)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null),
-            Value::Bool(b) => (*b).into(),
-            Value::Str(s) => s.clone().into(),
-            Value::List(l) => l.iter().map(Value::to_json).collect(),
-            Value::Dict(d) => d.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
+            Value::Str(s) => check_text(s),
+            Value::List(_) | Value::Dict(_) if depth >= MAX_NESTING => Err(ValueError::TooDeep),
+            Value::List(l) => l
+                .iter()
+                .try_for_each(|v| v.check_wire_at(depth.saturating_add(1))),
+            Value::Dict(d) => d.iter().try_for_each(|(k, v)| {
+                check_text(k)?;
+                v.check_wire_at(depth.saturating_add(1))
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -210,8 +219,19 @@ impl Value {
 
     /// Decodes a received value: any empty array is `Invalid` (as every consumer does; an empty
     /// dict stays an empty dict, as in ve_utils), nested
-    /// variants are unwrapped, small integer types widen to `I32`/`I64`.
+    /// variants are unwrapped, small integer types widen to `I32`/`I64`. Refuses what could
+    /// not be sent on again (see [`Value::check_wire`]).
     pub fn from_variant(v: &Variant<'_>) -> Result<Value, ValueError> {
+        Value::from_variant_at(v, 0)
+    }
+
+    fn from_variant_at(v: &Variant<'_>, depth: usize) -> Result<Value, ValueError> {
+        let container =
+            matches!(v, Variant::Array(a) if !a.is_empty()) || matches!(v, Variant::Dict(_));
+        if depth >= MAX_NESTING && container {
+            return Err(ValueError::TooDeep);
+        }
+        let inner = |v| Value::from_variant_at(v, depth.saturating_add(1));
         Ok(match v {
             Variant::U8(x) => Value::I32(i32::from(*x)),
             Variant::Bool(b) => Value::Bool(*b),
@@ -224,29 +244,30 @@ impl Value {
                 Value::int(i64::try_from(*x).map_err(|_| ValueError::UnsupportedType("t".into()))?)
             }
             Variant::F64(x) => Value::F64(*x),
-            Variant::Str(s) => Value::Str(s.as_str().to_string()),
+            Variant::Str(s) => Value::text(s.as_str())?,
             Variant::ObjectPath(p) => Value::Str(p.as_str().to_string()),
             Variant::Signature(s) => Value::Str(s.to_string()),
-            Variant::Variant(inner) => Value::from_variant(inner)?,
+            // A variant inside a variant adds no level to the value.
+            Variant::Variant(v) => Value::from_variant_at(v, depth)?,
             Variant::Array(a) if a.is_empty() => Value::Invalid,
-            Variant::Array(a) => Value::List(
-                a.inner()
-                    .iter()
-                    .map(Value::from_variant)
-                    .collect::<Result<_, _>>()?,
-            ),
+            Variant::Array(a) => {
+                Value::List(a.inner().iter().map(inner).collect::<Result<_, _>>()?)
+            }
             Variant::Dict(d) => {
                 let mut out = BTreeMap::new();
                 for (k, v) in d.iter() {
                     let key = match k {
-                        Variant::Str(s) => s.as_str().to_string(),
+                        Variant::Str(s) => {
+                            check_text(s.as_str())?;
+                            s.as_str().to_string()
+                        }
                         other => {
                             return Err(ValueError::UnsupportedType(
                                 other.value_signature().to_string(),
                             ))
                         }
                     };
-                    out.insert(key, Value::from_variant(v)?);
+                    out.insert(key, inner(v)?);
                 }
                 Value::Dict(out)
             }
@@ -402,8 +423,23 @@ pub fn python_float(f: f64) -> String {
     if f == 0.0 {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
-    // `{:e}` gives the shortest round-trip digits: "1.2345e-5", "-3e16".
-    let sci = format!("{f:e}");
+    // `{:e}` gives the shortest round-trip digits: "1.2345e-5", "-3e16". Where two strings
+    // of that length round-trip and lie equally close (843602929140379.25), Python's repr
+    // takes the correctly rounded one (half to even), as `{:.*e}` does.
+    let shortest = format!("{f:e}");
+    let mantissa_digits = shortest
+        .split('e')
+        .next()
+        .unwrap_or_default()
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count();
+    let rounded = format!("{:.*e}", mantissa_digits.saturating_sub(1), f);
+    let sci = if rounded.parse::<f64>() == Ok(f) {
+        rounded
+    } else {
+        shortest
+    };
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (neg, mantissa) = match mantissa.strip_prefix('-') {
@@ -415,29 +451,35 @@ pub fn python_float(f: f64) -> String {
     if neg {
         out.push('-');
     }
-    if (-4..16).contains(&exp) {
-        let n = digits.len() as i32;
-        if exp < 0 {
+    match usize::try_from(exp) {
+        // -4 ≤ exp < 0: "0.000123".
+        Err(_) if exp >= -4 => {
+            let zeros = usize::try_from(exp.unsigned_abs()).unwrap_or(0);
             out.push_str("0.");
-            for _ in 0..(-exp - 1) {
-                out.push('0');
-            }
+            out.push_str(&"0".repeat(zeros.saturating_sub(1)));
             out.push_str(&digits);
-        } else if exp + 1 >= n {
-            out.push_str(&digits);
-            for _ in 0..(exp + 1 - n) {
-                out.push('0');
-            }
-            out.push_str(".0");
-        } else {
-            let (a, b) = digits.split_at((exp + 1) as usize);
-            out.push_str(a);
-            out.push('.');
-            out.push_str(b);
         }
-    } else {
-        out.push_str(mantissa);
-        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        // 0 ≤ exp < 16: the point after exp + 1 digits, "123.45" or "1200.0".
+        Ok(e) if e < 16 => {
+            let whole = e.saturating_add(1);
+            match digits.split_at_checked(whole) {
+                Some((a, b)) if !b.is_empty() => {
+                    out.push_str(a);
+                    out.push('.');
+                    out.push_str(b);
+                }
+                _ => {
+                    out.push_str(&digits);
+                    out.push_str(&"0".repeat(whole.saturating_sub(digits.len())));
+                    out.push_str(".0");
+                }
+            }
+        }
+        _ => {
+            out.push_str(mantissa);
+            let sign = if exp < 0 { '-' } else { '+' };
+            let _ = write!(out, "e{sign}{:02}", exp.unsigned_abs());
+        }
     }
     out
 }
@@ -461,6 +503,14 @@ mod tests {
             (0.0, "0.0"),
             (1.2345e-7, "1.2345e-07"),
             (230.0, "230.0"),
+            // See: issue 10. Ties are rounded half to even, as Python's repr
+            // does (found comparing 400 000 random doubles with Python).
+            (f64::from_bits(0x42ea_8090_bb0f_6d84), "233115890514796.12"),
+            (f64::from_bits(0x42e5_dd3d_3864_69d4), "192319672492878.62"),
+            (f64::from_bits(0xc31c_b54f_6b43_4481), "-2020163013628192.2"),
+            (3_374_411_716_561_517.0 / 4.0, "843602929140379.2"),
+            (0.125, "0.125"),
+            (2.5, "2.5"),
         ] {
             assert_eq!(python_float(f), want, "for {f:?}");
         }
@@ -534,6 +584,49 @@ mod tests {
         // any empty array decodes as invalid
         let au = Variant::Array(Array::new(&Signature::U32));
         assert_eq!(Value::from_variant(&au).unwrap(), Value::Invalid);
+    }
+
+    /// See: issue 10. Values D-Bus cannot carry (NUL in text, nesting past
+    /// what fits in a message) are refused where they enter, never stored.
+    #[test]
+    fn issue_10_values_the_bus_cannot_carry_are_refused_on_entry() {
+        let deep = |n: usize| {
+            let text = format!("{}1{}", "[".repeat(n), "]".repeat(n));
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        assert!(Value::from_json(&deep(MAX_NESTING)).is_ok());
+        assert_eq!(
+            Value::from_json(&deep(MAX_NESTING + 1)),
+            Err(ValueError::TooDeep)
+        );
+        assert_eq!(
+            Value::from_json(&serde_json::json!({"a\u{0}": 1})),
+            Err(ValueError::NulInText)
+        );
+        assert_eq!(
+            Value::from_json(&serde_json::json!(["x\u{0}"])),
+            Err(ValueError::NulInText)
+        );
+        assert_eq!(Value::text("a\0"), Err(ValueError::NulInText));
+
+        let mut v = Variant::I32(1);
+        for _ in 0..=MAX_NESTING {
+            let mut a = Array::new(v.value_signature());
+            a.append(v).unwrap();
+            v = Variant::Array(a);
+        }
+        assert_eq!(Value::from_variant(&v), Err(ValueError::TooDeep));
+
+        // Every accepted value can be sent in a GetItems reply.
+        let ok = Value::from_json(&deep(MAX_NESTING)).unwrap();
+        assert_eq!(ok.check_wire(), Ok(()));
+        let entry = HashMap::from([(
+            "/X".to_string(),
+            crate::dbus::tree::value_text_entry(&ok, ok.python_text()),
+        )]);
+        zbus::Message::signal("/", "a.b", "C")
+            .build(&(entry,))
+            .expect("encodable");
     }
 
     #[test]

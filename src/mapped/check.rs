@@ -46,7 +46,7 @@ impl CheckReport {
 /// Checks the data directory: the catalog override (the service types
 /// declarations may use), the user's presets and every declaration file.
 pub fn check_config(data_dir: &Path) -> CheckReport {
-    let (catalog, catalog_errors) = Catalog::load(Some(&data_dir.join(crate::app::CATALOG_FILE)));
+    let (catalog, catalog_errors) = Catalog::load(Some(&data_dir.join(crate::data_dir::CATALOG_FILE)));
     let mut diagnostics: Vec<Diagnostic> = catalog_errors
         .iter()
         .map(|e| Diagnostic {
@@ -122,7 +122,7 @@ mod tests {
         assert_eq!(d.len(), 2, "{d:#?}");
         assert_eq!(
             d[0],
-            format!("{p}:1:8: invalid table header; expected `.`, `]`")
+            format!("{p}:1:8: unclosed table, expected `]`")
         );
         assert_eq!(d[1], format!("{b}:1:1: device 'x': has no 'service' (a service type such as grid, pvinverter or temperature)"));
         assert_eq!(report.summary(), "1 device, 2 errors, 0 warnings");

@@ -172,14 +172,14 @@ pub struct SyntaxError {
 
 /// Reads a TOML text into a tree; the root is a table.
 pub fn parse_toml(text: Arc<SourceText>) -> Result<Table, SyntaxError> {
-    match toml_edit::ImDocument::parse(text.text.as_str()) {
-        Ok(doc) => Ok(from_table(doc.as_table(), &text, None)),
+    match toml::de::DeTable::parse(text.text.as_str()) {
+        Ok(doc) => Ok(from_table(doc.get_ref(), &text)),
         Err(e) => Err(SyntaxError {
             at: At {
                 offset: e.span().map(|s| s.start),
                 text,
             },
-            // One line per finding: toml_edit puts what it expected on a second line.
+            // One line per finding: the parser puts what it expected on a second line.
             message: e
                 .message()
                 .lines()
@@ -191,72 +191,45 @@ pub fn parse_toml(text: Arc<SourceText>) -> Result<Table, SyntaxError> {
     }
 }
 
-fn at(text: &Arc<SourceText>, span: Option<std::ops::Range<usize>>) -> At {
+fn at(text: &Arc<SourceText>, span: std::ops::Range<usize>) -> At {
     At {
         text: text.clone(),
-        offset: span.map(|s| s.start),
+        offset: Some(span.start),
     }
 }
 
-/// A table; an implicit one (`a` of `[a.b]`) has no span of its own and
-/// takes `fallback`.
-fn from_table(t: &toml_edit::Table, text: &Arc<SourceText>, fallback: Option<usize>) -> Table {
-    let mut entries = Vec::new();
-    for (key, item) in t.iter() {
-        let key_at = at(text, t.key(key).and_then(|k| k.span()));
-        let node = match item {
-            toml_edit::Item::None => continue,
-            toml_edit::Item::Value(v) => from_value(v, text),
-            toml_edit::Item::Table(inner) => Node {
-                at: At {
-                    text: text.clone(),
-                    offset: inner.span().map(|s| s.start).or(key_at.offset).or(fallback),
-                },
-                value: NodeValue::Table(from_table(inner, text, key_at.offset)),
-            },
-            toml_edit::Item::ArrayOfTables(list) => Node {
-                at: at(text, list.span()),
-                value: NodeValue::Array(
-                    list.iter()
-                        .map(|inner| Node {
-                            at: at(text, inner.span()),
-                            value: NodeValue::Table(from_table(inner, text, key_at.offset)),
-                        })
-                        .collect(),
-                ),
-            },
-        };
-        entries.push(Entry {
-            key: key.to_string(),
-            key_at,
-            node,
-        });
-    }
+/// A table's entries in the order they are written (the parser keeps them
+/// sorted by key), so that messages and the expanded print follow the file.
+fn from_table(t: &toml::de::DeTable<'_>, text: &Arc<SourceText>) -> Table {
+    let mut entries: Vec<Entry> = t
+        .iter()
+        .map(|(key, value)| Entry {
+            key: key.get_ref().to_string(),
+            key_at: at(text, key.span()),
+            node: from_value(value, text),
+        })
+        .collect();
+    entries.sort_by_key(|e| e.key_at.offset);
     Table { entries }
 }
 
-fn from_value(v: &toml_edit::Value, text: &Arc<SourceText>) -> Node {
-    use toml_edit::Value as V;
-    let value = match v {
-        V::String(s) => NodeValue::Str(s.value().clone()),
-        V::Integer(i) => NodeValue::Int(*i.value()),
-        V::Float(f) => NodeValue::Float(*f.value()),
-        V::Boolean(b) => NodeValue::Bool(*b.value()),
+fn from_value(v: &toml::Spanned<toml::de::DeValue<'_>>, text: &Arc<SourceText>) -> Node {
+    use toml::de::DeValue as V;
+    let value = match v.get_ref() {
+        V::String(s) => NodeValue::Str(s.to_string()),
+        V::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) => NodeValue::Int(n),
+            // Beyond i64: kept as a number, so that the key says it is out of range.
+            Err(_) => NodeValue::Float(i.as_str().parse().unwrap_or(f64::INFINITY)),
+        },
+        V::Float(f) => NodeValue::Float(f.as_str().parse().unwrap_or(f64::NAN)),
+        V::Boolean(b) => NodeValue::Bool(*b),
         // A date or time is read as its text: every key of a declaration
         // that could be mistaken for one (`stale_after = 00:00:30`) then
         // says what it expects.
-        V::Datetime(d) => NodeValue::Str(d.value().to_string()),
+        V::Datetime(d) => NodeValue::Str(d.to_string()),
         V::Array(items) => NodeValue::Array(items.iter().map(|i| from_value(i, text)).collect()),
-        V::InlineTable(t) => NodeValue::Table(Table {
-            entries: t
-                .iter()
-                .map(|(key, value)| Entry {
-                    key: key.to_string(),
-                    key_at: at(text, t.key(key).and_then(|k| k.span())),
-                    node: from_value(value, text),
-                })
-                .collect(),
-        }),
+        V::Table(t) => NodeValue::Table(from_table(t, text)),
     };
     Node {
         at: at(text, v.span()),

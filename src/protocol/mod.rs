@@ -4,7 +4,14 @@
 //!
 //! Knows no MQTT client and no D-Bus: it turns topics and payload bytes into
 //! values, and values into reply payloads.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+    )
+)]
 mod proxy;
 mod rejection;
 mod reply;
@@ -12,10 +19,14 @@ mod status;
 mod topic;
 mod values;
 
+use crate::dbus::json_type_name;
+
 pub use proxy::ProxyRequest;
 pub use rejection::{Rejection, RejectionCode};
 pub use reply::{dbus_reply, device_instance_reply, error_reply, write_forward, ServiceReply};
 pub use status::{ServiceDecl, Status};
+#[cfg(feature = "internals")]
+pub use status::MAX_SERVICES_PER_DEVICE;
 pub use topic::device_topic;
 pub use topic::{DeviceTopic, MessageKind};
 pub use values::ValuesMessage;
@@ -45,19 +56,10 @@ fn parse_object(payload: &[u8]) -> Result<serde_json::Map<String, serde_json::Va
         serde_json::Value::Object(map) => Ok(map),
         other => Err(Rejection::new(
             RejectionCode::InvalidJson,
-            format!("payload must be a JSON object, got {}", json_type(&other)),
+            format!(
+                "payload must be a JSON object, got {}",
+                json_type_name(&other)
+            ),
         )),
-    }
-}
-
-/// The JSON type name used in rejection messages.
-fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
     }
 }

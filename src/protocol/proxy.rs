@@ -1,7 +1,7 @@
 //! The Proxy message (v2): values the daemon republishes to the gateway's
 //! `W/` topics on the device's behalf.
 
-use super::{json_type, parse_object, Rejection, RejectionCode};
+use super::{json_type_name, parse_object, Rejection, RejectionCode};
 use serde_json::Value;
 
 /// A parsed Proxy message:
@@ -23,7 +23,10 @@ impl ProxyRequest {
             Some(other) => {
                 return Err(Rejection::new(
                     RejectionCode::InvalidTopicPath,
-                    format!("\"topicPath\" must be a string, got {}", json_type(other)),
+                    format!(
+                        "\"topicPath\" must be a string, got {}",
+                        json_type_name(other)
+                    ),
                 ))
             }
             None => {
@@ -34,7 +37,8 @@ impl ProxyRequest {
             }
         };
         let levels: Vec<&str> = topic_path.split('/').collect();
-        if levels.len() != 4 || levels[0] != "W" || levels.iter().any(|l| l.is_empty()) {
+        let malformed = |l: &&str| l.is_empty() || l.contains(['+', '#', '\0']);
+        if levels.len() != 4 || levels.first() != Some(&"W") || levels.iter().any(malformed) {
             return Err(Rejection::new(
                 RejectionCode::InvalidTopicPath,
                 format!("\"topicPath\" must be W/<portal id>/<service type>/<device instance>, got {topic_path:?}"),
@@ -51,7 +55,10 @@ impl ProxyRequest {
             Some(other) => {
                 return Err(Rejection::new(
                     RejectionCode::InvalidField,
-                    format!("\"values\" must be an object, got {}", json_type(other)),
+                    format!(
+                        "\"values\" must be an object, got {}",
+                        json_type_name(other)
+                    ),
                 ))
             }
             None => {
@@ -110,7 +117,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_proxy_messages() {
-        let cases: [(&[u8], RejectionCode); 7] = [
+        let cases: [(&[u8], RejectionCode); 9] = [
             (b"{", RejectionCode::InvalidJson),
             (br#"{"values": {"A": 1}}"#, RejectionCode::InvalidTopicPath),
             (
@@ -119,6 +126,15 @@ mod tests {
             ),
             (
                 br#"{"topicPath": "W/x/temperature", "values": {"A": 1}}"#,
+                RejectionCode::InvalidTopicPath,
+            ),
+            // See: issue 10. Wildcards and NUL are no topic path.
+            (
+                br#"{"topicPath": "W/+/temperature/#", "values": {"A": 1}}"#,
+                RejectionCode::InvalidTopicPath,
+            ),
+            (
+                br#"{"topicPath": "W/x/temp\u0000/5", "values": {"A": 1}}"#,
                 RejectionCode::InvalidTopicPath,
             ),
             (

@@ -32,6 +32,9 @@ pub enum RejectionCode {
     InvalidTopicPath,
     /// A value is not acceptable for its path.
     InvalidValue,
+    /// The daemon failed while handling the device's message (a defect of the
+    /// daemon, not of the device); the device's services were removed.
+    InternalError,
 }
 
 impl RejectionCode {
@@ -51,6 +54,7 @@ impl RejectionCode {
             RejectionCode::NotRegistered => "not_registered",
             RejectionCode::InvalidTopicPath => "invalid_topic_path",
             RejectionCode::InvalidValue => "invalid_value",
+            RejectionCode::InternalError => "internal_error",
         }
     }
 }

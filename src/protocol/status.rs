@@ -1,7 +1,7 @@
 //! The Status message: registration (`connected: 1`) and disconnect
 //! (`connected: 0`), in the v1/v2 form and with the v3 additions.
 
-use super::{json_type, parse_object, Rejection, RejectionCode};
+use super::{json_type_name, parse_object, Rejection, RejectionCode};
 use crate::ids::{ServiceId, MAX_SERVICE_ID_LEN};
 use serde_json::{Map, Value};
 
@@ -54,9 +54,36 @@ impl Status {
     ///
     /// `Err` means the whole message is refused (not JSON, no usable
     /// `connected`, client id missing or different from the topic's).
+    #[cfg(any(test, feature = "internals"))]
     pub fn parse(topic_client: &str, payload: &[u8]) -> Result<Status, Rejection> {
+        Status::from_object(topic_client, &parse_object(payload)?)
+    }
+
+    /// [`Status::parse`], also handing back the payload as JSON (what the state file
+    /// keeps), so that the payload is parsed once.
+    pub fn parse_keeping_json(
+        topic_client: &str,
+        payload: &[u8],
+    ) -> Result<(Status, Value), Rejection> {
         let map = parse_object(payload)?;
-        check_client_id(topic_client, &map)?;
+        let status = Status::from_object(topic_client, &map)?;
+        Ok((status, Value::Object(map)))
+    }
+
+    /// A Status payload already parsed as JSON (one remembered in the state file),
+    /// checked as [`Status::parse`] checks a payload received on `device/<topic_client>/Status`.
+    pub fn from_json(topic_client: &str, json: &Value) -> Result<Status, Rejection> {
+        match json {
+            Value::Object(map) => Status::from_object(topic_client, map),
+            other => Err(Rejection::new(
+                RejectionCode::InvalidJson,
+                format!("payload must be a JSON object, got {}", json_type_name(other)),
+            )),
+        }
+    }
+
+    fn from_object(topic_client: &str, map: &Map<String, Value>) -> Result<Status, Rejection> {
+        check_client_id(topic_client, map)?;
 
         let connected = match map.get("connected") {
             None => {
@@ -89,11 +116,11 @@ impl Status {
             liveness: None,
             rejections: Vec::new(),
         };
-        status.parse_version(&map);
-        status.parse_lwt(&map);
-        status.parse_timeout(&map);
+        status.parse_version(map);
+        status.parse_lwt(map);
+        status.parse_timeout(map);
         if connected {
-            status.parse_services(&map)?;
+            status.parse_services(map)?;
         }
         Ok(status)
     }
@@ -101,6 +128,10 @@ impl Status {
     fn parse_version(&mut self, map: &Map<String, Value>) {
         match map.get("version") {
             None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.contains('\0') => self.rejections.push(Rejection::new(
+                RejectionCode::InvalidField,
+                nul_reason("\"version\""),
+            )),
             Some(v @ Value::String(_)) => self.version = Some(v.clone()),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
                 self.version = Some(Value::Number(n.clone()))
@@ -123,7 +154,7 @@ impl Status {
                 self.rejections.push(Rejection::new(
                     RejectionCode::InvalidField,
                     format!(
-                        "\"lwt_topic\" must be a topic without wildcards, got {}",
+                        "\"lwt_topic\" must be a topic without wildcards, not a device topic, got {}",
                         describe(other)
                     ),
                 ));
@@ -197,7 +228,7 @@ impl Status {
                     RejectionCode::InvalidField,
                     format!(
                         "\"services\" must be an object such as {{\"t1\": \"temperature\"}}, got {}",
-                        json_type(other)
+                        json_type_name(other)
                     ),
                 ))
             }
@@ -304,6 +335,7 @@ fn parse_rich_service(
     };
     let name = match fields.get("name") {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.contains('\0') => return Err(invalid(nul_reason("\"name\""))),
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
             return Err(invalid(format!(
@@ -331,7 +363,10 @@ fn parse_rich_service(
     };
     let settings = match fields.get("settings") {
         None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(s)) => s.clone(),
+        Some(Value::Object(s)) => {
+            check_settings(s).map_err(invalid)?;
+            s.clone()
+        }
         Some(other) => {
             return Err(invalid(format!(
                 "\"settings\" must be an object, got {}",
@@ -341,6 +376,9 @@ fn parse_rich_service(
     };
     let product = match fields.get("product") {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.contains('\0') => {
+            return Err(invalid(nul_reason("\"product\"")))
+        }
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
             return Err(invalid(format!(
@@ -359,9 +397,40 @@ fn parse_rich_service(
     })
 }
 
-/// A topic a device may name: non-empty, no wildcards.
+/// Why text with NUL is refused: D-Bus strings cannot hold it (the bus daemon
+/// cuts the connection that sends one), and these fields go to D-Bus.
+fn nul_reason(field: &str) -> String {
+    format!("{field} may not contain the NUL character (\\u0000)")
+}
+
+/// Initial setting values become localsettings defaults, which are numbers
+/// or text: anything else, or text with NUL, is refused with the key named.
+fn check_settings(settings: &Map<String, Value>) -> Result<(), String> {
+    for (key, value) in settings {
+        match value {
+            Value::String(s) if s.contains('\0') => {
+                return Err(nul_reason(&format!("\"settings\": {key:?}")))
+            }
+            Value::Array(_) | Value::Object(_) => {
+                return Err(format!(
+                    "\"settings\": {key:?} must be a number or a string, got {}",
+                    describe(value)
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A topic a device may name as its `lwt_topic`: non-empty, no wildcards, and
+/// not a device topic the daemon reads (every message on an `lwt_topic` is
+/// taken for a last will, so another device's Status would be lost).
 fn is_plain_topic(topic: &str) -> bool {
-    !topic.is_empty() && !topic.contains(['+', '#']) && !topic.contains('\0')
+    !topic.is_empty()
+        && !topic.contains(['+', '#'])
+        && !topic.contains('\0')
+        && super::DeviceTopic::parse(topic).is_none()
 }
 
 /// How many characters of a refused value a rejection message quotes.
@@ -376,7 +445,7 @@ fn describe(value: &Value) -> String {
         text.truncate(cut);
         text.push('…');
     }
-    format!("{} ({text})", json_type(value))
+    format!("{} ({text})", json_type_name(value))
 }
 
 #[cfg(test)]

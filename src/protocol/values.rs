@@ -2,7 +2,7 @@
 //! directly on the device's D-Bus services.
 
 use super::proxy::check_path_key;
-use super::{json_type, parse_object, Rejection, RejectionCode};
+use super::{json_type_name, parse_object, Rejection, RejectionCode};
 use serde_json::Value;
 
 /// A parsed Values message: per service id, the paths and values in message order.
@@ -28,7 +28,7 @@ impl ValuesMessage {
                         RejectionCode::InvalidField,
                         format!(
                             "values of a service must be an object of path: value, got {}",
-                            json_type(&paths)
+                            json_type_name(&paths)
                         ),
                     )
                     .for_service(service.as_str()),
@@ -69,13 +69,9 @@ impl ValuesMessage {
     }
 
     /// Number of path values carried.
+    #[allow(clippy::len_without_is_empty)] // only the size is asked (the overflow's bound)
     pub fn len(&self) -> usize {
         self.services.iter().map(|(_, paths)| paths.len()).sum()
-    }
-
-    /// True when the message carries no value.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -97,6 +93,27 @@ mod tests {
         assert_eq!(m.rejections.len(), 2);
         assert_eq!(m.rejections[0].service.as_deref(), Some("t1"));
         assert_eq!(m.rejections[1].service.as_deref(), Some("x"));
+    }
+
+    /// See: issue 10. serde_json's default float parser is off by one unit
+    /// in the last place for some numbers, so the double on D-Bus was not
+    /// the one the device sent (nor what Python's json reads).
+    #[test]
+    fn issue_10_floats_are_read_to_the_bit() {
+        for text in [
+            "4.314509314113156e-30",
+            "2.5702914827664043e286",
+            "-4.801180672990437e-102",
+        ] {
+            let payload = format!(r#"{{"t1": {{"Temperature": {text}}}}}"#);
+            let m = ValuesMessage::parse(payload.as_bytes()).unwrap();
+            let got = m.services[0].1[0].1.as_f64().unwrap();
+            assert_eq!(
+                got.to_bits(),
+                text.parse::<f64>().unwrap().to_bits(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -107,6 +107,29 @@ fn on_signal(subscribers: &Mutex<Vec<Subscriber>>, msg: &Message) {
     }
 }
 
+/// True when a call failed because localsettings has no owner on the bus or went away
+/// before answering (not because it refused something).
+fn is_unavailable(e: &Error) -> bool {
+    const GONE: [&str; 3] = [
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "org.freedesktop.DBus.Error.NameHasNoOwner",
+        "org.freedesktop.DBus.Error.NoReply",
+    ];
+    let Error::Call { source, .. } = e else {
+        return false;
+    };
+    match source {
+        zbus::Error::MethodError(name, _, _) => GONE.contains(&name.as_str()),
+        zbus::Error::FDO(e) => matches!(
+            **e,
+            zbus::fdo::Error::ServiceUnknown(_)
+                | zbus::fdo::Error::NameHasNoOwner(_)
+                | zbus::fdo::Error::NoReply(_)
+        ),
+        _ => false,
+    }
+}
+
 impl SettingsClient {
     /// Opens a connection and starts following the settings service's change signals.
     pub async fn connect(bus: &BusAddress) -> Result<SettingsClient, Error> {
@@ -288,6 +311,27 @@ impl SettingsClient {
             .collect())
     }
 
+    /// [`SettingsClient::add_settings`], waiting for localsettings whenever it is not there
+    /// (restarting, or not yet started) instead of failing: an instance is only ever what
+    /// localsettings answered. Other errors are returned.
+    pub async fn add_settings_when_available(
+        &self,
+        specs: &[SettingSpec],
+    ) -> Result<Vec<SettingResult>, Error> {
+        loop {
+            match self.add_settings(specs).await {
+                Err(e) if is_unavailable(&e) => {
+                    tracing::info!(
+                        path = specs.first().map(|s| s.path.as_str()),
+                        "com.victronenergy.settings is not there; the registration waits for it"
+                    );
+                    self.wait_for_service(None).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// `SetValue` on the setting's own object; a refusal (-1) is [`Error::Rejected`].
     pub async fn set_value(&self, path: &str, value: Value) -> Result<(), Error> {
         let reply = self
@@ -338,14 +382,28 @@ impl SettingsClient {
     /// anyone, from now on. The subscription ends when the receiver is dropped.
     pub fn subscribe(&self, path_prefix: &str) -> mpsc::Receiver<SettingChange> {
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
+        let mut subscribers = self
+            .inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Ended subscriptions go here too, not only when a signal comes: a device that
+        // registers and leaves again and again would otherwise pile up closed channels.
+        subscribers.retain(|s| !s.tx.is_closed());
+        subscribers.push(Subscriber {
+            prefix: path_prefix.to_string(),
+            tx,
+        });
+        rx
+    }
+
+    /// Subscriptions held, including ended ones not yet pruned (for health figures: it
+    /// must stay bounded by the live ones plus those ended since the last subscribe).
+    pub fn subscription_count(&self) -> usize {
         self.inner
             .subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Subscriber {
-                prefix: path_prefix.to_string(),
-                tx,
-            });
-        rx
+            .len()
     }
 }

@@ -2,7 +2,9 @@
 //! AddSettings/AddSetting/RemoveSettings on groups, BusItem calls on settings and groups and
 //! GetItems on `/`, with the same error codes and rules, persisted atomically to
 //! `<data dir>/settings.json` shortly after each change. Knows no MQTT and no devices.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects,))]
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -12,16 +14,15 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
-use zbus::fdo::{RequestNameFlags, RequestNameReply};
-use zbus::message::Type;
-use zbus::{Connection, Dict, MatchRule, MessageStream, OwnedVariant, Signature, Variant};
+use zbus::names::WellKnownName;
+use zbus::{Connection, OwnedVariant, Variant};
 
 use super::store::{check_path, codes, join, Added, Kind, Store};
 use super::{Error, SETTINGS_INTERFACE, SETTINGS_SERVICE};
 use crate::dbus::dispatch::{
     self, Call, Emit, Handler, Introspection, Reply, Response, SignalBody,
 };
-use crate::dbus::tree::value_text_entry;
+use crate::dbus::tree::{value_text_entry, ObjectTree, NODE_XML};
 use crate::dbus::{BusAddress, ErrorReply, Value, VariantMap, BUSITEM_INTERFACE, INVALID_TEXT};
 
 /// The file the settings persist to, inside the data directory.
@@ -46,24 +47,17 @@ const SETTING_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
     <method name="GetAttributes"><arg type="v" direction="out"/><arg type="v" direction="out"/><arg type="v" direction="out"/><arg type="i" direction="out"/></method>
   </interface>
 "#;
-const GROUP_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
-    <method name="GetValue"><arg type="v" direction="out"/></method>
-    <method name="GetText"><arg type="v" direction="out"/></method>
-  </interface>
-  <interface name="com.victronenergy.Settings">
+/// A group's own interface besides [`NODE_XML`]'s BusItem methods.
+const GROUP_SETTINGS_XML: &str = r#"  <interface name="com.victronenergy.Settings">
     <method name="AddSettings"><arg type="aa{sv}" direction="in"/><arg type="aa{sv}" direction="out"/></method>
     <method name="AddSetting"><arg type="s" direction="in"/><arg type="s" direction="in"/><arg type="v" direction="in"/><arg type="s" direction="in"/><arg type="v" direction="in"/><arg type="v" direction="in"/><arg type="i" direction="out"/></method>
     <method name="AddSilentSetting"><arg type="s" direction="in"/><arg type="s" direction="in"/><arg type="v" direction="in"/><arg type="s" direction="in"/><arg type="v" direction="in"/><arg type="v" direction="in"/><arg type="i" direction="out"/></method>
     <method name="RemoveSettings"><arg type="as" direction="in"/><arg type="ai" direction="out"/></method>
   </interface>
 "#;
-const ROOT_XML: &str = r#"  <interface name="com.victronenergy.BusItem">
-    <method name="GetItems"><arg type="a{sa{sv}}" direction="out"/></method>
-    <method name="GetValue"><arg type="v" direction="out"/></method>
-    <method name="GetText"><arg type="v" direction="out"/></method>
-    <signal name="ItemsChanged"><arg type="a{sa{sv}}"/></signal>
-  </interface>
-"#;
+
+/// Method calls queued for the dispatcher before the connection's reader waits for it.
+const CALL_QUEUE: std::num::NonZeroUsize = std::num::NonZeroUsize::MIN.saturating_add(255);
 
 struct Shared {
     store: Mutex<Store>,
@@ -347,39 +341,19 @@ impl Handler for Shared {
             };
             return reply.into();
         }
-        if !store.is_group(call.path) {
+        if !store.is_node(call.path) {
             return Reply::Error(ErrorReply::UnknownObject(format!(
                 "no setting or group at {}",
                 call.path
             )))
             .into();
         }
+        if busitem {
+            if let Some(reply) = store.node_reply(call) {
+                return reply.into();
+            }
+        }
         match call.member {
-            "GetValue" if busitem => {
-                let mut d = Dict::new(&Signature::Str, &Signature::Variant);
-                for (k, s) in store.under(call.path) {
-                    // Cannot fail: key and value match the dict's signature.
-                    let _ = d.append(
-                        Variant::Str(k.to_string().into()),
-                        Variant::Variant(Box::new(s.value.to_variant())),
-                    );
-                }
-                Reply::Variant(Variant::Dict(d)).into()
-            }
-            "GetText" if busitem => {
-                let mut d = Dict::new(&Signature::Str, &Signature::Str);
-                for (k, s) in store.under(call.path) {
-                    // Cannot fail: key and value match the dict's signature.
-                    let _ = d.append(
-                        Variant::Str(k.to_string().into()),
-                        Variant::Str(s.text().into()),
-                    );
-                }
-                Reply::Variant(Variant::Dict(d)).into()
-            }
-            "GetItems" if busitem && call.path == "/" => {
-                Reply::Items(store.iter().map(|(p, s)| (p.clone(), s.entry())).collect()).into()
-            }
             "AddSettings" if settings => {
                 drop(store);
                 self.add_settings(call)
@@ -401,20 +375,8 @@ impl Handler for Shared {
     }
 
     fn introspect(&self, path: &str) -> Option<Introspection> {
-        let store = self.store();
-        if store.get(path).is_some() {
-            Some(Introspection {
-                interfaces: SETTING_XML,
-                children: Vec::new(),
-            })
-        } else if store.is_group(path) {
-            Some(Introspection {
-                interfaces: if path == "/" { ROOT_XML } else { GROUP_XML },
-                children: store.children(path),
-            })
-        } else {
-            None
-        }
+        self.store()
+            .introspect(path, &[SETTING_XML], &[NODE_XML, GROUP_SETTINGS_XML])
     }
 }
 
@@ -469,30 +431,18 @@ impl SettingsService {
             bus: bus.to_string(),
             source,
         })?;
-        let rule = MatchRule::builder()
-            .msg_type(Type::MethodCall)
-            .build()
-            .map_err(|source| Error::Bus {
-                what: "building the method-call match rule",
-                source,
-            })?;
-        let stream = MessageStream::for_match_rule(rule, &conn, std::num::NonZeroUsize::new(256))
-            .await
-            .map_err(|source| Error::Bus {
-                what: "subscribing to method calls",
-                source,
-            })?;
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             file,
             dirty: AtomicBool::new(false),
             changed: Notify::new(),
         });
-        let dispatcher = tokio::spawn(dispatch::serve(
-            conn.clone(),
-            stream,
-            shared.clone() as Arc<dyn Handler>,
-        ));
+        let dispatcher = dispatch::start(&conn, CALL_QUEUE, shared.clone() as Arc<dyn Handler>)
+            .await
+            .map_err(|e| Error::Bus {
+                what: e.what,
+                source: e.source,
+            })?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let saver = tokio::spawn(save_loop(shared.clone(), stop_rx));
         let service = SettingsService {
@@ -502,13 +452,10 @@ impl SettingsService {
             saver: Some(saver),
             stop: Some(stop_tx),
         };
-        match service
-            .conn
-            .request_name_with_flags(SETTINGS_SERVICE, RequestNameFlags::DO_NOT_QUEUE)
-            .await
-        {
-            Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(service),
-            Ok(_) | Err(zbus::Error::NameTaken) => {
+        let name = WellKnownName::from_static_str_unchecked(SETTINGS_SERVICE);
+        match dispatch::request_name(&service.conn, name).await {
+            Ok(true) => Ok(service),
+            Ok(false) => {
                 let _ = service.stop().await;
                 Err(Error::NameTaken)
             }

@@ -2,16 +2,17 @@
 //! `str()` conversion, min/max, the AddSettings error codes, the ClassAndVrmInstance
 //! first-free-instance rule, and the JSON file they persist to (written atomically).
 //! Pure apart from the file functions: knows no connection.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects,))]
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use zbus::Variant;
 
 use super::{parse_class_and_instance, Error};
-use crate::dbus::tree::{child_names, entries_under};
+use crate::dbus::tree::{child_names, entries_under, Leaf, ObjectTree};
 use crate::dbus::value::python_float;
 use crate::dbus::{Value, VariantMap};
 
@@ -39,6 +40,46 @@ pub mod codes {
 
 /// The name of the setting localsettings allocates device instances for.
 pub const CLASS_AND_VRM_INSTANCE: &str = "ClassAndVrmInstance";
+
+/// A setting is a value object of the settings service's BusItem tree; its `GetItems` and
+/// `ItemsChanged` entry has its limits and default too, as localsettings sends.
+impl Leaf for Setting {
+    fn value(&self) -> &Value {
+        &self.value
+    }
+
+    fn text(&self) -> String {
+        Setting::text(self)
+    }
+
+    fn entry(&self) -> VariantMap {
+        Setting::entry(self)
+    }
+}
+
+/// The settings service's objects: the settings, and the groups above them.
+impl ObjectTree for Store {
+    type Leaf = Setting;
+
+    fn leaves(&self) -> &BTreeMap<String, Setting> {
+        &self.settings
+    }
+
+    /// Is `path` a group: `/`, `/Settings`, `/Settings/Devices` (always there, as in
+    /// localsettings, so drivers can add relative to it), or a strict prefix of a setting path?
+    fn is_node(&self, path: &str) -> bool {
+        matches!(path, "/" | "/Settings" | "/Settings/Devices") || self.under(path).next().is_some()
+    }
+
+    /// Names of the direct children of group `path`; `/` always has `Settings`.
+    fn children(&self, path: &str) -> Vec<String> {
+        let mut out = child_names(self.under(path).map(|(rel, _)| rel));
+        if path == "/" && out.is_empty() {
+            out.push("Settings".to_string());
+        }
+        out
+    }
+}
 
 /// A setting's type, as localsettings names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +116,8 @@ impl Kind {
         }
     }
 
-    /// Python's `int()`, `float()` or `str()` of a value; `None` where Python raises.
+    /// Python's `int()`, `float()` or `str()` of a value; `None` where Python raises, and for
+    /// NaN and infinities, which the settings file (JSON) could not keep.
     pub fn convert(self, v: &Value) -> Option<Value> {
         match (self, v) {
             (_, Value::Invalid) => None,
@@ -84,8 +126,8 @@ impl Kind {
             }
             (Kind::Int, Value::Str(s)) => s.trim().parse::<i64>().ok().map(Value::int),
             (Kind::Int, v) => v.as_i64().map(Value::int),
-            (Kind::Float, Value::Str(s)) => s.trim().parse::<f64>().ok().map(Value::F64),
-            (Kind::Float, v) => v.as_f64().map(Value::F64),
+            (Kind::Float, Value::Str(s)) => s.trim().parse::<f64>().ok().and_then(finite),
+            (Kind::Float, v) => v.as_f64().and_then(finite),
             (Kind::Str, v) => Some(Value::Str(v.python_text())),
         }
     }
@@ -97,6 +139,11 @@ impl Kind {
             _ => Value::I32(0),
         }
     }
+}
+
+/// A float setting's value: finite only.
+fn finite(f: f64) -> Option<Value> {
+    f.is_finite().then_some(Value::F64(f))
 }
 
 /// One stored setting.
@@ -251,27 +298,12 @@ impl Store {
         self.settings.iter()
     }
 
-    /// Is `path` a group: `/`, `/Settings`, `/Settings/Devices` (always there, as in
-    /// localsettings, so drivers can add relative to it), or a strict prefix of a setting path?
-    pub fn is_group(&self, path: &str) -> bool {
-        matches!(path, "/" | "/Settings" | "/Settings/Devices") || self.under(path).next().is_some()
-    }
-
     /// Settings below group `group`, with keys relative to it.
     pub fn under<'a>(
         &'a self,
         group: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a Setting)> + 'a {
         entries_under(&self.settings, group)
-    }
-
-    /// Names of the direct children of group `path`, for introspection.
-    pub fn children(&self, path: &str) -> Vec<String> {
-        let mut out = child_names(self.under(path).map(|(rel, _)| rel));
-        if path == "/" && out.is_empty() {
-            out.push("Settings".to_string());
-        }
-        out
     }
 
     /// The first `<class>:N` with N ≥ `preferred` that no other instance setting holds.
@@ -290,7 +322,7 @@ impl Store {
             if !taken.contains(candidate.as_str()) || n == u32::MAX {
                 return candidate;
             }
-            n += 1;
+            n = n.saturating_add(1);
         }
     }
 
@@ -310,13 +342,13 @@ impl Store {
             Some(k) => k,
             None => Kind::of_default(default).ok_or(codes::UNKNOWN_TYPE)?,
         };
-        if self.is_group(path) {
+        if self.is_node(path) {
             return Err(codes::IS_GROUP);
         }
         // Below an existing setting: not a valid place for a setting.
         let mut p = path;
-        while let Some(i) = p.rfind('/') {
-            p = &p[..i];
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            p = parent;
             if self.settings.contains_key(p) {
                 return Err(codes::INVALID_PATH);
             }
@@ -414,42 +446,37 @@ impl Store {
             path: file.to_path_buf(),
             source,
         })?;
-        let settings = parsed
-            .settings
-            .into_iter()
-            .filter_map(|(path, s)| {
-                let kind = s.kind;
-                let value = kind.convert(&Value::from_json(&s.value).ok()?)?;
-                let default = kind.convert(&Value::from_json(&s.default).ok()?)?;
-                let limits = match (s.min, s.max) {
-                    (Some(lo), Some(hi)) => Some((
-                        kind.convert(&Value::from_json(&lo).ok()?)?,
-                        kind.convert(&Value::from_json(&hi).ok()?)?,
-                    )),
-                    _ => None,
-                };
-                Some((
-                    path,
-                    Setting {
-                        kind,
-                        value,
-                        default,
-                        limits,
-                        silent: s.silent,
-                    },
-                ))
-            })
-            .collect();
+        // An entry that cannot be a setting (a hand-edited or damaged file) is
+        // left out with a warning; the rest is kept. The file is in path order,
+        // so a path below one already kept is seen after it.
+        let mut settings: BTreeMap<String, Setting> = BTreeMap::new();
+        for (path, entry) in parsed.settings {
+            let below_another = settings.keys().any(|p| {
+                path.strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            });
+            let setting = if check_path(&path).is_err() {
+                Err("not a settings path")
+            } else if below_another {
+                Err("below another setting")
+            } else {
+                entry.into_setting()
+            };
+            match setting {
+                Ok(s) => {
+                    settings.insert(path, s);
+                }
+                Err(reason) => tracing::warn!(
+                    file = %file.display(), path, reason, "setting left out of the settings file"
+                ),
+            }
+        }
         Ok(Store { settings })
     }
 
-    /// Writes the store to `file` atomically: a temporary file in the same directory, fsync,
-    /// rename over the old file, fsync of the directory.
+    /// Writes the store to `file` atomically and durably
+    /// ([`crate::atomic_file::replace_durably`]).
     pub fn save(&self, file: &Path) -> Result<(), Error> {
-        let io = |what: &'static str| {
-            let path = file.to_path_buf();
-            move |source| Error::Io { what, path, source }
-        };
         let format = FileFormat {
             version: 1,
             settings: self
@@ -472,16 +499,11 @@ impl Store {
         };
         // Serializing plain maps of JSON values cannot fail.
         let text = serde_json::to_string_pretty(&format).unwrap_or_default();
-        let dir = file.parent().unwrap_or(Path::new("."));
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(io("creating a temporary file for"))?;
-        tmp.write_all(text.as_bytes()).map_err(io("writing"))?;
-        tmp.as_file().sync_all().map_err(io("syncing"))?;
-        tmp.persist(file).map_err(|e| io("replacing")(e.error))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            // Makes the rename durable; a failure here leaves a valid file, so it is not fatal.
-            let _ = d.sync_all();
-        }
+        crate::atomic_file::replace_durably(file, text.as_bytes()).map_err(|e| Error::Io {
+            what: e.action,
+            path: e.path,
+            source: e.source,
+        })?;
         Ok(())
     }
 }
@@ -490,6 +512,30 @@ impl Store {
 struct FileFormat {
     version: u32,
     settings: BTreeMap<String, FileSetting>,
+}
+
+impl FileSetting {
+    /// The setting, with its values in its type; `Err` says why not.
+    fn into_setting(self) -> Result<Setting, &'static str> {
+        let kind = self.kind;
+        let read = |v: &serde_json::Value| Value::from_json(v).ok().and_then(|v| kind.convert(&v));
+        let value = read(&self.value).ok_or("value does not fit the type")?;
+        let default = read(&self.default).ok_or("default does not fit the type")?;
+        let limits = match (self.min, self.max) {
+            (Some(lo), Some(hi)) => Some((
+                read(&lo).ok_or("min does not fit the type")?,
+                read(&hi).ok_or("max does not fit the type")?,
+            )),
+            _ => None,
+        };
+        Ok(Setting {
+            kind,
+            value,
+            default,
+            limits,
+            silent: self.silent,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -631,6 +677,53 @@ mod tests {
             .unwrap();
         assert_eq!(st.set("/Settings/S", &Value::I32(5)), Ok(true));
         assert_eq!(st.get("/Settings/S").unwrap().value, s("5"));
+    }
+
+    /// See: issue 10. A NaN or an infinity was stored, written to the file
+    /// as null, and the whole setting was gone after the next start.
+    #[test]
+    fn issue_10_non_finite_float_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.json");
+        let mut st = Store::new();
+        st.add("/Settings/F", &Value::F64(1.5), None, None, None, false)
+            .unwrap();
+        for bad in [
+            Value::F64(f64::NAN),
+            Value::F64(f64::INFINITY),
+            s("nan"),
+            s("-inf"),
+        ] {
+            assert_eq!(st.set("/Settings/F", &bad), Err(Refused), "{bad:?}");
+        }
+        st.save(&file).unwrap();
+        assert_eq!(
+            Store::load(&file)
+                .unwrap()
+                .get("/Settings/F")
+                .map(|s| &s.value),
+            Some(&Value::F64(1.5))
+        );
+    }
+
+    /// See: issue 10. A damaged or hand-edited settings.json with entries
+    /// that cannot be settings (found by fuzzing): they were loaded as they
+    /// were; now they are left out with a warning and the rest is kept.
+    #[test]
+    fn issue_10_entries_of_the_settings_file_that_are_no_settings_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.json");
+        let entry = |v: &str| format!(r#"{{"type": "s", "value": "{v}", "default": "{v}"}}"#);
+        let text = format!(
+            r#"{{"version": 1, "settings": {{"/Settingw/A": {a}, "/Settings/B": {b}, "/Settings/B/C": {c}, "/Settings/_x": {a}, "/Settings/D": {{"type": "i", "value": "x", "default": 1}}}}}}"#,
+            a = entry("a"),
+            b = entry("b"),
+            c = entry("c"),
+        );
+        std::fs::write(&file, text).unwrap();
+        let store = Store::load(&file).unwrap();
+        let paths: Vec<&String> = store.iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["/Settings/B"]);
     }
 
     #[test]

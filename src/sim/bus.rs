@@ -7,24 +7,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::ValueEnum;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
+use crate::cli::BusKind;
+
 /// How long the bus gets to print or report its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Which bus implementation to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BusKind {
-    /// `dbus-daemon` when it is installed, else the embedded bus
-    Auto,
-    /// `dbus-daemon` (package dbus); fail when it is not installed
-    DbusDaemon,
-    /// The bus built into this program (busd), no system package needed
-    Embedded,
-}
 
 /// A running private bus; stopped by [`PrivateBus::stop`] (or, for dbus-daemon, when dropped).
 pub struct PrivateBus {

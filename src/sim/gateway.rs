@@ -3,7 +3,14 @@
 //! `full_publish_completed`, and the retained `N/<portal>/system/0/Serial`. It also reports what
 //! it sees (services and values) to the live view. It is a peer on the bus and the broker like
 //! any other: it knows nothing of the daemon's devices, only the BusItem dialect.
-
+// Outside input passes through here: no indexing, slicing, unwrap or
+// arithmetic that could panic (the release build aborts on a panic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+    )
+)]
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -94,7 +101,7 @@ impl Gateway {
         // Any early return below also ends the MQTT poller.
         let stop_poller = cancel.clone().drop_guard();
         match tokio::time::timeout(CONNECT_TIMEOUT, inbound.recv()).await {
-            Ok(Some(Inbound::Connected)) => {}
+            Ok(Some(GatewayInput::Connected)) => {}
             _ => {
                 bail!(
                     "the MQTT broker on {}:{} did not accept the gateway in {CONNECT_TIMEOUT:?}",
@@ -200,7 +207,7 @@ impl Gateway {
 }
 
 /// What the MQTT poller hands to the gateway.
-enum Inbound {
+enum GatewayInput {
     Connected,
     Message { topic: String, payload: Vec<u8> },
 }
@@ -210,7 +217,7 @@ fn connect_mqtt(
     cancel: CancellationToken,
 ) -> Result<(
     AsyncClient,
-    mpsc::UnboundedReceiver<Inbound>,
+    mpsc::UnboundedReceiver<GatewayInput>,
     JoinHandle<()>,
 )> {
     let mut options = MqttOptions::new(
@@ -237,12 +244,12 @@ fn connect_mqtt(
             match event {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                     connected_once = true;
-                    if tx.send(Inbound::Connected).is_err() {
+                    if tx.send(GatewayInput::Connected).is_err() {
                         break;
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send(Inbound::Message {
+                    let _ = tx.send(GatewayInput::Message {
                         topic: p.topic,
                         payload: p.payload.to_vec(),
                     });
@@ -331,7 +338,7 @@ impl State {
         mut owners: MessageStream,
         mut signals: MessageStream,
         mut scans: mpsc::UnboundedReceiver<Scan>,
-        inbound: &mut mpsc::UnboundedReceiver<Inbound>,
+        inbound: &mut mpsc::UnboundedReceiver<GatewayInput>,
         cancel: CancellationToken,
     ) {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -342,8 +349,8 @@ impl State {
                 Some(Ok(msg)) = signals.next() => self.on_signal(msg).await,
                 Some(scan) = scans.recv() => self.on_scan(scan).await,
                 m = inbound.recv() => match m {
-                    Some(Inbound::Connected) => self.on_connected().await,
-                    Some(Inbound::Message { topic, payload }) => self.on_mqtt(&topic, &payload).await,
+                    Some(GatewayInput::Connected) => self.on_connected().await,
+                    Some(GatewayInput::Message { topic, payload }) => self.on_mqtt(&topic, &payload).await,
                     None => break,
                 },
                 _ = heartbeat.tick() => {
@@ -619,7 +626,7 @@ impl State {
     }
 
     async fn keepalive(&mut self, payload: &[u8], republish: bool) {
-        self.alive_until = Some(Instant::now() + KEEPALIVE);
+        self.alive_until = Instant::now().checked_add(KEEPALIVE);
         // dbus-flashmq's options: {"keepalive-options": ["suppress-republish",
         // {"full-publish-completed-echo": "…"}]}.
         let options = serde_json::from_slice::<serde_json::Value>(payload)
@@ -685,7 +692,7 @@ impl State {
         }
         let value = match serde_json::from_slice::<serde_json::Value>(payload) {
             Ok(serde_json::Value::Object(o)) if o.contains_key("value") => {
-                match json_to_variant(&o["value"]) {
+                match o.get("value").and_then(json_to_variant) {
                     Some(v) => v,
                     None => {
                         tracing::warn!(service = %known.name, path, "W/: value of an unsupported type");
@@ -702,37 +709,31 @@ impl State {
     }
 }
 
-/// dbus-flashmq's JSON → D-Bus typing for `W/`: integer → `i` (`x` outside int32), float → `d`,
-/// string → `s`, bool → `b`, null → empty `ai` (invalid), array of integers → `ai`, other
-/// arrays → `av`; objects are refused.
+/// dbus-flashmq's JSON → D-Bus typing for `W/`: [`Value::from_json`]'s (integer → `i`, `x`
+/// outside int32, float → `d`, string → `s`, bool → `b`, null → empty `ai` (invalid), arrays
+/// → `av`), except that a non-empty array of int32 is `ai`, a number beyond int64 is a double
+/// and objects are refused.
 pub fn json_to_variant(v: &serde_json::Value) -> Option<Variant<'static>> {
-    use serde_json::Value as J;
-    Some(match v {
-        J::Null => Value::Invalid.to_variant(),
-        J::Bool(b) => Variant::Bool(*b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => match i32::try_from(i) {
-                Ok(i) => Variant::I32(i),
-                Err(_) => Variant::I64(i),
-            },
-            None => Variant::F64(n.as_f64()?),
-        },
-        J::String(s) => Variant::Str(s.clone().into()),
-        J::Array(items)
-            if !items.is_empty()
-                && items
+    match v {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Number(n) if n.as_i64().is_none() => Some(Variant::F64(n.as_f64()?)),
+        _ => Some(match Value::from_json(v).ok()? {
+            Value::List(items) if !items.is_empty() => {
+                let ints: Option<Vec<i32>> = items
                     .iter()
-                    .all(|i| i.as_i64().and_then(|i| i32::try_from(i).ok()).is_some()) =>
-        {
-            let ints: Vec<i32> = items
-                .iter()
-                .filter_map(|i| i.as_i64().and_then(|i| i32::try_from(i).ok()))
-                .collect();
-            Variant::from(ints)
-        }
-        J::Array(_) => Value::from_json(v).ok()?.to_variant(),
-        J::Object(_) => return None,
-    })
+                    .map(|i| match i {
+                        Value::I32(i) => Some(*i),
+                        _ => None,
+                    })
+                    .collect();
+                match ints {
+                    Some(ints) => Variant::from(ints),
+                    None => Value::List(items).to_variant(),
+                }
+            }
+            value => value.to_variant(),
+        }),
+    }
 }
 
 /// `GetItems` on `/`; on `UnknownMethod` only, node `GetValue` on `/` (keys relative), as
@@ -896,6 +897,13 @@ mod tests {
             assert_eq!(variant.value_signature().to_string(), signature, "{json}");
         }
         assert!(json_to_variant(&json!({"a": 1})).is_none());
+    }
+
+    #[test]
+    fn text_a_d_bus_string_cannot_hold_is_refused() {
+        // The bus daemon disconnects a connection that sends a NUL in a string.
+        assert!(json_to_variant(&json!("a\u{0}b")).is_none());
+        assert!(json_to_variant(&json!(["a\u{0}b"])).is_none());
     }
 
     #[test]

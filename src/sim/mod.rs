@@ -15,15 +15,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::SimArgs;
 use crate::config::Config;
 use crate::dbus::BusAddress;
 use crate::ids::PortalId;
 use crate::settings::SettingsService;
-use bus::{BusKind, PrivateBus};
+use bus::PrivateBus;
 use gateway::{Gateway, GatewayConfig};
 use view::{Mode, Ready, ViewEvent};
 
@@ -39,34 +39,6 @@ const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long the daemon may take to remove its services when stopping.
 const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Options of `sim`. The global `--portal-id` and `--data-dir` apply too (defaults:
-/// `5157e0000001` and `~/.local/share/dbus-mqtt-devices-sim`).
-#[derive(Debug, Args)]
-#[command(
-    after_help = "In sim, --portal-id defaults to 5157e0000001 and --data-dir to \
-    $XDG_DATA_HOME/dbus-mqtt-devices-sim (else ~/.local/share/dbus-mqtt-devices-sim); \
-    the --mqtt-* options do not apply (the daemon uses the embedded broker).\n\
-    Exit codes: 0 clean stop (Ctrl-C, SIGTERM), 1 runtime failure, 2 bad command line."
-)]
-pub struct SimArgs {
-    /// Address the MQTT broker listens on; 0.0.0.0:1883 lets devices on the LAN connect
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
-    pub listen: SocketAddr,
-
-    /// One JSON object per line on stdout (ready, service_added, service_removed, value)
-    /// instead of the live view
-    #[arg(long)]
-    pub json: bool,
-
-    /// Also run a built-in demo device (client id `demo`: a fridge thermometer and a water tank)
-    #[arg(long)]
-    pub demo: bool,
-
-    /// Which D-Bus to run
-    #[arg(long, value_enum, default_value = "auto")]
-    pub bus: BusKind,
-}
 
 /// `$XDG_DATA_HOME/dbus-mqtt-devices-sim`, else `~/.local/share/dbus-mqtt-devices-sim`.
 pub fn default_data_dir() -> Result<PathBuf> {
@@ -107,59 +79,61 @@ pub async fn run(config: Config, args: SimArgs, shutdown: impl Future<Output = (
     let view = view::spawn(Mode::pick(args.json), view_rx);
 
     let bus = PrivateBus::start(args.bus).await?;
-    let result = run_on_bus(
-        &config,
-        &args,
-        &portal,
-        &data_dir,
-        &bus,
-        view_tx,
+    let stage = Stage {
+        config: &config,
+        args: &args,
+        portal: &portal,
+        data_dir: &data_dir,
+        bus: &bus,
         started,
-        &mut shutdown,
-    )
-    .await;
+    };
+    let result = run_on_bus(stage, view_tx, &mut shutdown).await;
     bus.stop().await;
     // The view prints what is left once every sender is gone.
     let _ = tokio::time::timeout(Duration::from_secs(1), view).await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_on_bus(
-    config: &Config,
-    args: &SimArgs,
-    portal: &PortalId,
-    data_dir: &Path,
-    bus: &PrivateBus,
-    view_tx: mpsc::UnboundedSender<ViewEvent>,
+/// What the sim's stages share: the options, and what earlier stages started.
+#[derive(Clone, Copy)]
+struct Stage<'a> {
+    config: &'a Config,
+    args: &'a SimArgs,
+    portal: &'a PortalId,
+    data_dir: &'a Path,
+    bus: &'a PrivateBus,
     started: Instant,
+}
+
+async fn run_on_bus(
+    stage: Stage<'_>,
+    view_tx: mpsc::UnboundedSender<ViewEvent>,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Result<()> {
-    let bus_address = BusAddress::Address(bus.address().to_string());
-    let settings = SettingsService::start(&bus_address, &data_dir.join("settings"))
+    let bus_address = BusAddress::Address(stage.bus.address().to_string());
+    let settings = SettingsService::start(&bus_address, &stage.data_dir.join("settings"))
         .await
         .context("starting the settings service")?;
-    let result = run_with_settings(
-        config, args, portal, data_dir, bus, view_tx, started, shutdown,
-    )
-    .await;
+    let result = run_with_settings(stage, view_tx, shutdown).await;
     if let Err(e) = settings.stop().await {
         tracing::warn!(error = %format!("{e:#}"), "settings not saved");
     }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_with_settings(
-    config: &Config,
-    args: &SimArgs,
-    portal: &PortalId,
-    data_dir: &Path,
-    bus: &PrivateBus,
+    stage: Stage<'_>,
     view_tx: mpsc::UnboundedSender<ViewEvent>,
-    started: Instant,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Result<()> {
+    let Stage {
+        config,
+        args,
+        portal,
+        data_dir,
+        bus,
+        started,
+    } = stage;
     let local = SocketAddr::new(local_address(args.listen), args.listen.port());
     broker::start(args.listen)?;
     let host = local.ip().to_string();

@@ -375,7 +375,7 @@ impl Model {
                         && !p.starts_with("/Mgmt/")
                         && !MANAGEMENT_PATHS.contains(&p.as_str())
                 })
-                .map(|(p, v)| format!("{}={}", &p[1..], v.python_text()))
+                .map(|(p, v)| format!("{}={}", p.strip_prefix('/').unwrap_or(p), v.python_text()))
                 .collect();
             let mut line = String::from("   ");
             for item in shown {

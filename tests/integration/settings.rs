@@ -270,6 +270,56 @@ async fn add_settings_error_codes_match_localsettings() {
     .await
 }
 
+/// Introspection as localsettings describes its objects: `/` is a BusItem root, a group a
+/// BusItem node with the Settings methods, a setting a BusItem value with its default.
+#[tokio::test]
+async fn introspection_describes_root_groups_and_settings() {
+    timed(async {
+        let bus = TestBus::start().await;
+        let _settings = TestSettings::start(&bus).await;
+        let client = SettingsClient::connect(&bus.bus()).await.unwrap();
+        let path = "/Settings/Lab/Offset";
+        client
+            .add_settings(&[SettingSpec::new(path, Value::F64(0.0))])
+            .await
+            .unwrap();
+        let c = bus.client().await;
+        let xml = |object: &'static str| {
+            let c = c.clone();
+            async move {
+                let r = call(&c, object, None, "Introspect", &()).await.unwrap();
+                r.body().deserialize::<String>().unwrap()
+            }
+        };
+        let root = xml("/").await;
+        assert!(
+            root.contains("GetItems")
+                && root.contains("ItemsChanged")
+                && root.contains("<node name=\"Settings\"/>"),
+            "{root}"
+        );
+        let group = xml("/Settings/Lab").await;
+        assert!(
+            group.contains(BUSITEM_INTERFACE)
+                && group.contains(SETTINGS_INTERFACE)
+                && group.contains("AddSettings")
+                && group.contains("<node name=\"Offset\"/>")
+                && !group.contains("GetItems"),
+            "{group}"
+        );
+        let setting = xml(path).await;
+        assert!(
+            setting.contains("SetValue") && setting.contains("GetDefault"),
+            "{setting}"
+        );
+        let err = call(&c, "/Settings/Nope", None, "Introspect", &())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("UnknownObject"), "{err}");
+    })
+    .await
+}
+
 #[tokio::test]
 async fn set_value_converts_checks_min_max_and_answers_busitem_calls() {
     timed(async {

@@ -27,6 +27,8 @@ pub struct TestBus {
     child: Child,
     /// The bus address printed by the daemon.
     pub address: String,
+    /// The bus's socket (and the configuration made for it, if any): removed with the bus.
+    _dir: tempfile::TempDir,
 }
 
 /// The config of the private bus, checked in under tests/fixtures.
@@ -37,8 +39,41 @@ pub fn bus_config() -> PathBuf {
 impl TestBus {
     /// Starts a daemon and waits for it to print its address.
     pub async fn start() -> TestBus {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        TestBus::start_with(bus_config(), dir).await
+    }
+
+    /// Starts a daemon whose `max_connections_per_user` is `max` (the limit a system bus
+    /// has, 256 by default, is what bounds the services of one machine).
+    pub async fn start_with_connection_limit(max: usize) -> TestBus {
+        TestBus::start_with_limits(&[("max_connections_per_user", max)]).await
+    }
+
+    /// Starts a daemon with the fixture's configuration but the given values of its
+    /// `<limit>`s (each must be one the fixture names).
+    pub async fn start_with_limits(limits: &[(&str, usize)]) -> TestBus {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = std::fs::read_to_string(bus_config()).expect("the test bus config");
+        for (name, value) in limits {
+            let open = format!(r#"<limit name="{name}">"#);
+            let start = config
+                .find(&open)
+                .unwrap_or_else(|| panic!("the fixture names {name}"))
+                + open.len();
+            let end = start + config[start..].find("</limit>").expect("a closed <limit>");
+            config.replace_range(start..end, &value.to_string());
+        }
+        let path = dir.path().join("bus.conf");
+        std::fs::write(&path, config).expect("writing the bus config");
+        TestBus::start_with(path, dir).await
+    }
+
+    async fn start_with(config: PathBuf, dir: tempfile::TempDir) -> TestBus {
+        // The socket in the test's own directory (the fixture's `tmpdir=/tmp` would leave
+        // one file per bus behind in /tmp).
         let mut child = match Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", bus_config().display()))
+            .arg(format!("--config-file={}", config.display()))
+            .arg(format!("--address=unix:dir={}", dir.path().display()))
             .arg("--print-address")
             .arg("--nofork")
             .stdout(Stdio::piped())
@@ -60,7 +95,16 @@ impl TestBus {
             .expect("reading the bus address");
         let address = line.trim().to_string();
         assert!(!address.is_empty(), "dbus-daemon printed no address");
-        TestBus { child, address }
+        TestBus {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+
+    /// The dbus-daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the bus is running")
     }
 
     /// The bus as the library names it.

@@ -393,3 +393,56 @@ async fn a_flood_of_values_still_ends_with_the_last_value_sent() {
         wanted
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_partial_values_ends_with_the_last_value_of_every_path() {
+    let world = World::start().await;
+    let mut device = world.device("v3partial").await;
+    let services = ["t1", "t2", "t3", "t4"];
+    device
+        .register(
+            r#"{"t1": "temperature", "t2": "temperature", "t3": "temperature", "t4": "temperature"}"#,
+        )
+        .await;
+    let t1 = "com.victronenergy.temperature.mqtt_v3partial_t1";
+    let mut signals = items_changed(&world.conn, t1).await;
+    // One service and one path per message, far past the device's pace: every
+    // path's last message is followed by messages that do not carry it.
+    let rounds = 3000;
+    for i in 1..=rounds {
+        for s in services {
+            device
+                .send("Values", &format!(r#"{{"{s}": {{"Temperature": {i}.5}}}}"#))
+                .await;
+            device
+                .send("Values", &format!(r#"{{"{s}": {{"Humidity": {i}}}}}"#))
+                .await;
+        }
+    }
+    // Values are applied in the order sent: once the marker is on D-Bus, so is
+    // everything before it.
+    device.send("Values", r#"{"t1": {"Pressure": 999}}"#).await;
+    loop {
+        let items = next_items(&mut signals).await;
+        let pressure = items
+            .get("/Pressure")
+            .and_then(|entry| entry.get("Value"))
+            .and_then(|v| f64::try_from(v.clone()).ok());
+        if pressure == Some(999.0) {
+            break;
+        }
+    }
+    for s in services {
+        let name = format!("com.victronenergy.temperature.mqtt_v3partial_{s}");
+        assert_eq!(
+            float(get_value(&world.conn, &name, "/Temperature").await),
+            f64::from(rounds) + 0.5,
+            "{s} /Temperature"
+        );
+        assert_eq!(
+            float(get_value(&world.conn, &name, "/Humidity").await),
+            f64::from(rounds),
+            "{s} /Humidity"
+        );
+    }
+}

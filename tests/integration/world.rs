@@ -1,10 +1,14 @@
 //! Fixtures for the daemon: a real mosquitto on a free port, the daemon
-//! running in-process with its own stop handle, and a test device that
-//! speaks the protocol over a real MQTT connection.
+//! running in-process with its own stop handle, a test device that
+//! speaks the protocol over a real MQTT connection, and what follows the bus
+//! (names, values). The benches include this file too (with `support.rs` and
+//! `processes.rs`): one world for tests and measurements.
 
 #![allow(dead_code)]
 
+pub use super::processes::DaemonProcess;
 use super::support::TestBus;
+use dbus_mqtt_devices::app::Tuning;
 use dbus_mqtt_devices::config::Config;
 use dbus_mqtt_devices::ids::PortalId;
 use dbus_mqtt_devices::settings::SettingsService;
@@ -43,6 +47,13 @@ impl TestBroker {
     pub async fn start_on(port: u16) -> TestBroker {
         let dir = tempfile::tempdir().expect("temp dir");
         TestBroker::start_in(dir, port, "", None).await
+    }
+
+    /// Starts mosquitto with no limit on the QoS 1 messages in flight to one client (20 by
+    /// default), so that the benches measure the daemon rather than that default.
+    pub async fn start_unthrottled() -> TestBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestBroker::start_in(dir, free_port(), "max_inflight_messages 0\n", None).await
     }
 
     /// Starts mosquitto with a plain listener and a TLS listener whose
@@ -135,7 +146,7 @@ impl TestBroker {
         std::fs::write(
             &conf,
             format!(
-                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n{extra}"
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlistener {port} 127.0.0.1\n{extra}"
             ),
         )
         .expect("writing mosquitto.conf");
@@ -186,6 +197,11 @@ impl TestBroker {
             tls,
             _dir: dir,
         }
+    }
+
+    /// Mosquitto's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the broker is running")
     }
 
     /// Kills the broker and waits until it has exited.
@@ -241,8 +257,13 @@ impl Daemon {
 
     /// Starts the daemon with `config`.
     pub fn start(config: Config) -> Daemon {
+        Daemon::start_tuned(config, Tuning::default())
+    }
+
+    /// Starts the daemon with `config` and non-default timings or probes.
+    pub fn start_tuned(config: Config, tuning: Tuning) -> Daemon {
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(dbus_mqtt_devices::app::run(config, async {
+        let task = tokio::spawn(dbus_mqtt_devices::app::run_with(config, tuning, async {
             let _ = stopped.await;
         }));
         Daemon {
@@ -283,6 +304,17 @@ pub struct Received {
     pub retained: bool,
 }
 
+/// The daemon's presence topic: `{"online": 1}` once it is connected to the broker.
+pub const PRESENCE: &str = "dbus-mqtt-devices/status";
+
+/// The options every test client starts from: the broker on 127.0.0.1 at `port`, packets of
+/// up to 1 MiB.
+pub fn mqtt_options(port: u16, client_id: &str) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    options
+}
+
 /// A device (or any MQTT client) with its own connection.
 pub struct TestDevice {
     pub id: String,
@@ -290,11 +322,13 @@ pub struct TestDevice {
     rx: mpsc::UnboundedReceiver<Received>,
     /// Messages passed over by [`TestDevice::expect`], kept for [`TestDevice::drain`].
     skipped: Vec<Received>,
+    /// How long one `expect` or `next` waits.
+    wait: Duration,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TestDevice {
-    /// Connects with client id `id` and subscribes to `device/<id>/#`.
+    /// Connects with client id `test-<id>` and subscribes to `device/<id>/#`.
     pub async fn connect(port: u16, id: &str) -> TestDevice {
         TestDevice::connect_with(port, id, None, &[&format!("device/{id}/#")]).await
     }
@@ -307,13 +341,27 @@ impl TestDevice {
         will: Option<(&str, &str)>,
         subscriptions: &[&str],
     ) -> TestDevice {
-        let mut options = MqttOptions::new(format!("test-{id}"), "127.0.0.1", port);
+        let mut options = mqtt_options(port, &format!("test-{id}"));
         options.set_keep_alive(Duration::from_secs(5));
-        options.set_max_packet_size(1 << 20, 1 << 20);
         if let Some((topic, payload)) = will {
             options.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, false));
         }
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        TestDevice::connect_options(id, options, 100, subscriptions).await
+    }
+
+    /// Connects as device `id` with `options` (see [`mqtt_options`]) and room for `capacity`
+    /// requests, subscribes to `subscriptions` and returns once they are acknowledged.
+    pub async fn connect_options(
+        id: &str,
+        options: MqttOptions,
+        capacity: usize,
+        subscriptions: &[&str],
+    ) -> TestDevice {
+        let (client, mut eventloop) = AsyncClient::new(options, capacity);
+        // Without TCP_NODELAY every small message waits ~40 ms for the previous one's ACK.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (tx, rx) = mpsc::unbounded_channel();
         let (subscribed_tx, mut subscribed_rx) = mpsc::unbounded_channel();
         for topic in subscriptions {
@@ -350,8 +398,20 @@ impl TestDevice {
             client,
             rx,
             skipped: Vec::new(),
+            wait: WAIT,
             task,
         }
+    }
+
+    /// The same client, waiting up to `wait` (instead of [`WAIT`]) for each expected message.
+    pub fn with_wait(mut self, wait: Duration) -> TestDevice {
+        self.wait = wait;
+        self
+    }
+
+    /// The MQTT client, for what the helpers here do not cover (other QoS, `try_publish`).
+    pub fn client(&self) -> &AsyncClient {
+        &self.client
     }
 
     /// Publishes `payload` on `topic` (QoS 1, not retained).
@@ -370,6 +430,19 @@ impl TestDevice {
             .expect("publish");
     }
 
+    /// Publishes any bytes on `device/<id>/<leaf>` (QoS 1, not retained).
+    pub async fn send_bytes(&self, leaf: &str, payload: &[u8]) {
+        self.client
+            .publish(
+                format!("device/{}/{leaf}", self.id),
+                QoS::AtLeastOnce,
+                false,
+                payload.to_vec(),
+            )
+            .await
+            .expect("publish");
+    }
+
     /// Publishes on `device/<id>/<leaf>`.
     pub async fn send(&self, leaf: &str, payload: &str) {
         self.publish(&format!("device/{}/{leaf}", self.id), payload)
@@ -378,7 +451,14 @@ impl TestDevice {
 
     /// Waits for the next message on `topic`, skipping others.
     pub async fn expect(&mut self, topic: &str) -> Received {
-        if let Some(i) = self.skipped.iter().position(|m| m.topic == topic) {
+        self.expect_where(&format!("message on {topic}"), |m| m.topic == topic)
+            .await
+    }
+
+    /// Waits for the next message that satisfies `want` (`what` names it when it does not
+    /// come), skipping others.
+    pub async fn expect_where(&mut self, what: &str, want: impl Fn(&Received) -> bool) -> Received {
+        if let Some(i) = self.skipped.iter().position(&want) {
             return self.skipped.remove(i);
         }
         let skipped = &mut self.skipped;
@@ -386,15 +466,42 @@ impl TestDevice {
         let wait = async {
             loop {
                 let m = rx.recv().await.expect("device connection ended");
-                if m.topic == topic {
+                if want(&m) {
                     return m;
                 }
                 skipped.push(m);
             }
         };
-        tokio::time::timeout(WAIT, wait)
+        tokio::time::timeout(self.wait, wait)
             .await
-            .unwrap_or_else(|_| panic!("no message on {topic} within {WAIT:?}"))
+            .unwrap_or_else(|_| panic!("no {what} within {:?}", self.wait))
+    }
+
+    /// Waits for the next message on any topic (after those passed over by `expect`).
+    pub async fn next(&mut self) -> Received {
+        if !self.skipped.is_empty() {
+            return self.skipped.remove(0);
+        }
+        tokio::time::timeout(self.wait, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no message within {:?}", self.wait))
+            .expect("device connection ended")
+    }
+
+    /// Waits, with no time limit, until a message is there for [`TestDevice::try_next`].
+    pub async fn arrived(&mut self) {
+        if self.skipped.is_empty() {
+            let m = self.rx.recv().await.expect("device connection ended");
+            self.skipped.push(m);
+        }
+    }
+
+    /// The next message if one is there (after those passed over by `expect`).
+    pub fn try_next(&mut self) -> Option<Received> {
+        if !self.skipped.is_empty() {
+            return Some(self.skipped.remove(0));
+        }
+        self.rx.try_recv().ok()
     }
 
     /// Waits for the `DBus` reply and returns it parsed.
@@ -442,6 +549,17 @@ impl TestDevice {
     }
 }
 
+/// Waits until `watcher` (subscribed to [`PRESENCE`]) sees the daemon say it is online: a
+/// fresh message, not one retained from an earlier daemon. Other messages stay with the
+/// watcher for its next `expect`.
+pub async fn until_online(watcher: &mut TestDevice) {
+    watcher
+        .expect_where("presence message saying the daemon is online", |m| {
+            m.topic == PRESENCE && !m.retained && m.payload.contains("\"online\": 1")
+        })
+        .await;
+}
+
 /// `GetValue` on a path of a service.
 pub async fn get_value(conn: &zbus::Connection, service: &str, path: &str) -> OwnedVariant {
     let reply = conn
@@ -480,6 +598,22 @@ pub async fn set_value(
     reply.body().deserialize().expect("SetValue returns an int")
 }
 
+/// Whether `GetItems` on a service's root is answered within 5 s, as
+/// dbus-flashmq needs when a service appears (it ignores one that is not).
+pub async fn get_items_answers(conn: &zbus::Connection, service: &str) -> bool {
+    let call = conn.call_method(
+        Some(service),
+        "/",
+        Some("com.victronenergy.BusItem"),
+        "GetItems",
+        &(),
+    );
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), call).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Every bus name owned now.
 pub async fn names(conn: &zbus::Connection) -> Vec<String> {
     let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
@@ -490,6 +624,15 @@ pub async fn names(conn: &zbus::Connection) -> Vec<String> {
         .into_iter()
         .map(|n| n.to_string())
         .collect()
+}
+
+/// Connections on the bus now (their unique names).
+pub async fn connections(conn: &zbus::Connection) -> usize {
+    names(conn)
+        .await
+        .iter()
+        .filter(|n| n.starts_with(':'))
+        .count()
 }
 
 /// The owner (unique name) of a well-known name, if any.
@@ -545,6 +688,132 @@ pub async fn device_services(conn: &zbus::Connection) -> Vec<String> {
     all
 }
 
+/// Follows NameOwnerChanged of the whole bus from its creation on: which names were ever
+/// owned, and which are owned now.
+pub struct NameLog {
+    rx: mpsc::UnboundedReceiver<(String, bool)>,
+    pub owned: std::collections::BTreeSet<String>,
+    pub ever: std::collections::BTreeSet<String>,
+    /// Names released since the log started.
+    pub released: std::collections::BTreeSet<String>,
+    /// How long `until` waits.
+    wait: Duration,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl NameLog {
+    /// Starts following (names owned already count as owned).
+    pub async fn start(conn: &zbus::Connection) -> NameLog {
+        use futures_util::StreamExt;
+        let proxy = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
+        let mut changes = proxy
+            .receive_name_owner_changed()
+            .await
+            .expect("NameOwnerChanged stream");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(signal) = changes.next().await {
+                if let Ok(args) = signal.args() {
+                    let name = args.name().to_string();
+                    if !name.starts_with(':') {
+                        let _ = tx.send((name, args.new_owner().is_some()));
+                    }
+                }
+            }
+        });
+        let owned: std::collections::BTreeSet<String> = names(conn)
+            .await
+            .into_iter()
+            .filter(|n| !n.starts_with(':'))
+            .collect();
+        NameLog {
+            rx,
+            ever: owned.clone(),
+            owned,
+            released: Default::default(),
+            wait: WAIT,
+            _task: task,
+        }
+    }
+
+    /// The same log, with `until` waiting up to `wait` (instead of [`WAIT`]).
+    pub fn with_wait(mut self, wait: Duration) -> NameLog {
+        self.wait = wait;
+        self
+    }
+
+    fn apply(&mut self, (name, owned): (String, bool)) {
+        if owned {
+            self.ever.insert(name.clone());
+            self.owned.insert(name);
+        } else {
+            self.owned.remove(&name);
+            self.released.insert(name);
+        }
+    }
+
+    /// Applies what arrived so far; returns how many changes that was.
+    pub fn update(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(change) = self.rx.try_recv() {
+            self.apply(change);
+            n += 1;
+        }
+        n
+    }
+
+    /// Waits, with no time limit, for the next change and applies it.
+    pub async fn changed(&mut self) {
+        let change = self.rx.recv().await.expect("NameOwnerChanged stream");
+        self.apply(change);
+    }
+
+    /// Applies changes until none has come for `quiet`.
+    pub async fn settle(&mut self, quiet: Duration) {
+        while let Ok(Some(change)) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            self.apply(change);
+        }
+    }
+
+    /// Applies changes until `done` holds for the owned names.
+    pub async fn until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+    ) {
+        self.until_seen(what, |log| done(&log.owned)).await
+    }
+
+    /// Applies changes until `done` holds for the log (owned names and names ever owned).
+    pub async fn until_seen(&mut self, what: &str, done: impl Fn(&NameLog) -> bool) {
+        let limit = self.wait;
+        self.update();
+        let wait = async {
+            while !done(self) {
+                let change = self.rx.recv().await.expect("NameOwnerChanged stream");
+                self.apply(change);
+            }
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
+            let owned: Vec<&String> = self.owned.iter().take(8).collect();
+            panic!(
+                "waited {limit:?} for {what}; {} names owned, first {owned:?}",
+                self.owned.len()
+            )
+        });
+    }
+
+    /// Our device services owned now.
+    pub fn device_services(&mut self) -> Vec<String> {
+        self.update();
+        self.owned
+            .iter()
+            .filter(|n| n.contains(".mqtt_"))
+            .cloned()
+            .collect()
+    }
+}
+
 /// A whole world for one test: bus, settings service, broker, daemon.
 pub struct World {
     pub bus: TestBus,
@@ -559,23 +828,43 @@ impl World {
     /// Starts everything and waits until the daemon is connected to the broker
     /// (its presence topic is online).
     pub async fn start() -> World {
-        let bus = TestBus::start().await;
+        let mut world = World::start_without_daemon().await;
+        world.start_daemon().await;
+        world
+    }
+
+    /// Starts the bus, the settings service and the broker; no daemon.
+    pub async fn start_without_daemon() -> World {
+        World::start_on(TestBus::start().await).await
+    }
+
+    /// Starts the settings service and the broker on `bus`; no daemon.
+    pub async fn start_on(bus: TestBus) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("settings")).expect("settings dir");
         std::fs::create_dir_all(dir.path().join("daemon")).expect("daemon dir");
         let settings = Settings::start(&bus, &dir.path().join("settings")).await;
         let broker = TestBroker::start().await;
         let conn = bus.client().await;
-        let mut world = World {
+        World {
             bus,
             broker: Some(broker),
             settings: Some(settings),
             daemon: None,
             dir,
             conn,
-        };
-        world.start_daemon().await;
-        world
+        }
+    }
+
+    /// The daemon's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("daemon")
+    }
+
+    /// Starts the daemon binary as a process on this world; `None` if it exits before it is
+    /// online.
+    pub async fn start_process(&self, extra: &[&str]) -> Option<DaemonProcess> {
+        DaemonProcess::start(&self.bus, self.port(), &self.data_dir(), extra).await
     }
 
     /// The broker's port.
@@ -595,27 +884,17 @@ impl World {
 
     /// Starts the daemon with a given configuration and waits until it is online.
     pub async fn start_daemon_with(&mut self, config: Config) {
-        let mut watcher = TestDevice::connect_with(
-            self.port(),
-            "presence-watch",
-            None,
-            &["dbus-mqtt-devices/status"],
-        )
-        .await;
+        self.start_daemon_tuned(config, Tuning::default()).await;
+    }
+
+    /// Starts the daemon with a given configuration and tuning, and waits until it is online.
+    pub async fn start_daemon_tuned(&mut self, config: Config, tuning: Tuning) {
+        let mut watcher =
+            TestDevice::connect_with(self.port(), "presence-watch", None, &[PRESENCE]).await;
         // A retained "online" from an earlier daemon may come first.
         let _ = watcher.drain();
-        self.daemon = Some(Daemon::start(config));
-        let wait = async {
-            loop {
-                let m = watcher.expect("dbus-mqtt-devices/status").await;
-                if m.payload.contains("\"online\": 1") && !m.retained {
-                    return;
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .expect("daemon did not come online");
+        self.daemon = Some(Daemon::start_tuned(config, tuning));
+        until_online(&mut watcher).await;
         watcher.disconnect().await;
     }
 
@@ -630,4 +909,36 @@ impl World {
     pub async fn device(&self, id: &str) -> TestDevice {
         TestDevice::connect(self.port(), id).await
     }
+}
+
+/// Waits until `GetValue` of `path` on `service` satisfies `want`, re-reading it whenever
+/// the service signals a change (PropertiesChanged or ItemsChanged).
+pub async fn wait_for_value(
+    conn: &zbus::Connection,
+    service: &str,
+    path: &str,
+    want: impl Fn(&OwnedVariant) -> bool,
+) -> OwnedVariant {
+    use futures_util::StreamExt;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(service)
+        .interface("com.victronenergy.BusItem")
+        .build()
+        .expect("match rule");
+    let mut changes = zbus::MessageStream::for_match_rule(rule, conn, None)
+        .await
+        .expect("signal stream");
+    let wait = async {
+        loop {
+            let v = get_value(conn, service, path).await;
+            if want(&v) {
+                return v;
+            }
+            changes.next().await;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{service} {path} did not reach the wanted value"))
 }

@@ -1,0 +1,6 @@
+//! A `device/<id>/Proxy` payload.
+#![no_main]
+use dbus_mqtt_devices_fuzz::properties;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| properties::proxy_payload(data));

@@ -1,0 +1,6 @@
+//! `settings.json` of our settings service.
+#![no_main]
+use dbus_mqtt_devices_fuzz::{properties, scratch_dir};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| properties::settings_file(scratch_dir(), data));

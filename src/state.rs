@@ -1,0 +1,263 @@
+//! The daemon's record of connected devices, written through to the state file: a device is
+//! answered only once its registration is in the file (persist, then reply), so a reply
+//! survives a SIGKILL the next instant; and what a device withdraws leaves the file at once.
+//!
+//! One writer task owns the record and the file. Changes queue to it; every write takes all
+//! changes queued so far (group commit), so a burst of registrations costs a few writes, not
+//! one each. Writes run on the blocking pool, so the disk never stalls the devices.
+//!
+//! A device is answered once the new file has replaced the old one (written and renamed):
+//! from then on a daemon killed the next instant finds it at its restart. The fsync that
+//! makes it survive a power cut follows at once, off the reply's path: it costs a few
+//! milliseconds per write on flash, and localsettings, which holds the device's instance,
+//! writes its own file seconds later anyway.
+//!
+//! A write that fails (read-only or full data directory) is retried with the next change,
+//! and logged at most once per [`WARN_INTERVAL`]: the daemon keeps serving without it.
+
+use crate::persist::{self, SavedDevice};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// At most one warning about a failing state file per this interval.
+pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+enum Command {
+    Upsert(SavedDevice),
+    Remove(String),
+    /// Answered once everything queued before is in the file (or its write failed).
+    Sync(oneshot::Sender<()>),
+}
+
+/// A handle on the record; cheap to clone. The writer ends when every handle is gone.
+#[derive(Clone)]
+pub struct StateStore {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").finish_non_exhaustive()
+    }
+}
+
+impl StateStore {
+    /// Starts the writer for the state file in `dir`, holding `initial` (what the file held
+    /// at start: devices not yet restored must stay in it until they are).
+    pub fn start(dir: PathBuf, initial: Vec<SavedDevice>) -> (StateStore, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let devices = initial
+            .into_iter()
+            .map(|d| (d.client_id.clone(), d))
+            .collect();
+        let task = tokio::spawn(write_through(dir, devices, rx));
+        (StateStore { tx }, task)
+    }
+
+    /// Remembers (or replaces) a device.
+    pub fn upsert(&self, device: SavedDevice) {
+        let _ = self.tx.send(Command::Upsert(device));
+    }
+
+    /// Forgets a device (by its raw client id).
+    pub fn remove(&self, client_id: &str) {
+        let _ = self.tx.send(Command::Remove(client_id.to_owned()));
+    }
+
+    /// Completes when every change made before this call is in the file (renamed into
+    /// place; synced to the disk right after), or its write failed (the failure is logged;
+    /// the caller goes on either way).
+    pub async fn sync(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Sync(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Remembers a device and waits until that is in the file: call before replying.
+    pub async fn record(&self, device: SavedDevice) {
+        self.upsert(device);
+        self.sync().await;
+    }
+}
+
+async fn write_through(
+    dir: PathBuf,
+    mut devices: BTreeMap<String, SavedDevice>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut failures = FailureLog::default();
+    let mut dirty = false;
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    // The fsync of the last write runs on its own, one at a time, off the replies' path.
+    let mut syncing: Option<JoinHandle<Result<(), persist::Error>>> = None;
+    let mut sync_again = false;
+    loop {
+        tokio::select! {
+            command = rx.recv() => {
+                let Some(first) = command else { break };
+                let mut next = Some(first);
+                // Everything queued now goes into this write.
+                while let Some(command) = next {
+                    match command {
+                        Command::Upsert(d) => {
+                            if devices.get(&d.client_id) != Some(&d) {
+                                devices.insert(d.client_id.clone(), d);
+                                dirty = true;
+                            }
+                        }
+                        Command::Remove(id) => dirty |= devices.remove(&id).is_some(),
+                        Command::Sync(done) => waiting.push(done),
+                    }
+                    next = rx.try_recv().ok();
+                }
+            }
+            synced = finished(&mut syncing) => {
+                syncing = None;
+                if let Err(e) = synced {
+                    failures.failed(&e);
+                }
+                if std::mem::take(&mut sync_again) {
+                    syncing = Some(start_sync(&dir));
+                }
+                continue;
+            }
+        }
+        if dirty {
+            let body = persist::encode(devices.values());
+            let target = dir.clone();
+            let replaced = tokio::task::spawn_blocking(move || persist::replace(&target, &body))
+                .await
+                .unwrap_or_else(|e| Err(lost_job(&dir, e)));
+            match replaced {
+                Ok(()) => {
+                    dirty = false;
+                    failures.succeeded();
+                    match syncing {
+                        Some(_) => sync_again = true,
+                        None => syncing = Some(start_sync(&dir)),
+                    }
+                }
+                // Still dirty: the next change tries again.
+                Err(e) => failures.failed(&e),
+            }
+        }
+        // In the file (or its write failed, which was logged): answered.
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+    if let Some(job) = syncing {
+        let _ = job.await;
+    }
+}
+
+fn start_sync(dir: &std::path::Path) -> JoinHandle<Result<(), persist::Error>> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || persist::sync(&dir))
+}
+
+/// Completes when the running sync (if any) finishes; never while there is none.
+async fn finished(
+    syncing: &mut Option<JoinHandle<Result<(), persist::Error>>>,
+) -> Result<(), persist::Error> {
+    match syncing {
+        Some(job) => job.await.unwrap_or_else(|e| {
+            Err(persist::Error::Io {
+                action: "syncing",
+                path: PathBuf::from(crate::data_dir::STATE_FILE),
+                source: std::io::Error::other(e.to_string()),
+            })
+        }),
+        None => std::future::pending().await,
+    }
+}
+
+fn lost_job(dir: &std::path::Path, e: tokio::task::JoinError) -> persist::Error {
+    persist::Error::Io {
+        action: "writing",
+        path: dir.join(crate::data_dir::STATE_FILE),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// One warning per [`WARN_INTERVAL`] for a write that keeps failing, with the count of
+/// failures in between; one line when it works again.
+#[derive(Default)]
+struct FailureLog {
+    last_warning: Option<Instant>,
+    since_warning: u64,
+    failing: bool,
+}
+
+impl FailureLog {
+    fn failed(&mut self, e: &persist::Error) {
+        self.failing = true;
+        let due = self
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= WARN_INTERVAL);
+        if due {
+            warn!(
+                error = %crate::logging::error_chain(e),
+                failed_since_last_warning = self.since_warning,
+                "could not write the state file; the daemon keeps serving, but devices registered now will not come back by themselves after a restart"
+            );
+            self.last_warning = Some(Instant::now());
+            self.since_warning = 0;
+        } else {
+            self.since_warning += 1;
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failing {
+            info!("the state file is written again");
+        }
+        *self = FailureLog::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn device(id: &str) -> SavedDevice {
+        SavedDevice {
+            client_id: id.into(),
+            status: json!({"clientId": id, "connected": 1, "services": {}}),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recorded_device_is_in_the_file_when_record_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _task) = StateStore::start(dir.path().to_path_buf(), vec![device("old")]);
+        store.record(device("new")).await;
+        let saved = persist::load(dir.path()).unwrap();
+        let ids: Vec<&str> = saved.iter().map(|d| d.client_id.as_str()).collect();
+        assert_eq!(ids, ["new", "old"]);
+        store.remove("old");
+        store.sync().await;
+        assert_eq!(persist::load(dir.path()).unwrap(), vec![device("new")]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_is_retried_with_the_next_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("state.json.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        std::fs::write(blocker.join("x"), "").unwrap();
+        let (store, _task) = StateStore::start(dir.path().to_path_buf(), Vec::new());
+        store.record(device("a")).await;
+        assert!(persist::load(dir.path()).unwrap().is_empty());
+        std::fs::remove_dir_all(&blocker).unwrap();
+        store.record(device("b")).await;
+        assert_eq!(persist::load(dir.path()).unwrap().len(), 2);
+    }
+}
