@@ -176,6 +176,7 @@ pub async fn run_with(
         broker: mqtt.connected(),
     });
     let budget = ctx.budget.clone();
+    let mapped = crate::mapped::runtime::start(ctx.clone(), config.data_dir.clone());
     let mut registry = Registry::new(ctx, config.limits.max_devices);
     for entry in &newly_set_aside {
         warn!(
@@ -232,6 +233,10 @@ pub async fn run_with(
                             continue;
                         }
                     }
+                    // A mapped device's topic or a declaration: not a device of the protocol.
+                    if mapped.offer(&m) {
+                        continue;
+                    }
                     if m.retained {
                         let next = replays.admit(vec![Replay::Retained(m)]).await;
                         replay(next, &mut registry, &mut replays, &mqtt, &state).await;
@@ -269,6 +274,7 @@ pub async fn run_with(
     info!("stopping: removing device services from D-Bus");
     // The state is kept as it is, so a restart brings the devices back.
     mqtt.publish(PRESENCE_TOPIC, presence_payload(false, None), true);
+    mapped.shutdown().await;
     registry.shutdown().await;
     state.sync().await;
     replays.close().await;

@@ -14,6 +14,7 @@ mod faults;
 mod flaps;
 mod generated;
 mod leak;
+mod mapped;
 mod proxy;
 mod registration;
 mod regression;
