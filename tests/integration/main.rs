@@ -15,6 +15,7 @@ mod flaps;
 mod generated;
 mod leak;
 mod mapped;
+mod mapped_lifecycle;
 mod proxy;
 mod registration;
 mod regression;
