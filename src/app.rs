@@ -94,6 +94,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     tokio::pin!(shutdown);
+    let hangup = crate::mapped::runtime::catch_hangup();
     info!(
         version = env!("CARGO_PKG_VERSION"),
         "dbus-mqtt-devices starting"
@@ -176,7 +177,7 @@ pub async fn run_with(
         broker: mqtt.connected(),
     });
     let budget = ctx.budget.clone();
-    let mapped = crate::mapped::runtime::start(ctx.clone(), config.data_dir.clone());
+    let mapped = crate::mapped::runtime::start(ctx.clone(), config.data_dir.clone(), hangup);
     let mut registry = Registry::new(ctx, config.limits.max_devices);
     for entry in &newly_set_aside {
         warn!(

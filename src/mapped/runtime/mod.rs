@@ -34,6 +34,7 @@ use super::preset::Presets;
 use super::routes::Routes;
 use crate::device::DeviceContext;
 use crate::mqtt::Message;
+use crate::protocol::DeviceTopic;
 
 /// How often the declaration files are looked at for changes.
 pub const FILE_POLL: Duration = Duration::from_secs(2);
@@ -54,6 +55,10 @@ impl MappedHandle {
     /// Takes `message` if it is for a mapped device or declares one; returns
     /// whether it did. Never waits.
     pub fn offer(&self, message: &Message) -> bool {
+        // The protocol's own topics stay its own, whatever a declaration says.
+        if DeviceTopic::parse(&message.topic).is_some() {
+            return false;
+        }
         let ours = declaration_topic_id(&message.topic).is_some()
             || self.routes.borrow().route(&message.topic).next().is_some();
         if ours {
@@ -72,8 +77,9 @@ impl MappedHandle {
 }
 
 /// Starts serving the declarations of the data directory and of the
-/// declaration topics.
-pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf) -> MappedHandle {
+/// declaration topics; `hangup` (from [`catch_hangup`]) makes it read the
+/// files again.
+pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> MappedHandle {
     let (routes_tx, routes) = watch::channel(Arc::new(Routes::default()));
     let (tx, rx) = mpsc::channel(INBOX);
     let stop = tokio_util::sync::CancellationToken::new();
@@ -91,7 +97,7 @@ pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf) -> MappedHandle {
         energies: Energies::new(),
         saves_tx,
     };
-    let task = tokio::spawn(runtime.run(rx, saves, stop.clone()));
+    let task = tokio::spawn(runtime.run(rx, saves, hangup, stop.clone()));
     MappedHandle {
         routes,
         tx,
@@ -127,6 +133,7 @@ impl Runtime {
         mut self,
         mut inbox: mpsc::Receiver<Message>,
         mut saves: mpsc::UnboundedReceiver<EnergySave>,
+        mut hangup: Hangup,
         stop: tokio_util::sync::CancellationToken,
     ) {
         let dir = self.data_dir.clone();
@@ -136,7 +143,6 @@ impl Runtime {
         let mut fingerprint = self.fingerprint().await;
         self.reload("start").await;
         self.ctx.mqtt.subscribe(DECLARATION_TOPIC_FILTER);
-        let mut hangup = hangup_signal();
         let mut poll = tokio::time::interval(FILE_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -144,7 +150,7 @@ impl Runtime {
                 _ = stop.cancelled() => break,
                 Some(message) = inbox.recv() => self.on_message(message).await,
                 Some(save) = saves.recv() => self.save(save).await,
-                Some(()) = next_hangup(&mut hangup) => {
+                Some(()) = hangup.next() => {
                     fingerprint = self.fingerprint().await;
                     self.reload("SIGHUP").await;
                 }
@@ -350,20 +356,27 @@ fn report(diagnostics: &[Diagnostic]) {
     }
 }
 
-/// SIGHUP (`svc -h`), where signals can be caught.
-fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, "SIGHUP cannot be caught; declaration files are still reloaded when they change");
-            None
+/// SIGHUP (`svc -h /service/dbus-mqtt-devices`): read the declaration files again.
+pub struct Hangup(Option<tokio::signal::unix::Signal>);
+
+impl Hangup {
+    async fn next(&mut self) -> Option<()> {
+        match &mut self.0 {
+            Some(s) => s.recv().await,
+            None => std::future::pending().await,
         }
     }
 }
 
-async fn next_hangup(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
+/// Catches SIGHUP from now on (its default would end the daemon). Called
+/// first thing at start, so a reload asked for while the daemon waits for
+/// localsettings does not stop it.
+pub fn catch_hangup() -> Hangup {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Hangup(Some(s)),
+        Err(e) => {
+            warn!(error = %e, "SIGHUP cannot be caught; declaration files are still reloaded when they change");
+            Hangup(None)
+        }
     }
 }
