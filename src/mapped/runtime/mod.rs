@@ -95,6 +95,7 @@ pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> Mapp
         routes: Arc::new(Routes::default()),
         routes_tx,
         energies: Energies::new(),
+        energies_dirty: false,
         saves_tx,
     };
     let task = tokio::spawn(runtime.run(rx, saves, hangup, stop.clone()));
@@ -125,6 +126,8 @@ struct Runtime {
     routes: Arc<Routes>,
     routes_tx: watch::Sender<Arc<Routes>>,
     energies: Energies,
+    /// Energy received since the file was last written.
+    energies_dirty: bool,
     saves_tx: mpsc::UnboundedSender<EnergySave>,
 }
 
@@ -173,8 +176,11 @@ impl Runtime {
         }
         while let Ok(save) = saves.try_recv() {
             self.energies.insert(save.id.to_string(), save.state);
+            self.energies_dirty = true;
         }
-        self.write_energies().await;
+        if self.energies_dirty {
+            self.write_energies().await;
+        }
     }
 
     async fn fingerprint(&self) -> files::Fingerprint {
@@ -219,8 +225,13 @@ impl Runtime {
                 payload: message.payload.clone(),
                 retained: message.retained,
             };
-            if running.handle.tx.try_send(command).is_err() {
-                warn!(mapped_id = %route.device, topic = %message.topic, "dropping a message: the device's queue is full");
+            match running.handle.tx.try_send(command) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    warn!(mapped_id = %route.device, topic = %message.topic, "dropping a message: the device's queue is full")
+                }
+                // Its task failed (logged then); a reload serves it again.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
     }
@@ -273,7 +284,10 @@ impl Runtime {
         let gone: Vec<MappedId> = self
             .devices
             .iter()
-            .filter(|(id, running)| wanted.get(*id) != Some(&running.declaration))
+            .filter(|(id, running)| {
+                // A task that ended by itself (a failure) is served anew.
+                wanted.get(*id) != Some(&running.declaration) || running.handle.task.is_finished()
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
@@ -337,7 +351,8 @@ impl Runtime {
         self.write_energies().await;
     }
 
-    async fn write_energies(&self) {
+    async fn write_energies(&mut self) {
+        self.energies_dirty = false;
         let dir = self.data_dir.clone();
         let energies = self.energies.clone();
         match tokio::task::spawn_blocking(move || energy_file::save(&dir, &energies)).await {

@@ -38,8 +38,10 @@ use crate::settings::parse_class_and_instance;
 /// warning (a wildcard source flooding one device must not block the others).
 pub const MAPPED_QUEUE: usize = 256;
 
-/// How long after a failed registration it is tried again.
+/// How long after a failed registration it is tried again; doubled after
+/// each failure in a row, up to [`REGISTER_RETRY_MAX`].
 const REGISTER_RETRY: Duration = Duration::from_secs(10);
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// What the runtime hands a mapped device's task.
 #[derive(Debug)]
@@ -115,6 +117,8 @@ struct MappedTask {
     /// The device wants to be on D-Bus (between `Register` and `Remove`).
     wanted: bool,
     retry_at: Option<Instant>,
+    /// Registrations failed in a row.
+    failures: u32,
     bus_tx: mpsc::Sender<DeviceEvent>,
     bus_rx: mpsc::Receiver<DeviceEvent>,
     saves: mpsc::UnboundedSender<EnergySave>,
@@ -149,6 +153,7 @@ impl MappedTask {
             service: None,
             wanted: false,
             retry_at: None,
+            failures: 0,
             bus_tx,
             bus_rx,
             saves,
@@ -191,10 +196,13 @@ impl MappedTask {
             }
         }
         // What was integrated since the last save is kept.
-        let _ = self.saves.send(EnergySave {
-            id: self.id.clone(),
-            state: self.device.energy_state(),
-        });
+        let state = self.device.energy_state();
+        if !state.0.is_empty() {
+            let _ = self.saves.send(EnergySave {
+                id: self.id.clone(),
+                state,
+            });
+        }
         self.close().await;
     }
 
@@ -242,9 +250,11 @@ impl MappedTask {
             return;
         }
         let Some(slot) = self.ctx.budget.reserve() else {
-            warn!(mapped_id = %self.id, max = self.ctx.budget.max(), "not registered: this GX already serves the configured limit of MQTT device services; tried again later");
-            self.retry_at = Some(Instant::now() + REGISTER_RETRY);
-            return;
+            let why = format!(
+                "this GX already serves {} MQTT device services, the configured limit",
+                self.ctx.budget.max()
+            );
+            return self.retry_later(&why);
         };
         let initial = self.current_values();
         // The semaphore is never closed, so acquiring only fails if it were.
@@ -275,13 +285,22 @@ impl MappedTask {
         {
             Ok(registered) => {
                 self.retry_at = None;
+                self.failures = 0;
                 self.service = Some(registered);
             }
-            Err(e) => {
-                warn!(mapped_id = %self.id, reason = %error_chain(&e), "registration failed; tried again in {} s", REGISTER_RETRY.as_secs());
-                self.retry_at = Some(Instant::now() + REGISTER_RETRY);
-            }
+            Err(e) => self.retry_later(&error_chain(&e)),
         }
+    }
+
+    /// A registration failed: logged, and tried again later (the name may
+    /// be held by another service, localsettings may refuse for a while).
+    fn retry_later(&mut self, why: &str) {
+        let wait = REGISTER_RETRY
+            .saturating_mul(1u32.checked_shl(self.failures).unwrap_or(u32::MAX))
+            .min(REGISTER_RETRY_MAX);
+        self.failures = self.failures.saturating_add(1);
+        warn!(mapped_id = %self.id, reason = why, retry_in_s = wait.as_secs(), "not registered; tried again later");
+        self.retry_at = Some(Instant::now() + wait);
     }
 
     /// Every value the device has for D-Bus now, and `/Connected`.
