@@ -67,6 +67,23 @@ async fn a_restart_keeps_instance_the_users_name_and_the_integrated_energy() {
     )
     .await;
 
+    // The user moves it to another instance on the GX: served again under it.
+    let mut log = NameLog::start(&world.conn).await;
+    let code = set_value(
+        &world.conn,
+        SETTINGS,
+        "/Settings/Devices/mqtt_plug/ClassAndVrmInstance",
+        Variant::from("acload:33"),
+    )
+    .await;
+    assert_eq!(code, 0);
+    log.until_seen("the plug registered again", |l| {
+        l.released.contains(&plug) && l.owned.contains(&plug)
+    })
+    .await;
+    expect_f64(&world, &plug, "/DeviceInstance", 33.0).await;
+    expect_text(&world, &plug, "/CustomName", "Galley fridge").await;
+
     // Energy integrated from power (3.6 MW: a kWh a second, so the few
     // milliseconds between two messages count).
     feed.publish_retained("heater/status", "online").await;
@@ -99,7 +116,7 @@ async fn a_restart_keeps_instance_the_users_name_and_the_integrated_energy() {
     .expect("devices.toml");
     world.start_daemon().await;
     expect_text(&world, &plug, "/CustomName", "Galley fridge").await;
-    expect_f64(&world, &plug, "/DeviceInstance", 30.0).await;
+    expect_f64(&world, &plug, "/DeviceInstance", 33.0).await;
     // The counter continues from what was saved (no power since: no growth).
     expect_f64(&world, &heater, "/Ac/Energy/Forward", saved).await;
     assert_eq!(device_services(&world.conn).await, [heater, plug]);

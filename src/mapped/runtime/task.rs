@@ -32,7 +32,6 @@ use crate::mapped::device::{MappedDevice, WriteOutcome};
 use crate::mapped::effect::{Effect, EnergyState, LogLevel};
 use crate::mapped::routes::Input as SourceInput;
 use crate::protocol::ServiceDecl;
-use crate::settings::parse_class_and_instance;
 
 /// Inputs queued per mapped device; past this a message is dropped with a
 /// warning (a wildcard source flooding one device must not block the others).
@@ -354,7 +353,7 @@ impl MappedTask {
 
     async fn on_write(&mut self, path: String, value: Value) {
         if let Some((_, registered)) = &self.service {
-            if let Some(setting) = registered.persisted.get(&path) {
+            if let Some(setting) = registered.setting_of(&path) {
                 if let Err(e) = self.ctx.settings.set_value(setting, value.clone()).await {
                     warn!(mapped_id = %self.id, path = %setting, error = %e, "storing a setting");
                 }
@@ -381,26 +380,13 @@ impl MappedTask {
         let Some((service, registered)) = &self.service else {
             return;
         };
-        if path == registered.unique.instance_setting() {
-            let new_instance = value
-                .as_str()
-                .and_then(parse_class_and_instance)
-                .map(|(_, i)| i);
-            if new_instance.is_some_and(|i| i != registered.instance) {
-                // The gateways read /DeviceInstance once per service
-                // appearance: register again under the new instance.
-                info!(mapped_id = %self.id, "device instance changed in localsettings; registering again");
-                self.close().await;
-                self.register().await;
-            }
+        if registered.instance_moved(&path, &value) {
+            info!(mapped_id = %self.id, "device instance changed in localsettings; registering again");
+            self.close().await;
+            self.register().await;
             return;
         }
-        let dbus_path = registered
-            .persisted
-            .iter()
-            .find(|(_, setting)| **setting == path)
-            .map(|(dbus_path, _)| dbus_path.clone());
-        if let Some(dbus_path) = dbus_path {
+        if let Some(dbus_path) = registered.path_of_setting(&path).cloned() {
             if service.service.value(&dbus_path).as_ref() != Some(&value) {
                 if let Err(e) = service.service.set_value(&dbus_path, value).await {
                     warn!(mapped_id = %self.id, path = dbus_path, error = %e, "applying a settings change");
