@@ -275,8 +275,8 @@ pub async fn run_with(
     info!("stopping: removing device services from D-Bus");
     // The state is kept as it is, so a restart brings the devices back.
     mqtt.publish(PRESENCE_TOPIC, presence_payload(false, None), true);
-    mapped.shutdown().await;
-    registry.shutdown().await;
+    // Both within their grace, at the same time.
+    tokio::join!(mapped.shutdown(), registry.shutdown());
     state.sync().await;
     replays.close().await;
     cancel.cancel();

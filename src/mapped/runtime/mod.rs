@@ -167,13 +167,14 @@ impl Runtime {
             }
         }
         // Stopping: every device leaves D-Bus and hands in its energy.
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
         for (_, running) in std::mem::take(&mut self.devices) {
             running.handle.stop.cancel();
-            let _ = running.handle.task.await;
+            tasks.push(running.handle.task);
         }
-        for (_, task) in std::mem::take(&mut self.closing) {
-            let _ = task.await;
-        }
+        tasks.extend(std::mem::take(&mut self.closing).into_values());
+        // All at once, each within the grace.
+        futures_util::future::join_all(tasks.into_iter().map(task::finish)).await;
         while let Ok(save) = saves.try_recv() {
             self.energies.insert(save.id.to_string(), save.state);
             self.energies_dirty = true;

@@ -86,7 +86,7 @@ pub fn spawn(
     let id = declaration.id.clone();
     let task = tokio::spawn(async move {
         if let Some(previous) = previous {
-            let _ = previous.await;
+            finish(previous).await;
         }
         let mut device = MappedDevice::new(declaration.clone(), &service_type);
         if let Some(energy) = &energy {
@@ -420,6 +420,19 @@ fn service_decl(declaration: &Declaration) -> Result<ServiceDecl, IdError> {
             .collect(),
         product: declaration.product.clone(),
     })
+}
+
+/// How long a stopped task may take to leave D-Bus before it is aborted
+/// (dropping its service releases the name all the same).
+pub const STOP_GRACE: Duration = Duration::from_millis(1500);
+
+/// Waits for a stopped task to end; aborts it past [`STOP_GRACE`] (a
+/// registration waiting for localsettings does not end by itself).
+pub async fn finish(mut task: JoinHandle<()>) {
+    if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+        task.abort();
+        let _ = task.await;
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
