@@ -149,6 +149,7 @@ sensors = { "/Level" = "level" }
 
 #[tokio::test]
 async fn files_are_reloaded_when_they_change_and_on_sighup_touching_only_what_changed() {
+    // Each step waits for the daemon's next look at the files (every 2 s).
     let mut world = world_declaring(THREE_NODES).await;
     world.start_daemon().await;
     let feed = feeder(&world).await;
@@ -185,6 +186,19 @@ async fn files_are_reloaded_when_they_change_and_on_sighup_touching_only_what_ch
     assert!(!log.released.contains(&a), "{:?}", log.released);
     expect_f64(&world, &a, "/Temperature", 18.5).await;
     assert_eq!(device_services(&world.conn).await, [b.clone(), a.clone()]);
+
+    // node_a reads one more sensor: the same service, kept on D-Bus, and the
+    // sensor's retained value arrives (its topics are subscribed again).
+    feed.publish_retained("node_a/sensor/h/state", "61.5").await;
+    let more = only_a.replace(
+        r#"sensors = { "/Temperature" = "t" }"#,
+        r#"sensors = { "/Temperature" = "t", "/Humidity" = "h" }"#,
+    );
+    assert_ne!(more, only_a);
+    std::fs::write(dir.join("devices.toml"), &more).expect("devices.toml");
+    expect_f64(&world, &a, "/Humidity", 61.5).await;
+    log.update();
+    assert!(!log.released.contains(&a), "{:?}", log.released);
 
     // SIGHUP: a change the file poll cannot see (same size, same mtime).
     let path = dir.join("devices.d/b.toml");

@@ -279,6 +279,23 @@ pub struct Write {
 }
 
 impl Declaration {
+    /// Whether `other` puts the same service on D-Bus: the same type, default
+    /// name, instance, serial, product, connection, initial settings, and
+    /// stale policy (whether it leaves D-Bus). What differs otherwise (its
+    /// sources, transforms, availability, writes, constants) can be served
+    /// by the service already there.
+    pub fn same_service(&self, other: &Declaration) -> bool {
+        self.id == other.id
+            && self.service == other.service
+            && self.name == other.name
+            && self.instance == other.instance
+            && self.serial == other.serial
+            && self.product == other.product
+            && self.connection == other.connection
+            && self.settings == other.settings
+            && self.on_stale == other.on_stale
+    }
+
     /// All mappings of all sources.
     pub fn mappings(&self) -> impl Iterator<Item = &Mapping> {
         self.sources.iter().flat_map(|s| s.mappings.iter())
@@ -304,6 +321,24 @@ pub fn is_power_or_current(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_declaration_reading_other_topics_is_the_same_service_a_new_name_is_not() {
+        let one = |text: &str| {
+            let loaded = crate::mapped::test_support::load(text);
+            assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+            loaded.devices.into_iter().next().unwrap().declaration
+        };
+        let base = "[[device]]\nid = \"n\"\nservice = \"temperature\"\npreset = \"esphome\"\ntopic = \"n\"\nsensors = { \"/Temperature\" = \"t\" }\n";
+        let a = one(base);
+        let more = one(&base.replace("\"t\" }", "\"t\", \"/Humidity\" = \"h\" }"));
+        assert_ne!(a, more);
+        assert!(a.same_service(&more));
+        let named = one(&format!("{base}name = \"Outside\"\n"));
+        assert!(!a.same_service(&named));
+        let other_type = one(&base.replace("temperature", "tank").replace("/Temperature", "/Level"));
+        assert!(!a.same_service(&other_type));
+    }
 
     #[test]
     fn ids_are_legal_dbus_elements() {

@@ -271,9 +271,11 @@ impl Runtime {
         self.reconcile();
     }
 
-    /// Serves the declarations in effect: unchanged devices are untouched,
-    /// changed ones are served anew, removed ones leave D-Bus; the
-    /// subscriptions follow.
+    /// Serves the declarations in effect: unchanged devices are untouched;
+    /// changed ones keep their service when they are the same service
+    /// ([`Declaration::same_service`]) and are served anew otherwise;
+    /// removed ones leave D-Bus. The subscriptions follow, and a device
+    /// read anew gets the retained messages of its topics again.
     fn reconcile(&mut self) {
         let (wanted, conflicts) = combine(&self.file_devices, &self.topic_devices);
         report(&conflicts);
@@ -282,6 +284,24 @@ impl Runtime {
             .map(|d| (d.declaration.id.clone(), d.declaration))
             .collect();
 
+        let mut started = Vec::new();
+        // Changed, but the same service: the task keeps it and reads anew.
+        for (id, declaration) in &wanted {
+            let Some(running) = self.devices.get_mut(id) else {
+                continue;
+            };
+            if running.declaration == *declaration
+                || !running.declaration.same_service(declaration)
+                || running.handle.task.is_finished()
+            {
+                continue;
+            }
+            let command = Command::Redeclare(Box::new(declaration.clone()));
+            if running.handle.tx.try_send(command).is_ok() {
+                running.declaration = declaration.clone();
+                started.push(declaration.clone());
+            }
+        }
         let gone: Vec<MappedId> = self
             .devices
             .iter()
@@ -304,7 +324,6 @@ impl Runtime {
         }
         self.closing.retain(|_, task| !task.is_finished());
 
-        let mut started = Vec::new();
         for (id, declaration) in wanted {
             if self.devices.contains_key(&id) {
                 continue;
@@ -339,8 +358,8 @@ impl Runtime {
         for filter in unsubscribe {
             self.ctx.mqtt.unsubscribe(filter.as_str());
         }
-        // A device served anew needs the retained messages of all its
-        // topics, also those that other devices keep subscribed.
+        // A device served or read anew needs the retained messages of all
+        // its topics, also those that other devices keep subscribed.
         let started_routes = Routes::new(&started);
         for filter in started_routes.filters() {
             self.ctx.mqtt.resubscribe(filter.as_str());

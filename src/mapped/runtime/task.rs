@@ -9,6 +9,7 @@
 //! One task per device, so a slow registration of one never stalls the
 //! others, and a defect met while handling one device costs that device only.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,10 @@ pub enum Command {
         payload: Bytes,
         retained: bool,
     },
+    /// A new declaration for the same service ([`Declaration::same_service`]):
+    /// the service stays on D-Bus, the device is read anew (integrated
+    /// energy continues; paths no longer mapped become invalid).
+    Redeclare(Box<Declaration>),
 }
 
 /// The integrated energy of a device, to save.
@@ -179,6 +184,7 @@ impl MappedTask {
                         let effects = self.device.on_message(input, &topic, &payload, retained, now);
                         self.apply(effects).await;
                     }
+                    Some(Command::Redeclare(declaration)) => self.redeclare(*declaration).await,
                     None => break,
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -241,6 +247,27 @@ impl MappedTask {
                 }
             }
         }
+    }
+
+    /// Serves a new declaration of the same service (see [`Command::Redeclare`]).
+    async fn redeclare(&mut self, declaration: Declaration) {
+        let energy = self.device.energy_state();
+        let before = declared_paths(self.device.declaration());
+        let mut device = MappedDevice::new(declaration, &self.service_type);
+        device.restore_energy(&energy);
+        let after = declared_paths(device.declaration());
+        self.device = device;
+        let unmapped: Vec<(String, Value)> = before
+            .difference(&after)
+            .map(|p| (p.clone(), Value::Invalid))
+            .collect();
+        self.set(unmapped).await;
+        let mut effects = self.device.start(Instant::now().into_std());
+        if self.service.is_some() {
+            effects.retain(|e| *e != Effect::Register);
+        }
+        info!(mapped_id = %self.id, "declaration changed; served by the same service");
+        self.apply(effects).await;
     }
 
     /// Registers the service with every value the device knows now.
@@ -400,6 +427,16 @@ impl MappedTask {
             service.close().await;
         }
     }
+}
+
+/// The D-Bus paths a declaration gives values to.
+fn declared_paths(d: &Declaration) -> BTreeSet<String> {
+    d.constants
+        .keys()
+        .chain(d.mappings().map(|m| &m.path))
+        .chain(d.writes.iter().map(|w| &w.path))
+        .cloned()
+        .collect()
 }
 
 /// What the device room needs of a declaration to register its service: the
