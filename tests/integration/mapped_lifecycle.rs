@@ -84,6 +84,22 @@ async fn a_restart_keeps_instance_the_users_name_and_the_integrated_energy() {
     expect_f64(&world, &plug, "/DeviceInstance", 33.0).await;
     expect_text(&world, &plug, "/CustomName", "Galley fridge").await;
 
+    // Another name (and product) in the file while the daemon runs: the
+    // product shows once the file is read again, the user's name stays.
+    let mut log = NameLog::start(&world.conn).await;
+    std::fs::write(
+        world.data_dir().join("devices.toml"),
+        PLUG_AND_HEATER.replace(
+            "name = \"Fridge plug\"",
+            "name = \"Plug\"\nproduct = \"Sonoff S26\"",
+        ),
+    )
+    .expect("devices.toml");
+    expect_text(&world, &plug, "/ProductName", "Sonoff S26").await;
+    expect_text(&world, &plug, "/CustomName", "Galley fridge").await;
+    log.update();
+    assert!(!log.released.contains(&plug), "{:?}", log.released);
+
     // Energy integrated from power (3.6 MW: a kWh a second, so the few
     // milliseconds between two messages count).
     feed.publish_retained("heater/status", "online").await;
@@ -197,6 +213,14 @@ async fn files_are_reloaded_when_they_change_and_on_sighup_touching_only_what_ch
     assert_ne!(more, only_a);
     std::fs::write(dir.join("devices.toml"), &more).expect("devices.toml");
     expect_f64(&world, &a, "/Humidity", 61.5).await;
+    // Named in the file now (not on the GX before): the service takes the name.
+    let named = more.replace(
+        "topic = \"node_a\"",
+        "topic = \"node_a\"\nname = \"Outside\"",
+    );
+    assert_ne!(named, more);
+    std::fs::write(dir.join("devices.toml"), &named).expect("devices.toml");
+    expect_text(&world, &a, "/CustomName", "Outside").await;
     log.update();
     assert!(!log.released.contains(&a), "{:?}", log.released);
 

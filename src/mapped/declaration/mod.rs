@@ -279,21 +279,13 @@ pub struct Write {
 }
 
 impl Declaration {
-    /// Whether `other` puts the same service on D-Bus: the same type, default
-    /// name, instance, serial, product, connection, initial settings, and
-    /// stale policy (whether it leaves D-Bus). What differs otherwise (its
-    /// sources, transforms, availability, writes, constants) can be served
-    /// by the service already there.
+    /// Whether `other` can be served by the service already on D-Bus for
+    /// this one: the same id, type and stale policy (whether it leaves
+    /// D-Bus). The rest is values (sources, transforms, constants, serial,
+    /// product), or defaults that localsettings took once and keeps (name,
+    /// instance, settings).
     pub fn same_service(&self, other: &Declaration) -> bool {
-        self.id == other.id
-            && self.service == other.service
-            && self.name == other.name
-            && self.instance == other.instance
-            && self.serial == other.serial
-            && self.product == other.product
-            && self.connection == other.connection
-            && self.settings == other.settings
-            && self.on_stale == other.on_stale
+        self.id == other.id && self.service == other.service && self.on_stale == other.on_stale
     }
 
     /// All mappings of all sources.
@@ -323,7 +315,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_declaration_reading_other_topics_is_the_same_service_a_new_name_is_not() {
+    fn a_declaration_reading_other_topics_or_renamed_is_the_same_service_another_type_is_not() {
         let one = |text: &str| {
             let loaded = crate::mapped::test_support::load(text);
             assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
@@ -334,8 +326,10 @@ mod tests {
         let more = one(&base.replace("\"t\" }", "\"t\", \"/Humidity\" = \"h\" }"));
         assert_ne!(a, more);
         assert!(a.same_service(&more));
-        let named = one(&format!("{base}name = \"Outside\"\n"));
-        assert!(!a.same_service(&named));
+        let named = one(&format!("{base}name = \"Outside\"\ninstance = 7\n"));
+        assert!(a.same_service(&named));
+        let removed = one(&format!("{base}on_stale = \"remove\"\n"));
+        assert!(!a.same_service(&removed));
         let other_type = one(&base.replace("temperature", "tank").replace("/Temperature", "/Level"));
         assert!(!a.same_service(&other_type));
     }

@@ -137,16 +137,7 @@ impl MappedTask {
         saves: mpsc::UnboundedSender<EnergySave>,
     ) -> Result<MappedTask, IdError> {
         let (bus_tx, bus_rx) = mpsc::channel(crate::device::DEVICE_QUEUE);
-        let unique = declaration.id.unique_id();
-        let identity = Identity {
-            connection: declaration.connection.clone(),
-            device_name: format!("mapped:{}", declaration.id),
-            serial: declaration
-                .serial
-                .clone()
-                .unwrap_or_else(|| unique.to_string()),
-            unique,
-        };
+        let identity = identity_of(&declaration);
         Ok(MappedTask {
             decl: service_decl(&declaration)?,
             id: declaration.id.clone(),
@@ -251,6 +242,33 @@ impl MappedTask {
 
     /// Serves a new declaration of the same service (see [`Command::Redeclare`]).
     async fn redeclare(&mut self, declaration: Declaration) {
+        let old = self.device.declaration().clone();
+        if let Ok(decl) = service_decl(&declaration) {
+            self.decl = decl;
+        }
+        let identity = identity_of(&declaration);
+        let mut shown = Vec::new();
+        if identity.serial != self.identity.serial {
+            shown.push(("/Serial".to_string(), Value::Str(identity.serial.clone())));
+        }
+        if identity.connection != self.identity.connection {
+            let connection = Value::Str(identity.connection.clone());
+            shown.push(("/Mgmt/Connection".to_string(), connection));
+        }
+        if declaration.product != old.product {
+            let product = declaration
+                .product
+                .clone()
+                .unwrap_or_else(|| self.service_type.product_name.clone());
+            shown.push(("/ProductName".to_string(), Value::Str(product)));
+        }
+        self.identity = identity;
+        self.set(shown).await;
+        if declaration.name != old.name {
+            self.rename(old.name.as_deref(), declaration.name.as_deref())
+                .await;
+        }
+
         let energy = self.device.energy_state();
         let before = declared_paths(self.device.declaration());
         let mut device = MappedDevice::new(declaration, &self.service_type);
@@ -268,6 +286,30 @@ impl MappedTask {
         }
         info!(mapped_id = %self.id, "declaration changed; served by the same service");
         self.apply(effects).await;
+    }
+
+    /// The declared name changed: the service takes it unless the user
+    /// named it on the GX (its name is not the old default any more).
+    async fn rename(&mut self, old: Option<&str>, new: Option<&str>) {
+        let Some((service, registered)) = &self.service else {
+            return;
+        };
+        let Some(setting) = registered.setting_of("/CustomName") else {
+            return;
+        };
+        let default = |name: Option<&str>| {
+            Value::Str(
+                name.map_or_else(|| self.service_type.custom_name.clone(), str::to_string),
+            )
+        };
+        if service.service.value("/CustomName") != Some(default(old)) {
+            info!(mapped_id = %self.id, "the declared name changed; the name given on the GX is kept");
+            return;
+        }
+        // The settings change comes back as an event and updates the service.
+        if let Err(e) = self.ctx.settings.set_value(setting, default(new)).await {
+            warn!(mapped_id = %self.id, path = %setting, error = %e, "storing the declared name");
+        }
     }
 
     /// Registers the service with every value the device knows now.
@@ -426,6 +468,21 @@ impl MappedTask {
         if let Some((service, _)) = self.service.take() {
             service.close().await;
         }
+    }
+}
+
+/// Who a mapped device's service is: `mqtt_<id>`, where its data comes
+/// from, its serial (the declared one, else its unique id).
+fn identity_of(declaration: &Declaration) -> Identity {
+    let unique = declaration.id.unique_id();
+    Identity {
+        connection: declaration.connection.clone(),
+        device_name: format!("mapped:{}", declaration.id),
+        serial: declaration
+            .serial
+            .clone()
+            .unwrap_or_else(|| unique.to_string()),
+        unique,
     }
 }
 
