@@ -333,3 +333,57 @@ async fn a_write_on_the_gx_is_published_to_the_device() {
         .await;
     expect_f64(&world, &s, "/Ac/PowerLimit", 300.0).await;
 }
+
+#[tokio::test]
+async fn a_device_that_leaves_d_bus_when_offline_comes_back_under_its_instance() {
+    let mut world = world_declaring(
+        "[[device]]\nid = \"meter\"\nservice = \"acload\"\npreset = \"tasmota-energy\"\ntopic = \"t1\"\non_stale = \"remove\"\ninstance = 55\n",
+    )
+    .await;
+    world.start_daemon().await;
+    let feed = feeder(&world).await;
+    let s = svc("acload", "meter");
+    feed.publish_retained("tele/t1/LWT", "Online").await;
+    expect_connected(&world, &s, true).await;
+    expect_f64(&world, &s, "/DeviceInstance", 55.0).await;
+    feed.publish("tele/t1/LWT", "Offline").await;
+    wait_name_gone(&world.conn, &s).await;
+    // Online again (Tasmota says so first when it reconnects): back, with
+    // its instance, and its values come.
+    feed.publish("tele/t1/LWT", "Online").await;
+    expect_connected(&world, &s, true).await;
+    expect_f64(&world, &s, "/DeviceInstance", 55.0).await;
+    feed.publish(
+        "tele/t1/SENSOR",
+        r#"{"ENERGY":{"Power":56,"Voltage":234,"Current":0.392,"Total":514.153}}"#,
+    )
+    .await;
+    expect_f64(&world, &s, "/Ac/Power", 56.0).await;
+}
+
+#[tokio::test]
+async fn the_subscriptions_are_renewed_when_the_broker_comes_back() {
+    let mut world = world_declaring(
+        "[[device]]\nid = \"node\"\nservice = \"temperature\"\npreset = \"esphome\"\ntopic = \"node\"\nsensors = { \"/Temperature\" = \"t\" }\n",
+    )
+    .await;
+    world.start_daemon().await;
+    let s = svc("temperature", "node");
+    let feed = feeder(&world).await;
+    feed.publish_retained("node/status", "online").await;
+    expect_connected(&world, &s, true).await;
+    feed.publish("node/status", "offline").await;
+    expect_connected(&world, &s, false).await;
+
+    let port = world.port();
+    if let Some(broker) = world.broker.take() {
+        broker.kill().await;
+    }
+    world.broker = Some(TestBroker::start_on(port).await);
+    // A new broker knows no subscription: only a renewed one brings this.
+    let feed = feeder(&world).await;
+    feed.publish_retained("node/status", "online").await;
+    expect_connected(&world, &s, true).await;
+    feed.publish("node/sensor/t/state", "7.5").await;
+    expect_f64(&world, &s, "/Temperature", 7.5).await;
+}
