@@ -387,3 +387,26 @@ async fn the_subscriptions_are_renewed_when_the_broker_comes_back() {
     feed.publish("node/sensor/t/state", "7.5").await;
     expect_f64(&world, &s, "/Temperature", 7.5).await;
 }
+
+#[tokio::test]
+async fn a_device_that_goes_quiet_is_marked_stale_after_its_time() {
+    let mut world = world_declaring(
+        "[[device]]\nid = \"quiet\"\nservice = \"temperature\"\npreset = \"esphome\"\ntopic = \"quiet\"\nsensors = { \"/Temperature\" = \"t\" }\nstale_after = 1\n",
+    )
+    .await;
+    world.start_daemon().await;
+    let s = svc("temperature", "quiet");
+    wait_name_owned(&world.conn, &s).await;
+    let feed = feeder(&world).await;
+    // Retained: the subscription is there once it is shown.
+    feed.publish_retained("quiet/sensor/t/state", "4.5").await;
+    expect_f64(&world, &s, "/Temperature", 4.5).await;
+    feed.publish("quiet/sensor/t/state", "5.5").await;
+    expect_connected(&world, &s, true).await;
+    // Nothing fresh for 1 s: stale, the value invalid (the default policy).
+    expect_connected(&world, &s, false).await;
+    expect_invalid(&world, &s, "/Temperature").await;
+    feed.publish("quiet/sensor/t/state", "6.5").await;
+    expect_connected(&world, &s, true).await;
+    expect_f64(&world, &s, "/Temperature", 6.5).await;
+}
