@@ -139,6 +139,7 @@ service = "pvinverter"
 preset = "opendtu"
 serial = "116181234567"
 phase = "L2"
+const = { "/Ac/MaxPower" = 800 }
 
 [[device]]
 id = "balcony"
@@ -380,6 +381,15 @@ async fn every_preset_served_with_the_payloads_devices_send() {
     expect_f64(&world, &s, "/Ac/L2/Current", 2.65).await;
     expect_f64(&world, &s, "/Ac/Energy/Forward", 465.294).await;
     expect_f64(&world, &s, "/StatusCode", 7.0).await;
+    // A fixed value of a persisted path: shown, and kept in localsettings.
+    expect_f64(&world, &s, "/Ac/MaxPower", 800.0).await;
+    expect_f64(
+        &world,
+        "com.victronenergy.settings",
+        "/Settings/MqttDevices/mqtt_hm800/Ac/MaxPower",
+        800.0,
+    )
+    .await;
     // Night: zeroed, the counter kept (OpenDTU zeroes it: not applied).
     feed.publish("solar/116181234567/status/reachable", "0")
         .await;

@@ -390,7 +390,7 @@ impl MappedTask {
     }
 
     async fn set(&mut self, changes: Vec<(String, Value)>) {
-        let Some((service, _)) = &self.service else {
+        let Some((service, registered)) = &self.service else {
             return;
         };
         // A path the service lacks is left out with a warning, so one
@@ -403,6 +403,18 @@ impl MappedTask {
         }
         if known.is_empty() {
             return;
+        }
+        // A fixed value (`const`) of a persisted path is stored too, so
+        // localsettings and the service agree.
+        for (path, value) in &known {
+            let Some(setting) = registered.setting_of(path) else {
+                continue;
+            };
+            if service.service.value(path).as_ref() != Some(value) {
+                if let Err(e) = self.ctx.settings.set_value(setting, value.clone()).await {
+                    warn!(mapped_id = %self.id, path = %setting, error = %e, "storing a setting");
+                }
+            }
         }
         if let Err(e) = service.service.set_values(known).await {
             warn!(mapped_id = %self.id, error = %e, "setting values on D-Bus");
