@@ -38,6 +38,9 @@ use crate::protocol::ServiceDecl;
 /// warning (a wildcard source flooding one device must not block the others).
 pub const MAPPED_QUEUE: usize = 256;
 
+/// The client id the device room's logs show for a mapped device.
+const MAPPED_CLIENT: &str = "mapped";
+
 /// How long after a failed registration it is tried again; doubled after
 /// each failure in a row, up to [`REGISTER_RETRY_MAX`].
 const REGISTER_RETRY: Duration = Duration::from_secs(10);
@@ -327,7 +330,8 @@ impl MappedTask {
         let initial = self.current_values();
         // The semaphore is never closed, so acquiring only fails if it were.
         let _permit = self.ctx.registrations.clone().acquire_owned().await.ok();
-        let client = match ClientId::parse(self.id.as_str()) {
+        // In the device room's logs: client "mapped", service the device's id.
+        let client = match ClientId::parse(MAPPED_CLIENT) {
             Ok(c) => c,
             Err(e) => {
                 warn!(mapped_id = %self.id, error = %e, "not registered");
@@ -513,9 +517,9 @@ fn declared_paths(d: &Declaration) -> BTreeSet<String> {
 /// the product name.
 fn service_decl(declaration: &Declaration) -> Result<ServiceDecl, IdError> {
     Ok(ServiceDecl {
-        // Only the mapped task's own events carry it (a mapped id may be
-        // longer than a service id may be).
-        id: ServiceId::parse("mapped")?,
+        // Only the mapped task's own events and the logs carry it; a mapped
+        // id longer than a service id may be is shown as "mapped".
+        id: ServiceId::parse(declaration.id.as_str()).or_else(|_| ServiceId::parse(MAPPED_CLIENT))?,
         service_type: declaration.service.clone(),
         name: declaration.name.clone(),
         instance: declaration.instance,
