@@ -2,7 +2,7 @@
 //! from, how each value is read and transformed, how availability and
 //! staleness are judged, and which writes go back to the device. This is the
 //! validated, fully explicit form (a preset already expanded); [`parse`]
-//! builds it from a file's or topic's tree, [`print`] writes it back as TOML.
+//! builds it from a file's or topic's tree, [`print`](mod@print) writes it back as TOML.
 
 pub mod parse;
 pub mod print;
