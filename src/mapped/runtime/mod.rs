@@ -13,8 +13,9 @@ pub mod energy_file;
 pub mod files;
 pub mod task;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ const INBOX: usize = 1024;
 pub struct MappedHandle {
     routes: watch::Receiver<Arc<Routes>>,
     tx: mpsc::Sender<Message>,
+    /// Messages are being dropped (warned once per flood).
+    dropping: AtomicBool,
     stop: tokio_util::sync::CancellationToken,
     task: JoinHandle<()>,
 }
@@ -62,8 +65,14 @@ impl MappedHandle {
         let ours = declaration_topic_id(&message.topic).is_some()
             || self.routes.borrow().route(&message.topic).next().is_some();
         if ours {
-            if let Err(e) = self.tx.try_send(message.clone()) {
-                warn!(topic = %message.topic, error = %e, "dropping a message for mapped devices: they are far behind");
+            match self.tx.try_send(message.clone()) {
+                Ok(()) => self.dropping.store(false, Ordering::Relaxed),
+                Err(e) => {
+                    // Once per flood, not once per message.
+                    if !self.dropping.swap(true, Ordering::Relaxed) {
+                        warn!(topic = %message.topic, error = %e, "dropping messages for mapped devices: they are far behind");
+                    }
+                }
             }
         }
         ours
@@ -94,6 +103,7 @@ pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> Mapp
         closing: BTreeMap::new(),
         routes: Arc::new(Routes::default()),
         routes_tx,
+        dropping: BTreeSet::new(),
         energies: Energies::new(),
         energies_dirty: false,
         saves_tx,
@@ -102,6 +112,7 @@ pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> Mapp
     MappedHandle {
         routes,
         tx,
+        dropping: AtomicBool::new(false),
         stop,
         task,
     }
@@ -125,6 +136,8 @@ struct Runtime {
     closing: BTreeMap<MappedId, JoinHandle<()>>,
     routes: Arc<Routes>,
     routes_tx: watch::Sender<Arc<Routes>>,
+    /// Devices whose queue was full at their last message.
+    dropping: BTreeSet<MappedId>,
     energies: Energies,
     /// Energy received since the file was last written.
     energies_dirty: bool,
@@ -227,9 +240,14 @@ impl Runtime {
                 retained: message.retained,
             };
             match running.handle.tx.try_send(command) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.dropping.remove(&route.device);
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    warn!(mapped_id = %route.device, topic = %message.topic, "dropping a message: the device's queue is full")
+                    // Once per flood, not once per message.
+                    if self.dropping.insert(route.device.clone()) {
+                        warn!(mapped_id = %route.device, topic = %message.topic, "dropping messages: the device's queue is full (more come than it can handle)")
+                    }
                 }
                 // Its task failed (logged then); a reload serves it again.
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
