@@ -245,7 +245,22 @@ async fn files_are_reloaded_when_they_change_and_on_sighup_touching_only_what_ch
     })
     .await;
     assert!(!log.released.contains(&a), "{:?}", log.released);
-    assert_eq!(device_services(&world.conn).await, [d, a]);
+    assert_eq!(device_services(&world.conn).await, [d.clone(), a.clone()]);
+
+    // devices.toml saved half-edited (it does not parse): node_a stays
+    // served as before. node_e, added after it, shows the files were read.
+    std::fs::write(dir.join("devices.toml"), "[[device]\nid = \"node_a").expect("devices.toml");
+    std::fs::write(
+        dir.join("devices.d/e.toml"),
+        NODE_B.replace("node_b", "node_e"),
+    )
+    .expect("e.toml");
+    let e = svc("tank", "node_e");
+    log.until("node_e on D-Bus", |owned| owned.contains(&e))
+        .await;
+    assert!(!log.released.contains(&a), "{:?}", log.released);
+    expect_f64(&world, &a, "/Humidity", 61.5).await;
+    assert_eq!(device_services(&world.conn).await, [d, e, a]);
 }
 
 #[tokio::test]

@@ -215,13 +215,18 @@ impl Runtime {
             return;
         };
         report(&loaded.diagnostics);
+        let kept = load::kept_through_mistakes(&self.file_devices, &loaded);
+        for d in &kept {
+            warn!(mapped_id = %d.declaration.id, "its declaration has a mistake now (see above); still served as declared before");
+        }
         info!(
             reason = why,
-            devices = loaded.devices.len(),
+            devices = loaded.devices.len() + kept.len(),
             "mapped device declarations read"
         );
         self.presets = presets;
         self.file_devices = loaded.devices;
+        self.file_devices.extend(kept);
         self.reconcile();
     }
 
