@@ -354,6 +354,24 @@ async fn every_preset_served_with_the_payloads_devices_send() {
     )
     .await;
     expect_f64(&world, &s, "/Ac/Power", 61.0).await;
+    // What is not understood changes nothing (a warning in the log); the
+    // next good message applies.
+    for garbage in [
+        "{not json",
+        "",
+        "[1,2]",
+        "\u{0}\u{ff}",
+        "{\"ENERGY\":{\"Power\":\"nan\"}}",
+    ] {
+        feed.publish("tele/tasmota_8A1B2C/SENSOR", garbage).await;
+    }
+    feed.publish(
+        "tele/tasmota_8A1B2C/SENSOR",
+        &TASMOTA_SENSOR.replace("\"Power\":56", "\"Power\":63"),
+    )
+    .await;
+    expect_f64(&world, &s, "/Ac/Power", 63.0).await;
+    expect_f64(&world, &s, "/Ac/Energy/Forward", 514.153).await;
     feed.publish("tele/tasmota_8A1B2C/LWT", "Offline").await;
     expect_connected(&world, &s, false).await;
 
