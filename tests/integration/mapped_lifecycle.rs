@@ -462,13 +462,23 @@ async fn a_topic_a_device_of_the_protocol_follows_too_stays_subscribed_until_nei
     feed.publish("shelly1/online", "true").await;
     expect_connected(&world, &plug, true).await;
 
-    // Both follow it again; a reload removes the mapped device. The node
+    // Both follow it again: the last will reaches both.
+    device
+        .send("Status", &shelly_status("shelly1/online"))
+        .await;
+    device.expect_dbus_reply().await;
+    feed.publish("shelly1/online", "false").await;
+    wait_name_gone(&world.conn, native).await;
+    expect_connected(&world, &plug, false).await;
+
+    // The device comes back; a reload removes the mapped device. The node
     // the same reload adds subscribes after the plug's topics were let go:
     // its retained availability shows the broker had both requests.
     device
         .send("Status", &shelly_status("shelly1/online"))
         .await;
     device.expect_dbus_reply().await;
+    wait_name_owned(&world.conn, native).await;
     let node = svc("temperature", "node");
     feed.publish_retained("node/status", "online").await;
     std::fs::write(
