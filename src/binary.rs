@@ -31,6 +31,9 @@ pub fn main() -> ExitCode {
             }
         }
     }
+    if matches!(cli.command, Some(Command::CheckConfig)) {
+        return check_config(&config.data_dir);
+    }
     if let Err(e) = logging::init(&config.log_level, config.syslog) {
         eprintln!("dbus-mqtt-devices: {e}");
         return ExitCode::from(2);
@@ -61,12 +64,27 @@ pub fn main() -> ExitCode {
             }
             #[cfg(feature = "sim")]
             Some(Command::Sim(args)) => crate::sim::run(config, args, stop_signal()).await,
+            // Answered above, before the runtime starts.
+            Some(Command::CheckConfig) => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, 1),
     }
+}
+
+/// `check-config`: the expanded devices on stdout, the findings and a
+/// summary on stderr; 0 when every declaration is valid, else 2.
+fn check_config(data_dir: &std::path::Path) -> ExitCode {
+    let report = crate::mapped::check::check_config(data_dir);
+    // A closed pipe (`check-config | head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), report.expanded.as_bytes());
+    for d in &report.diagnostics {
+        eprintln!("{d}");
+    }
+    eprintln!("{}: {}", data_dir.display(), report.summary());
+    ExitCode::from(if report.ok() { 0 } else { 2 })
 }
 
 /// Prints the error chain once, on one line.

@@ -141,6 +141,11 @@ pub enum Command {
     /// an MQTT gateway and the daemon, with a live view
     #[cfg(feature = "sim")]
     Sim(SimArgs),
+    /// Check the mapped-device declarations (devices.toml, devices.d/*.toml)
+    /// and presets (presets.d/*.toml) of the data directory: print each
+    /// device fully expanded, every mistake with file, line and column;
+    /// exit 0 when all are valid, 2 otherwise
+    CheckConfig,
 }
 
 /// Options of `sim`. The global `--portal-id` and `--data-dir` apply too (defaults:

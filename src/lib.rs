@@ -15,6 +15,9 @@
 //! - `registry`: client id → device task; parses and refuses device input.
 //! - `device`: one device: a state machine with no I/O (registration, reconcile, values,
 //!   liveness) and the task that carries out what it decides.
+//! - `mapped`: devices that cannot speak the protocol (Shelly, Tasmota, OpenDTU,
+//!   Zigbee2MQTT, ESPHome), declared in files or on a topic: the pure core that
+//!   turns their own topics into values for a device.
 //! - `atomic_file`: replacing a file atomically (temporary file, rename) and syncing it.
 //! - `persist`: the state file that survives a restart of the daemon.
 //! - `state`: the record of connected devices, written through to the state file
@@ -85,6 +88,7 @@ internal_modules! {
     health;
     ids;
     logging;
+    mapped;
     mqtt;
     persist;
     portal;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod busitem;
+mod check_config;
 mod cli;
 #[cfg(feature = "fault-injection")]
 mod containment;
@@ -13,6 +14,8 @@ mod faults;
 mod flaps;
 mod generated;
 mod leak;
+mod mapped;
+mod mapped_lifecycle;
 mod proxy;
 mod registration;
 mod regression;
