@@ -292,8 +292,8 @@ pub async fn run_with(
     info!("stopping: removing device services from D-Bus");
     // The state is kept as it is, so a restart brings the devices back.
     mqtt.publish(PRESENCE_TOPIC, presence_payload(false, None), true);
-    registry.shutdown().await;
     operator.stop().await;
+    registry.shutdown().await;
     state.sync().await;
     replays.close().await;
     cancel.cancel();

@@ -109,17 +109,6 @@ pub struct DeviceReport {
     pub services: Vec<ServiceReport>,
 }
 
-impl DeviceReport {
-    /// `connected` in words: the best state of its services.
-    pub fn summary(&self) -> ServiceState {
-        self.services
-            .iter()
-            .map(|s| s.state)
-            .min()
-            .unwrap_or(ServiceState::Offline)
-    }
-}
-
 /// A whole listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

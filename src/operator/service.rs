@@ -46,6 +46,9 @@ pub const REFRESH_SPACING: Duration = Duration::from_secs(2);
 /// The retained states are refreshed at least this often (ages, `/Connected`).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long a stopping daemon lets a request under way finish.
+pub const STOP_GRACE: Duration = Duration::from_millis(300);
+
 /// Last-seen times go to the state file this often (and at a clean stop).
 pub const SEEN_FLUSH: Duration = Duration::from_secs(600);
 
@@ -74,6 +77,7 @@ pub struct Operator {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     activity: Arc<Activity>,
+    state: StateStore,
 }
 
 impl Operator {
@@ -82,12 +86,14 @@ impl Operator {
         let (inbound, rx) = mpsc::channel(64);
         let (stop_tx, stop_rx) = oneshot::channel();
         let activity = ctx.activity.clone();
+        let state = ctx.state.clone();
         let task = tokio::spawn(run(ctx, rx, stop_rx));
         Operator {
             inbound,
             stop: Some(stop_tx),
             task,
             activity,
+            state,
         }
     }
 
@@ -112,12 +118,16 @@ impl Operator {
         false
     }
 
-    /// Writes the last-seen times and stops the task (before the state file's last sync).
+    /// Stops the task (a request under way is answered if it takes less than
+    /// [`STOP_GRACE`]) and hands the last-seen times to the state file (before its last sync).
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+        if tokio::time::timeout(STOP_GRACE, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+        self.state.seen(self.activity.last_seen());
     }
 }
 
@@ -140,6 +150,10 @@ async fn run(ctx: OperatorContext, mut inbound: mpsc::Receiver<Message>, mut sto
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush.tick().await;
     let activity = task.ctx.activity.clone();
+    // A change arms one refresh this long after it, so a burst of changes makes one.
+    let settle = tokio::time::sleep(REFRESH_SPACING);
+    tokio::pin!(settle);
+    let mut settling = false;
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -147,16 +161,18 @@ async fn run(ctx: OperatorContext, mut inbound: mpsc::Receiver<Message>, mut sto
                 Some(m) => task.on_message(m).await,
                 None => break,
             },
-            _ = activity.changed() => {
-                // Let a burst of changes settle into one refresh.
-                tokio::time::sleep(REFRESH_SPACING).await;
+            _ = activity.changed(), if !settling => {
+                settle.as_mut().reset(tokio::time::Instant::now() + REFRESH_SPACING);
+                settling = true;
+            }
+            _ = &mut settle, if settling => {
+                settling = false;
                 task.refresh_retained().await;
             }
             _ = refresh.tick() => task.refresh_retained().await,
             _ = flush.tick() => task.ctx.state.seen(task.ctx.activity.last_seen()),
         }
     }
-    task.ctx.state.seen(task.ctx.activity.last_seen());
 }
 
 impl Task {

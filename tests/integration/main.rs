@@ -13,6 +13,7 @@ mod faults;
 mod flaps;
 mod generated;
 mod leak;
+mod operator;
 mod proxy;
 mod registration;
 mod regression;
