@@ -106,9 +106,8 @@ pub struct HostContext<'a> {
     pub root: &'a Path,
 }
 
-/// The Python driver's install directory and the names it is started under.
-const PYTHON_DIR: &str = "/data/drivers/dbus-mqtt-devices";
-const PYTHON_MARKERS: [&str; 2] = ["dbus_mqtt_devices.py", "/data/drivers/dbus-mqtt-devices"];
+/// The Python driver's main script.
+const PYTHON_SCRIPT: &str = "dbus_mqtt_devices.py";
 
 /// dbus-daemon's default `max_connections_per_user` for the system bus.
 pub const DEFAULT_CONNECTION_LIMIT: usize = 256;
@@ -141,38 +140,53 @@ pub async fn host_checks(ctx: &HostContext<'_>) -> Vec<Check> {
     checks
 }
 
+/// Whether a line of `/data/rc.local` starts the Python driver (as its setup.sh writes
+/// them: `<base>/bin/setup-dependencies.sh` and `ln -s <base>/bin/service
+/// /service/dbus-mqtt-devices`); commented-out lines do not.
+fn starts_python_driver(line: &str) -> bool {
+    let line = line.trim_start();
+    !line.starts_with('#')
+        && line.contains("dbus-mqtt-devices")
+        && (line.contains("/bin/setup-dependencies.sh")
+            || (line.contains("/bin/service") && line.contains("/service/dbus-mqtt-devices")))
+}
+
+/// The Python driver as packaging/installer/python-driver.sh finds it: a boot line in
+/// rc.local, or `/service/dbus-mqtt-devices` being its service (a link to its `bin/service`,
+/// or a run script that starts `dbus_mqtt_devices.py`). Its files left in /data/drivers
+/// after it was retired do not count.
 async fn python_driver(conn: &zbus::Connection, paths: &Paths) -> Vec<Check> {
     let mut found = Vec::new();
-    let dir = paths.at(PYTHON_DIR);
-    if dir.exists() {
-        found.push(format!("{PYTHON_DIR} exists"));
-    }
-    let service = paths.at("/service/dbus-mqtt-devices/run");
-    if let Ok(run) = tokio::fs::read_to_string(&service).await {
-        if PYTHON_MARKERS.iter().any(|m| run.contains(m)) {
-            found.push("/service/dbus-mqtt-devices runs the Python driver".into());
+    let service = paths.at("/service/dbus-mqtt-devices");
+    if let Ok(target) = tokio::fs::read_link(&service).await {
+        if target.to_string_lossy().contains("/bin/service") {
+            found.push(format!(
+                "/service/dbus-mqtt-devices links to {}",
+                target.display()
+            ));
         }
-    }
-    if let Ok(target) = tokio::fs::read_link(paths.at("/service/dbus-mqtt-devices")).await {
-        if target.to_string_lossy().contains(PYTHON_DIR) {
-            found.push(format!("/service/dbus-mqtt-devices links to {}", target.display()));
+    } else if let Ok(run) = tokio::fs::read_to_string(service.join("run")).await {
+        if run.contains(PYTHON_SCRIPT) {
+            found.push(format!("/service/dbus-mqtt-devices runs {PYTHON_SCRIPT}"));
         }
     }
     if let Ok(rc) = tokio::fs::read_to_string(paths.at("/data/rc.local")).await {
-        if rc.lines().any(|l| !l.trim_start().starts_with('#') && l.contains(PYTHON_DIR)) {
+        if rc.lines().any(starts_python_driver) {
             found.push("/data/rc.local starts it at boot".into());
         }
     }
     let mut checks = vec![if found.is_empty() {
-        Check::pass("python-driver", "the Python driver (dbus-mqtt-devices 0.x) is not installed")
+        Check::pass(
+            "python-driver",
+            "the Python driver (dbus-mqtt-devices 0.x) is not installed",
+        )
     } else {
         Check::fail(
             "python-driver",
             format!("the Python driver is still installed: {}", found.join("; ")),
-            format!(
-                "run its uninstall ({PYTHON_DIR}/bin/uninstall.sh), or remove its line from \
-                 /data/rc.local and {PYTHON_DIR}; both drivers answer the same devices"
-            ),
+            "install this package again (its installer retires the Python driver and keeps \
+             its settings), or remove its lines from /data/rc.local and reboot; both drivers \
+             answer the same devices",
         )
     }];
     // Another process owning names of our form: both drivers answer the same devices.
@@ -499,4 +513,25 @@ async fn type_checks(conn: &zbus::Connection, name: &str, kind: &str, instance: 
         _ => {}
     }
     checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rc_local_lines_of_the_python_driver() {
+        for line in [
+            "ln -s /data/drivers/dbus-mqtt-devices-0.9.0/bin/service /service/dbus-mqtt-devices",
+            "  /data/drivers/dbus-mqtt-devices-0.9.0/bin/setup-dependencies.sh 2>&1",
+        ] {
+            assert!(starts_python_driver(line), "{line}");
+        }
+        for line in [
+            "# ln -s /data/drivers/dbus-mqtt-devices-0.8.0/bin/service /service/dbus-mqtt-devices",
+            "/data/dbus-mqtt-devices/install.sh --boot",
+        ] {
+            assert!(!starts_python_driver(line), "{line}");
+        }
+    }
 }
