@@ -124,7 +124,12 @@ async fn list_shows_online_refused_and_offline_services_on_the_cli_and_over_mqtt
     // The per-device state: published (now or before), then retained for later subscribers.
     let topic = "dbus-mqtt-devices/devices/fe001";
     let mut watcher = TestDevice::connect_with(world.port(), "devices-watch", None, &[topic]).await;
-    watcher.expect(topic).await;
+    // Updated on change: it may first show fe001 while it was still registering.
+    watcher
+        .expect_where("fe001 online on its device topic", |m| {
+            m.topic == topic && m.payload.contains(r#""state":"online""#)
+        })
+        .await;
     let mut later = TestDevice::connect_with(world.port(), "devices-later", None, &[topic]).await;
     let retained = later.expect(topic).await;
     assert!(retained.retained);
@@ -525,4 +530,46 @@ async fn doctor_finds_host_faults() {
     for check in ["broker", "dbus", "portal-id"] {
         assert!(failed.contains(&check), "{check} not in {failed:?}");
     }
+}
+
+/// `remove` relies on RemoveSettings behaving as localsettings' does: `as` → `ai` (0 removed,
+/// -1 not there), and each removed setting announcing an empty value on its own path.
+#[tokio::test]
+async fn remove_settings_behaves_as_localsettings() {
+    use futures_util::StreamExt;
+    let world = World::start_without_daemon().await;
+    let client = SettingsClient::connect(&world.bus.bus()).await.unwrap();
+    let path = "/Settings/Devices/mqtt_x_t1/ClassAndVrmInstance";
+    client
+        .add_settings(&[SettingSpec::new(path, Value::Str("temperature:1".into()))])
+        .await
+        .unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path(path)
+        .build()
+        .unwrap();
+    let mut signals = zbus::MessageStream::for_match_rule(rule, &world.conn, None)
+        .await
+        .unwrap();
+    let codes = client
+        .remove_settings(&[path.into(), "/Settings/Devices/nope/X".into()])
+        .await
+        .unwrap();
+    assert_eq!(codes, vec![0, -1]);
+    let signal = tokio::time::timeout(WAIT, signals.next())
+        .await
+        .expect("a signal")
+        .unwrap()
+        .unwrap();
+    let header = signal.header();
+    assert_eq!(header.member().unwrap().as_str(), "PropertiesChanged");
+    assert_eq!(header.path().unwrap().as_str(), path);
+    let body: std::collections::HashMap<String, zbus::OwnedVariant> =
+        signal.body().deserialize().unwrap();
+    assert_eq!(body["Value"].value_signature().to_string(), "ai");
+    assert_eq!(
+        String::try_from(body["Text"].try_clone().unwrap()).unwrap(),
+        ""
+    );
 }
