@@ -71,12 +71,13 @@ fn matches(report: &DeviceReport, target: &Target) -> bool {
 }
 
 /// Whether a device qualifies for `--not-seen-for`: not connected, and last heard from
-/// longer ago than `d` (or never, as far as this daemon knows).
+/// longer ago than `d`. A device with no last-seen time does not: unknown is not old (the
+/// daemon gives every device it lists one, counting from then).
 pub fn unseen_for(report: &DeviceReport, d: Duration, now: u64) -> bool {
     !report.connected
         && report
             .last_seen
-            .is_none_or(|t| now.saturating_sub(t) >= d.as_secs())
+            .is_some_and(|t| now.saturating_sub(t) >= d.as_secs())
 }
 
 /// The removals a selection asks for, from a listing and the settings of our groups.
@@ -187,6 +188,7 @@ mod tests {
             device("a", false, Some(0)),
             device("b", false, Some(1000)),
             device("c", true, None),
+            device("never", false, None),
         ];
         let by_target = Selection {
             target: Some(Target::parse("a").unwrap()),

@@ -98,16 +98,27 @@ impl Operator {
     }
 
     /// Takes a message that is for the operator tools (true), or leaves it (false). Notes
-    /// device messages as signs of life.
+    /// device messages as signs of life, and the daemon's own Error answers as refusals.
+    /// Cheap: this runs for every message the daemon receives.
     pub fn offer(&self, message: &Message) -> bool {
         let topic = message.topic.as_str();
-        let ours = topic.starts_with(request::REQUEST_PREFIX)
-            || topic.starts_with(DEVICES_PREFIX)
-            || (topic.starts_with("device/") && topic.ends_with("/Error"));
-        if ours {
-            if let Err(e) = self.inbound.try_send(message.clone()) {
-                debug!(topic, error = %e, "operator queue full; message dropped");
+        if let Some(client) = topic
+            .strip_prefix("device/")
+            .and_then(|t| t.strip_suffix("/Error"))
+        {
+            note_refusal(&self.activity, client, &message.payload);
+            return true;
+        }
+        if topic.starts_with(DEVICES_PREFIX) {
+            // Only what was retained before this connection matters (to clear it if stale);
+            // the echoes of our own publishes do not.
+            if message.retained {
+                self.forward(message);
             }
+            return true;
+        }
+        if topic.starts_with(request::REQUEST_PREFIX) {
+            self.forward(message);
             return true;
         }
         if !message.retained && !message.payload.is_empty() {
@@ -116,6 +127,12 @@ impl Operator {
             }
         }
         false
+    }
+
+    fn forward(&self, message: &Message) {
+        if let Err(e) = self.inbound.try_send(message.clone()) {
+            warn!(topic = %message.topic, error = %e, "operator request dropped: too many at once");
+        }
     }
 
     /// Stops the task (a request under way is answered if it takes less than
@@ -129,6 +146,17 @@ impl Operator {
         }
         self.state.seen(self.activity.last_seen());
     }
+}
+
+/// Records a `device/<id>/Error` answer as the device's (or its service's) last refusal.
+fn note_refusal(activity: &Activity, client: &str, payload: &[u8]) {
+    let Ok(e) = serde_json::from_slice::<Json>(payload) else {
+        return;
+    };
+    let text = |k: &str| e.get(k).and_then(Json::as_str).unwrap_or_default();
+    let message = format!("{}: {}", text("error"), text("message"));
+    let service = e.get("service").and_then(Json::as_str);
+    activity.error(client, service, message);
 }
 
 struct Task {
@@ -198,24 +226,6 @@ impl Task {
             } else {
                 self.published
                     .insert(client.to_owned(), String::from_utf8_lossy(&m.payload).into());
-            }
-            return;
-        }
-        if let Some(client) = m
-            .topic
-            .strip_prefix("device/")
-            .and_then(|t| t.strip_suffix("/Error"))
-        {
-            if let Ok(e) = serde_json::from_slice::<Json>(&m.payload) {
-                let text = |k: &str| e.get(k).and_then(Json::as_str).map(str::to_owned);
-                let message = format!(
-                    "{}: {}",
-                    text("error").unwrap_or_default(),
-                    text("message").unwrap_or_default()
-                );
-                self.ctx
-                    .activity
-                    .error(client, text("service").as_deref(), message);
             }
             return;
         }
@@ -392,6 +402,15 @@ impl Task {
                 return;
             }
         };
+        // A device never heard from (known by its settings or from before last-seen times
+        // were kept) counts from now for `--not-seen-for`, instead of from the beginning of time.
+        let unknown: crate::persist::LastSeen = listing
+            .devices
+            .iter()
+            .filter(|d| d.last_seen.is_none())
+            .map(|d| (d.client_id.clone(), listing.generated_at))
+            .collect();
+        self.ctx.state.seen(unknown);
         let mut gone: Vec<String> = self.published.keys().cloned().collect();
         for device in &listing.devices {
             gone.retain(|g| g != &device.client_id);

@@ -261,7 +261,7 @@ async fn remove_with_the_daemon_down_clears_settings_state_and_retained_status()
 
 #[tokio::test]
 async fn not_seen_for_selects_only_devices_silent_that_long() {
-    let world = World::start().await;
+    let mut world = World::start().await;
     let mut gone = world.device("gone").await;
     gone.register(r#"{"t1": "temperature"}"#).await;
     gone.send("Status", r#"{"clientId": "gone", "connected": 0}"#)
@@ -284,6 +284,25 @@ async fn not_seen_for_selects_only_devices_silent_that_long() {
     assert_eq!(bad.code, Some(2));
     let none = run(&world, &["remove"]).await;
     assert_eq!(none.code, Some(2));
+
+    // Last-seen times survive the daemon: after a clean stop they are in the state file, and
+    // `remove` without the daemon selects by them.
+    world.stop_daemon().await;
+    let state: Json = serde_json::from_str(
+        &std::fs::read_to_string(world.data_dir().join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(state["lastSeen"]["gone"].is_u64(), "{state}");
+    let day = run(&world, &["remove", "--not-seen-for", "1d", "--json"]).await;
+    assert_eq!(day.json()["plan"], json!([]), "{}", day.stderr);
+    let now = run(&world, &["remove", "--not-seen-for", "0s", "--json"]).await;
+    let ids: Vec<String> = now.json()["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["clientId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["gone", "here"]);
 }
 
 /// The checks of a doctor run, by (device, check).
