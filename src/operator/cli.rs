@@ -505,8 +505,23 @@ pub async fn doctor(config: &Config, args: &DoctorArgs) -> u8 {
     if let (Some(b), Some(portal), Some(listing)) = (broker.as_mut(), portal_id.as_deref(), listing.as_ref()) {
         checks.push(gateway_check(b, portal, listing, Duration::from_millis(args.gateway_wait_ms)).await);
     }
-    if let (Some(conn), Some(listing)) = (conn.as_ref(), listing.as_ref()) {
-        checks.extend(doctor::device_checks(conn, listing, args.target.as_ref()).await);
+    match (conn.as_ref(), listing.as_ref(), broker.as_mut()) {
+        (Some(conn), Some(listing), _) => {
+            checks.extend(doctor::device_checks(conn, listing, args.target.as_ref()).await);
+        }
+        // D-Bus is not reachable from here, but the daemon is: its device checks.
+        (None, _, Some(b)) if online => {
+            let mut body = serde_json::Map::new();
+            if let Some(t) = &args.target {
+                body.insert("target".into(), json!(t.to_string()));
+            }
+            if let Ok(answer) = b.ask(Verb::Doctor, body).await {
+                if let Ok(report) = serde_json::from_value::<DoctorReport>(answer) {
+                    checks.extend(report.checks.into_iter().filter(|c| c.device.is_some()));
+                }
+            }
+        }
+        _ => {}
     }
     if let Some(b) = broker {
         b.close().await;

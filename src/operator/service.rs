@@ -148,6 +148,18 @@ impl Operator {
     }
 }
 
+/// How many of `services` (unique ids) are on D-Bus now.
+async fn on_bus(conn: &zbus::Connection, services: &[String]) -> usize {
+    super::bus::names(conn)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|n| {
+            inventory::split_bus_name(n).is_some_and(|(_, u)| services.iter().any(|s| s == u))
+        })
+        .count()
+}
+
 /// Records a `device/<id>/Error` answer as the device's (or its service's) last refusal.
 fn note_refusal(activity: &Activity, client: &str, payload: &[u8]) {
     let Ok(e) = serde_json::from_slice::<Json>(payload) else {
@@ -368,14 +380,15 @@ impl Task {
         Ok(outcomes)
     }
 
-    /// Asks the registry to disconnect the device and waits until its services are gone.
-    async fn take_off_dbus(&mut self, client: &str, conn: &zbus::Connection, services: &[String]) -> usize {
-        let on_bus = super::bus::names(conn)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| inventory::split_bus_name(n).is_some_and(|(_, u)| services.iter().any(|s| s == u)))
-            .count();
+    /// Asks the registry to disconnect the device and waits until its services are gone;
+    /// returns how many of `services` (unique ids) left D-Bus.
+    async fn take_off_dbus(
+        &mut self,
+        client: &str,
+        conn: &zbus::Connection,
+        services: &[String],
+    ) -> usize {
+        let before = on_bus(conn, services).await;
         let (tx, rx) = oneshot::channel();
         let asked = self
             .ctx
@@ -390,7 +403,7 @@ impl Task {
                 let _ = closed.await;
             }
         }
-        on_bus
+        before.saturating_sub(on_bus(conn, services).await)
     }
 
     /// Publishes the retained state of each device that changed; clears those gone.
