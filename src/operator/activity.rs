@@ -119,23 +119,28 @@ impl Activity {
         }
     }
 
-    /// The device was refused something (about `service`, if about one).
+    /// The device was refused something (about `service`, if about one). A listing changes
+    /// only when the message does: a device repeating one mistake wakes no one.
     pub fn error(&self, client: &str, service: Option<&str>, message: String) {
-        let note = Some(ErrorNote {
-            at: unix_now(),
-            message,
-        });
-        {
+        let changed = {
             let mut devices = self.lock();
             let Some(device) = Self::entry(&mut devices, client) else {
                 return;
             };
-            match service {
-                Some(s) => device.services.entry(s.to_owned()).or_default().last_error = note,
-                None => device.last_error = note,
-            }
+            let slot = match service {
+                Some(s) => &mut device.services.entry(s.to_owned()).or_default().last_error,
+                None => &mut device.last_error,
+            };
+            let changed = slot.as_ref().is_none_or(|n| n.message != message);
+            *slot = Some(ErrorNote {
+                at: unix_now(),
+                message,
+            });
+            changed
+        };
+        if changed {
+            self.changed.notify_one();
         }
-        self.changed.notify_one();
     }
 
     /// Forgets a device (it was removed).

@@ -2,7 +2,7 @@
 //! the daemon on a real broker, bus and settings service, and the same over MQTT.
 
 use super::world::*;
-use dbus_mqtt_devices::dbus::Value;
+use dbus_mqtt_devices::dbus::{Item, Value};
 use dbus_mqtt_devices::settings::{SettingSpec, SettingsClient};
 use serde_json::{json, Value as Json};
 use std::path::Path;
@@ -398,6 +398,28 @@ async fn doctor_passes_on_a_healthy_gx_and_names_each_device_fault() {
     )
     .await;
 
+    // A PV inverter with no /Position, a thermometer with no type.
+    let mut pv = world.device("pv").await;
+    pv.register(r#"{"p1": "pvinverter", "t1": "temperature"}"#)
+        .await;
+    pv.send(
+        "Values",
+        r#"{"p1": {"Position": null}, "t1": {"TemperatureType": null}}"#,
+    )
+    .await;
+    for (service, path) in [
+        ("com.victronenergy.pvinverter.mqtt_pv_p1", "/Position"),
+        (
+            "com.victronenergy.temperature.mqtt_pv_t1",
+            "/TemperatureType",
+        ),
+    ] {
+        wait_for_value(&world.conn, service, path, |v| {
+            v.value_signature().to_string() == "ai"
+        })
+        .await;
+    }
+
     let sick = run(
         &world,
         &[
@@ -418,6 +440,9 @@ async fn doctor_passes_on_a_healthy_gx_and_names_each_device_fault() {
     assert!(!outcome(&c, "left/t1", "registered"));
     assert!(!outcome(&c, "bat/b1", "active-battery"));
     assert!(!outcome(&c, "quiet/t1", "registered"));
+    assert!(!outcome(&c, "pv/p1", "pvinverter-position"));
+    assert!(!outcome(&c, "pv/t1", "temperature-type"));
+    assert!(outcome(&c, "ok/t1", "temperature-type"));
     assert!(!outcome(&c, "", "mqtt-gateway"));
     assert!(outcome(&c, "", "python-driver"));
     assert!(outcome(&c, "", "localsettings"));
@@ -495,9 +520,41 @@ async fn doctor_finds_host_faults() {
     );
     assert!(!outcome(&c, "", "python-driver"));
     assert!(!outcome(&c, "", "bus-headroom"));
+    assert!(outcome(&c, "", "name-conflict"));
     assert!(outcome(&c, "", "data-dir"));
     assert!(outcome(&c, "", "clock"));
     assert!(outcome(&c, "", "daemon"));
+
+    // The Python driver running beside us: a service of our form from another process.
+    let (_python, _writes) = dbus_mqtt_devices::dbus::Service::register(
+        &world.bus.bus(),
+        "com.victronenergy.temperature.mqtt_py_t1",
+        vec![
+            Item::new(
+                "/Mgmt/ProcessName",
+                Value::Str("dbus_mqtt_devices.py".into()),
+            ),
+            Item::new("/DeviceInstance", Value::I32(50)),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let c = checks(
+        &run(
+            &world,
+            &[
+                "doctor",
+                "--json",
+                "--root",
+                root_arg,
+                "--gateway-wait-ms",
+                "100",
+            ],
+        )
+        .await,
+    );
+    assert!(!outcome(&c, "", "name-conflict"));
 
     // The daemon and localsettings stopped, a data directory that cannot be written.
     world.stop_daemon().await;
