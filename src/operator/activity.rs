@@ -89,10 +89,14 @@ impl Activity {
         devices: &'a mut HashMap<String, DeviceActivity>,
         client: &str,
     ) -> Option<&'a mut DeviceActivity> {
-        if !devices.contains_key(client) && devices.len() >= MAX_TRACKED {
-            return None;
+        // Looked up before anything is allocated: this runs for every Values message.
+        if !devices.contains_key(client) {
+            if devices.len() >= MAX_TRACKED {
+                return None;
+            }
+            devices.insert(client.to_owned(), DeviceActivity::default());
         }
-        Some(devices.entry(client.to_owned()).or_default())
+        devices.get_mut(client)
     }
 
     /// A value for one of the device's services arrived.

@@ -40,7 +40,7 @@ pub struct ListArgs {
     dbus-mqtt-devices remove fe001 --yes      (the device, its instances and names)\n  \
     dbus-mqtt-devices remove fe001/t1 --yes   (one service of a device not connected)\n  \
     dbus-mqtt-devices remove --not-seen-for 30d --yes   (every device silent for 30 days)\n\
-    Exit codes: 0 removed (or shown), 1 nothing matched or a step failed, 2 bad command line.")]
+    Exit codes: 0 removed (or shown, or nothing matched --not-seen-for), 1 the target is not known or a step failed, 2 bad command line.")]
 pub struct RemoveArgs {
     /// `<client id>` or `<client id>/<service id>`
     #[arg(value_parser = Target::parse, required_unless_present = "not_seen_for")]

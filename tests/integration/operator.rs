@@ -606,6 +606,16 @@ async fn doctor_finds_host_faults() {
     for check in ["broker", "dbus", "portal-id"] {
         assert!(failed.contains(&check), "{check} not in {failed:?}");
     }
+    // And nothing to list from: exit 1 with the reason.
+    let out = tokio::process::Command::new(BINARY)
+        .args(["--dbus-address", "unix:path=/nonexistent/bus"])
+        .args(["--mqtt-port", &port.to_string()])
+        .arg("list")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("D-Bus"));
 }
 
 /// `remove` relies on RemoveSettings behaving as localsettings' does: `as` → `ai` (0 removed,
