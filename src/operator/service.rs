@@ -374,6 +374,15 @@ impl Task {
                     .mqtt
                     .publish(&format!("{DEVICES_PREFIX}{}", r.client_id), "", true);
                 self.published.remove(&r.client_id);
+                // A device still powered may have sent a Status in between: then it is on
+                // D-Bus again, and the settings just removed were its new ones.
+                if on_bus(&conn, &r.services).await > 0 {
+                    o.problems.push(
+                        "the device registered again while it was removed (it is still \
+                         powered): remove it again once it is off"
+                            .into(),
+                    );
+                }
             }
             info!(client_id = %r.client_id, services = ?r.services, settings_removed = o.settings_removed, "removed by the operator");
             outcomes.push(o);
