@@ -59,6 +59,8 @@ pub fn split_setting_path(path: &str) -> Option<(&str, &str)> {
 struct Device {
     legal: String,
     guessed: bool,
+    /// Described by a file (its service says where its data comes from, not `MQTT:<id>`).
+    mapped: bool,
     /// The daemon serves it now (in its state file while it runs).
     served: bool,
     services: BTreeMap<String, Entry>,
@@ -111,6 +113,9 @@ impl Builder {
     /// prefixes it (the longest), or one guessed from the unique id.
     fn owner_of(&mut self, unique: &str, hint: Option<(&str, &str)>) -> (String, Option<String>) {
         if let Some(owner) = self.owners.get(unique) {
+            if self.devices.get(owner).is_some_and(|d| d.mapped) {
+                return (owner.clone(), None);
+            }
             let legal = self.devices.get(owner).map(|d| d.legal.clone());
             let service = legal.and_then(|l| service_part(unique, &l).map(str::to_owned));
             return (owner.clone(), service);
@@ -217,9 +222,22 @@ pub fn build(src: &Sources) -> Vec<DeviceReport> {
         let Some((service_type, unique)) = split_bus_name(&service.name) else {
             continue;
         };
+        // A mapped device (issue 13) has the unique id `mqtt_<id>` and a `/Mgmt/Connection`
+        // that names its topics; a native one says `MQTT:<client id>`.
+        let mapped = text(&service.items, "/Mgmt/Connection")
+            .is_some_and(|c| !c.starts_with("MQTT:"))
+            && !b.owners.contains_key(unique);
         let hint = text(&service.items, "/DeviceName");
         let hint = hint.as_deref().and_then(|n| n.rsplit_once(':'));
-        let (client, service_id) = b.owner_of(unique, hint);
+        let (client, service_id) = if mapped {
+            let id = unique.strip_prefix(UNIQUE_PREFIX).unwrap_or(unique).to_owned();
+            let device = b.devices.entry(id.clone()).or_default();
+            device.legal = id.clone();
+            device.mapped = true;
+            (id, None)
+        } else {
+            b.owner_of(unique, hint)
+        };
         let entry = b.entry(&client, unique, service_id.as_deref());
         entry.on_bus = true;
         let r = &mut entry.report;
@@ -299,7 +317,7 @@ pub fn build(src: &Sources) -> Vec<DeviceReport> {
         reports.push(DeviceReport {
             client_id: raw,
             client_id_guessed: device.guessed,
-            kind: "native".into(),
+            kind: if device.mapped { "mapped" } else { "native" }.into(),
             connected,
             last_seen,
             last_error: activity.and_then(|a| note(&a.last_error)),
@@ -371,6 +389,29 @@ mod tests {
         assert_eq!(old.last_seen, Some(5));
         assert_eq!(old.services[0].state, ServiceState::Offline);
         assert_eq!(old.services[0].service_type.as_deref(), Some("temperature"));
+    }
+
+    #[test]
+    fn a_mapped_device_is_told_by_its_connection_text() {
+        let src = Sources {
+            services: vec![bus(
+                "com.victronenergy.grid.mqtt_grid_shelly",
+                json!({"/DeviceInstance": 30, "/Connected": 1,
+                       "/Mgmt/Connection": "MQTT shelly-pro3em shellypro3em-abc"}),
+            )],
+            settings: serde_json::from_value(json!({
+                "/Settings/Devices/mqtt_grid_shelly/ClassAndVrmInstance": "grid:30",
+            }))
+            .unwrap(),
+            ..Sources::default()
+        };
+        let reports = build(&src);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].client_id, "grid_shelly");
+        assert_eq!(reports[0].kind, "mapped");
+        assert_eq!(reports[0].services.len(), 1);
+        assert_eq!(reports[0].services[0].service_id, None);
+        assert_eq!(reports[0].services[0].instance, Some(30));
     }
 
     #[test]

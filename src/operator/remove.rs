@@ -106,6 +106,14 @@ pub fn plan(
                 continue;
             }
         }
+        if report.kind == "mapped" && report.connected {
+            return Err(format!(
+                "{} is a mapped device: remove its declaration (devices.toml, devices.d/ or its \
+                 retained dbus-mqtt-devices/mapped/ topic) first, then remove it here to free \
+                 its instance",
+                report.client_id
+            ));
+        }
         let service = selection.target.as_ref().and_then(|t| t.service.as_ref());
         let services: Vec<_> = report
             .services
