@@ -345,7 +345,7 @@ pub async fn device_checks(
                 None => device.client_id.clone(),
             };
             checks.extend(
-                service_checks(conn, listing.generated_at, device, s)
+                service_checks(conn, listing.generated_at, listing.from_daemon, device, s)
                     .await
                     .into_iter()
                     .map(|c| c.about(&who)),
@@ -358,6 +358,7 @@ pub async fn device_checks(
 async fn service_checks(
     conn: &zbus::Connection,
     now: u64,
+    from_daemon: bool,
     device: &DeviceReport,
     s: &super::report::ServiceReport,
 ) -> Vec<Check> {
@@ -396,14 +397,22 @@ async fn service_checks(
     }
     if s.state == ServiceState::Online || s.state == ServiceState::Stale {
         match s.last_value_at {
-            Some(t) => checks.push(Check::pass("values", format!("last value {} ago", human(now.saturating_sub(t))))),
-            None if s.state == ServiceState::Online => checks.push(Check::pass(
+            Some(t) => checks.push(Check::pass(
                 "values",
-                "no value since the daemon started (or listed without the daemon)",
+                format!("last value {} ago", human(now.saturating_sub(t))),
             )),
-            None => {}
+            None if from_daemon => checks.push(Check::fail(
+                "values",
+                "no value received since the daemon started: the GX shows ---",
+                "send values (device/<client id>/Values, or W/<portal id>/<type>/<instance>/<path>)",
+            )),
+            None => checks.push(Check::pass(
+                "values",
+                "the age of the last value is known to the running daemon only",
+            )),
         }
     }
+
     if let Some(m) = &s.mapped {
         checks.push(Check::pass(
             "mapped",

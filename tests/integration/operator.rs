@@ -359,6 +359,14 @@ async fn doctor_passes_on_a_healthy_gx_and_names_each_device_fault() {
     let mut ok = world.device("ok").await;
     let reply = ok.register(r#"{"t1": "temperature"}"#).await;
     let instance = reply["deviceInstance"]["t1"].as_u64().unwrap();
+    ok.send("Values", r#"{"t1": {"Temperature": 4.5}}"#).await;
+    wait_for_value(
+        &world.conn,
+        "com.victronenergy.temperature.mqtt_ok_t1",
+        "/Temperature",
+        |v| f64::try_from(v.clone()) == Ok(4.5),
+    )
+    .await;
     let root = tempfile::tempdir().unwrap();
 
     // Healthy: only the good device, a gateway that serves it.
@@ -442,6 +450,11 @@ async fn doctor_passes_on_a_healthy_gx_and_names_each_device_fault() {
     assert!(!outcome(&c, "quiet/t1", "registered"));
     assert!(!outcome(&c, "pv/p1", "pvinverter-position"));
     assert!(!outcome(&c, "pv/t1", "temperature-type"));
+    assert!(
+        !outcome(&c, "gm/g1", "values"),
+        "a grid meter that never sent a value"
+    );
+    assert!(outcome(&c, "ok/t1", "values"));
     assert!(outcome(&c, "ok/t1", "temperature-type"));
     assert!(!outcome(&c, "", "mqtt-gateway"));
     assert!(outcome(&c, "", "python-driver"));
