@@ -24,9 +24,12 @@ pub const WIDTH: usize = 100;
 
 /// Options of `list`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  dbus-mqtt-devices list\n  dbus-mqtt-devices list --json\n  \
-    dbus-mqtt-devices list --mqtt-port 1883 --dbus-address unix:path=/tmp/sim-bus   (against sim)\n\
-    Exit codes: 0 listed, 1 neither the daemon nor D-Bus could be reached, 2 bad command line.")]
+#[command(
+    after_help = "Examples:\n  dbus-mqtt-devices list\n  dbus-mqtt-devices list --json\n  \
+                  dbus-mqtt-devices list --mqtt-port 1883 --dbus-address unix:path=/tmp/sim-bus   \
+                  (against sim)\nExit codes: 0 listed, 1 neither the daemon nor D-Bus could be \
+                  reached, 2 bad command line."
+)]
 pub struct ListArgs {
     /// The stable JSON (docs/protocol.md) instead of a table
     #[arg(long)]
@@ -35,12 +38,14 @@ pub struct ListArgs {
 
 /// Options of `remove`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Without --yes nothing is removed: the command shows what would be.\n\
+#[command(
+    after_help = "Without --yes nothing is removed: the command shows what would be.\n\
     Examples:\n  dbus-mqtt-devices remove fe001            (show what would go)\n  \
     dbus-mqtt-devices remove fe001 --yes      (the device, its instances and names)\n  \
     dbus-mqtt-devices remove fe001/t1 --yes   (one service of a device not connected)\n  \
     dbus-mqtt-devices remove --not-seen-for 30d --yes   (every device silent for 30 days)\n\
-    Exit codes: 0 removed (or shown, or nothing matched --not-seen-for), 1 the target is not known or a step failed, 2 bad command line.")]
+    Exit codes: 0 removed (or shown, or nothing matched --not-seen-for), 1 the target is not known or a step failed, 2 bad command line."
+)]
 pub struct RemoveArgs {
     /// `<client id>` or `<client id>/<service id>`
     #[arg(value_parser = Target::parse, required_unless_present = "not_seen_for")]
@@ -58,9 +63,11 @@ pub struct RemoveArgs {
 
 /// Options of `doctor`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  dbus-mqtt-devices doctor\n  dbus-mqtt-devices doctor fe001\n  \
-    dbus-mqtt-devices doctor --json\n\
-    Exit codes: 0 every check passed, 1 a check failed, 2 bad command line.")]
+#[command(
+    after_help = "Examples:\n  dbus-mqtt-devices doctor\n  dbus-mqtt-devices doctor fe001\n  \
+                  dbus-mqtt-devices doctor --json\nExit codes: 0 every check passed, 1 a check \
+                  failed, 2 bad command line."
+)]
 pub struct DoctorArgs {
     /// Only this device: `<client id>` or `<client id>/<service id>`
     #[arg(value_parser = Target::parse)]
@@ -98,7 +105,11 @@ fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split_whitespace() {
-        let limit = if lines.is_empty() { width } else { width.saturating_sub(indent) };
+        let limit = if lines.is_empty() {
+            width
+        } else {
+            width.saturating_sub(indent)
+        };
         if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > limit {
             lines.push(std::mem::take(&mut line));
         }
@@ -113,7 +124,13 @@ fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
     lines
         .into_iter()
         .enumerate()
-        .map(|(i, l)| if i == 0 { l } else { format!("{}{l}", " ".repeat(indent)) })
+        .map(|(i, l)| {
+            if i == 0 {
+                l
+            } else {
+                format!("{}{l}", " ".repeat(indent))
+            }
+        })
         .collect()
 }
 
@@ -130,7 +147,9 @@ async fn daemon(config: &Config) -> (Option<Broker>, bool, Option<String>) {
 }
 
 /// Reads what the CLI can without the daemon.
-async fn local_listing(config: &Config) -> Result<(Listing, std::collections::BTreeMap<String, Json>), String> {
+async fn local_listing(
+    config: &Config,
+) -> Result<(Listing, std::collections::BTreeMap<String, Json>), String> {
     let bus = crate::app::bus_address(&config.bus);
     let conn = bus
         .connect()
@@ -187,7 +206,15 @@ pub async fn list(config: &Config, args: &ListArgs) -> u8 {
         return 0;
     }
     if let Some(n) = note {
-        println!("{}", fit(&format!("({n}: listed from D-Bus, localsettings and the state file; no ages or errors)"), WIDTH));
+        println!(
+            "{}",
+            fit(
+                &format!(
+                    "({n}: listed from D-Bus, localsettings and the state file; no ages or errors)"
+                ),
+                WIDTH
+            )
+        );
     }
     print!("{}", table(&listing));
     0
@@ -212,12 +239,16 @@ pub fn table(listing: &Listing) -> String {
             };
             let last = match (s.last_value_at, s.state) {
                 (Some(t), _) => human(now.saturating_sub(t)),
-                (None, ServiceState::Offline) => d
-                    .last_seen
-                    .map_or("-".into(), |t| format!("{} ago", human(now.saturating_sub(t)))),
+                (None, ServiceState::Offline) => d.last_seen.map_or("-".into(), |t| {
+                    format!("{} ago", human(now.saturating_sub(t)))
+                }),
                 _ => "-".into(),
             };
-            let error = s.last_error.as_deref().or(d.last_error.as_deref()).unwrap_or("");
+            let error = s
+                .last_error
+                .as_deref()
+                .or(d.last_error.as_deref())
+                .unwrap_or("");
             let line = format!(
                 "{:<26} {:<11} {:>4} {:<18} {:<8} {:<9} ",
                 fit(&who, 26),
@@ -286,7 +317,10 @@ pub async fn remove(config: &Config, args: &RemoveArgs) -> u8 {
     if let Some(b) = broker {
         b.close().await;
     }
-    report_removal(&json!({"removed": outcomes, "note": remove::STILL_POWERED}), args)
+    report_removal(
+        &json!({"removed": outcomes, "note": remove::STILL_POWERED}),
+        args,
+    )
 }
 
 fn fail(e: &str) -> u8 {
@@ -303,8 +337,8 @@ async fn remove_here(config: &Config, r: &Removal, broker: Option<&mut Broker>) 
     };
     if r.connected {
         o.problems.push(
-            "its services are on D-Bus but the daemon does not answer: stop whatever serves \
-             them (another driver?) and try again; nothing removed"
+            "its services are on D-Bus but the daemon does not answer: stop whatever serves them \
+             (another driver?) and try again; nothing removed"
                 .into(),
         );
         return o;
@@ -312,12 +346,19 @@ async fn remove_here(config: &Config, r: &Removal, broker: Option<&mut Broker>) 
     if r.whole_device {
         match broker {
             Some(b) => {
-                match b.clear_retained(&device_topic(&r.client_id, "Status")).await {
+                match b
+                    .clear_retained(&device_topic(&r.client_id, "Status"))
+                    .await
+                {
                     Ok(()) => o.retained_status_cleared = true,
                     Err(e) => o.problems.push(e),
                 }
                 let _ = b
-                    .clear_retained(&format!("{}{}", super::service::DEVICES_PREFIX, r.client_id))
+                    .clear_retained(&format!(
+                        "{}{}",
+                        super::service::DEVICES_PREFIX,
+                        r.client_id
+                    ))
                     .await;
             }
             None => o.problems.push(
@@ -374,14 +415,24 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
             return 0;
         }
         for p in plan {
-            let services: Vec<&str> = p["services"].as_array().map_or(Vec::new(), |s| s.iter().filter_map(Json::as_str).collect());
+            let services: Vec<&str> = p["services"]
+                .as_array()
+                .map_or(Vec::new(), |s| s.iter().filter_map(Json::as_str).collect());
             let line = format!(
                 "Would remove {}{}: {} ({} settings){}",
                 p["clientId"].as_str().unwrap_or("?"),
-                if p["wholeDevice"] == json!(true) { "" } else { " (some services)" },
+                if p["wholeDevice"] == json!(true) {
+                    ""
+                } else {
+                    " (some services)"
+                },
                 services.join(", "),
                 p["settings"].as_array().map_or(0, Vec::len),
-                if p["connected"] == json!(true) { "; it is connected: it leaves D-Bus first" } else { "" },
+                if p["connected"] == json!(true) {
+                    "; it is connected: it leaves D-Bus first"
+                } else {
+                    ""
+                },
             );
             for l in wrap(&line, WIDTH, 4) {
                 println!("{l}");
@@ -390,7 +441,11 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
         println!("Nothing removed yet: run the same command with --yes.");
         return 0;
     }
-    let removed = answer.get("removed").and_then(Json::as_array).cloned().unwrap_or_default();
+    let removed = answer
+        .get("removed")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
     if removed.is_empty() {
         println!("Nothing matches; nothing removed.");
     }
@@ -400,14 +455,21 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
         if off > 0 {
             done.push(format!("{off} services taken off D-Bus"));
         }
-        done.push(format!("{} settings removed (instances are free again)", o["settingsRemoved"].as_u64().unwrap_or(0)));
+        done.push(format!(
+            "{} settings removed (instances are free again)",
+            o["settingsRemoved"].as_u64().unwrap_or(0)
+        ));
         if o["retainedStatusCleared"] == json!(true) {
             done.push("retained Status cleared".into());
         }
         if o["stateFileUpdated"] == json!(true) {
             done.push("forgotten in the state file".into());
         }
-        let line = format!("Removed {}: {}.", o["clientId"].as_str().unwrap_or("?"), done.join(", "));
+        let line = format!(
+            "Removed {}: {}.",
+            o["clientId"].as_str().unwrap_or("?"),
+            done.join(", ")
+        );
         for l in wrap(&line, WIDTH, 4) {
             println!("{l}");
         }
@@ -426,22 +488,64 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
 }
 
 /// Where the portal id comes from, as the daemon looks for it.
-async fn portal_check(config: &Config, root: &Path, conn: Option<&zbus::Connection>, broker: Option<&mut Broker>) -> (Check, Option<String>) {
+async fn portal_check(
+    config: &Config,
+    root: &Path,
+    conn: Option<&zbus::Connection>,
+    broker: Option<&mut Broker>,
+) -> (Check, Option<String>) {
     if let Some(p) = &config.portal_id {
-        return (Check::pass("portal-id", format!("portal id {} (from --portal-id or the configuration file)", p.as_str())), Some(p.as_str().to_owned()));
+        return (
+            Check::pass(
+                "portal-id",
+                format!(
+                    "portal id {} (from --portal-id or the configuration file)",
+                    p.as_str()
+                ),
+            ),
+            Some(p.as_str().to_owned()),
+        );
     }
     let file = root.join(crate::portal::VENUS_UNIQUE_ID_FILE.trim_start_matches('/'));
     if let Some(p) = crate::portal::from_file(&file) {
-        return (Check::pass("portal-id", format!("portal id {} (from {})", p.as_str(), crate::portal::VENUS_UNIQUE_ID_FILE)), Some(p.as_str().to_owned()));
+        return (
+            Check::pass(
+                "portal-id",
+                format!(
+                    "portal id {} (from {})",
+                    p.as_str(),
+                    crate::portal::VENUS_UNIQUE_ID_FILE
+                ),
+            ),
+            Some(p.as_str().to_owned()),
+        );
     }
     if let Some(conn) = conn {
         if let Some(p) = crate::portal::from_system_service(conn).await {
-            return (Check::pass("portal-id", format!("portal id {} (from /Serial of com.victronenergy.system)", p.as_str())), Some(p.as_str().to_owned()));
+            return (
+                Check::pass(
+                    "portal-id",
+                    format!(
+                        "portal id {} (from /Serial of com.victronenergy.system)",
+                        p.as_str()
+                    ),
+                ),
+                Some(p.as_str().to_owned()),
+            );
         }
     }
     if let Some(b) = broker {
         if let Some(p) = b.retained_portal_id().await {
-            return (Check::pass("portal-id", format!("portal id {p} (from the retained {})", crate::portal::SERIAL_SUBSCRIPTION)), Some(p));
+            return (
+                Check::pass(
+                    "portal-id",
+                    format!(
+                        "portal id {p} (from the retained {})",
+                        crate::portal::SERIAL_SUBSCRIPTION
+                    ),
+                ),
+                Some(p),
+            );
         }
     }
     (
@@ -461,11 +565,22 @@ pub async fn doctor(config: &Config, args: &DoctorArgs) -> u8 {
     let mut checks = Vec::new();
     let mut broker = match Broker::connect(&config.mqtt).await {
         Ok(b) => {
-            checks.push(Check::pass("broker", format!("MQTT broker {}:{} reachable", config.mqtt.host, config.mqtt.port)));
+            checks.push(Check::pass(
+                "broker",
+                format!(
+                    "MQTT broker {}:{} reachable",
+                    config.mqtt.host, config.mqtt.port
+                ),
+            ));
             Some(b)
         }
         Err(e) => {
-            checks.push(Check::fail("broker", e, "check that the broker runs (on a GX: Settings → Services → MQTT) and --mqtt-host/--mqtt-port"));
+            checks.push(Check::fail(
+                "broker",
+                e,
+                "check that the broker runs (on a GX: Settings → Services → MQTT) and \
+                 --mqtt-host/--mqtt-port",
+            ));
             None
         }
     };
@@ -474,9 +589,17 @@ pub async fn doctor(config: &Config, args: &DoctorArgs) -> u8 {
         None => false,
     };
     checks.push(if online {
-        Check::pass("daemon", "dbus-mqtt-devices is running (its presence topic is online)")
+        Check::pass(
+            "daemon",
+            "dbus-mqtt-devices is running (its presence topic is online)",
+        )
     } else {
-        Check::fail("daemon", "dbus-mqtt-devices is not running (its presence topic is not online)", "svc -u /service/dbus-mqtt-devices; see its log: tail /var/log/dbus-mqtt-devices/current")
+        Check::fail(
+            "daemon",
+            "dbus-mqtt-devices is not running (its presence topic is not online)",
+            "svc -u /service/dbus-mqtt-devices; see its log: tail \
+             /var/log/dbus-mqtt-devices/current",
+        )
     });
     checks.extend(
         doctor::host_checks(&HostContext {
@@ -488,7 +611,8 @@ pub async fn doctor(config: &Config, args: &DoctorArgs) -> u8 {
         })
         .await,
     );
-    let (portal, portal_id) = portal_check(config, &args.root, conn.as_ref(), broker.as_mut()).await;
+    let (portal, portal_id) =
+        portal_check(config, &args.root, conn.as_ref(), broker.as_mut()).await;
     checks.push(portal);
     // The devices: the daemon's listing (with values and refusals) or our own.
     let listed = match (broker.as_mut(), online) {
@@ -502,8 +626,18 @@ pub async fn doctor(config: &Config, args: &DoctorArgs) -> u8 {
         Ok(l) => Some(l),
         Err(_) => local_listing(config).await.ok().map(|(l, _)| l),
     };
-    if let (Some(b), Some(portal), Some(listing)) = (broker.as_mut(), portal_id.as_deref(), listing.as_ref()) {
-        checks.push(gateway_check(b, portal, listing, Duration::from_millis(args.gateway_wait_ms)).await);
+    if let (Some(b), Some(portal), Some(listing)) =
+        (broker.as_mut(), portal_id.as_deref(), listing.as_ref())
+    {
+        checks.push(
+            gateway_check(
+                b,
+                portal,
+                listing,
+                Duration::from_millis(args.gateway_wait_ms),
+            )
+            .await,
+        );
     }
     match (conn.as_ref(), listing.as_ref(), broker.as_mut()) {
         (Some(conn), Some(listing), _) => {
@@ -532,7 +666,10 @@ pub async fn doctor(config: &Config, args: &DoctorArgs) -> u8 {
     } else {
         for c in &report.checks {
             let mark = if c.ok { '✓' } else { '✗' };
-            let who = c.device.as_deref().map_or(String::new(), |d| format!("{d}: "));
+            let who = c
+                .device
+                .as_deref()
+                .map_or(String::new(), |d| format!("{d}: "));
             for l in wrap(&format!("{mark} {who}{} — {}", c.check, c.detail), WIDTH, 4) {
                 println!("{l}");
             }
@@ -554,7 +691,10 @@ async fn gateway_check(b: &mut Broker, portal: &str, listing: &Listing, wait: Du
     if seen.is_empty() {
         return Check::fail(
             "mqtt-gateway",
-            format!("no N/{portal}/… topics after a keepalive: no MQTT gateway (dbus-flashmq or dbus-mqtt) serves this GX's D-Bus"),
+            format!(
+                "no N/{portal}/… topics after a keepalive: no MQTT gateway (dbus-flashmq or \
+                 dbus-mqtt) serves this GX's D-Bus"
+            ),
             "enable MQTT in Settings → Services (Venus OS), and check the portal id",
         );
     }
@@ -567,12 +707,22 @@ async fn gateway_check(b: &mut Broker, portal: &str, listing: &Listing, wait: Du
         .filter(|k| !seen.contains(k))
         .collect();
     if missing.is_empty() {
-        Check::pass("mqtt-gateway", format!("the MQTT gateway publishes N/ topics ({} devices), ours included", seen.len()))
+        Check::pass(
+            "mqtt-gateway",
+            format!(
+                "the MQTT gateway publishes N/ topics ({} devices), ours included",
+                seen.len()
+            ),
+        )
     } else {
         Check::fail(
             "mqtt-gateway",
-            format!("the MQTT gateway publishes no N/ topics for {}", missing.join(", ")),
-            "restart the gateway (svc -t /service/dbus-flashmq or /service/dbus-mqtt) and see its log",
+            format!(
+                "the MQTT gateway publishes no N/ topics for {}",
+                missing.join(", ")
+            ),
+            "restart the gateway (svc -t /service/dbus-flashmq or /service/dbus-mqtt) and see its \
+             log",
         )
     }
 }

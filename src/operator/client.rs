@@ -84,7 +84,12 @@ impl Broker {
         match tokio::time::timeout(CONNECT_TIMEOUT, ready).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => return Err(format!("MQTT broker {broker}: {e}")),
-            _ => return Err(format!("MQTT broker {broker}: no answer within {} s", CONNECT_TIMEOUT.as_secs())),
+            _ => {
+                return Err(format!(
+                    "MQTT broker {broker}: no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                ))
+            }
         }
         // Nothing is lost between connecting and the first subscription: nothing is subscribed.
         while incoming.try_recv().is_ok() {}
@@ -134,10 +139,17 @@ impl Broker {
     }
 
     /// Sends a request to the daemon and waits for its answer.
-    pub async fn ask(&mut self, verb: Verb, mut body: serde_json::Map<String, Json>) -> Result<Json, String> {
+    pub async fn ask(
+        &mut self,
+        verb: Verb,
+        mut body: serde_json::Map<String, Json>,
+    ) -> Result<Json, String> {
         let response_topic = format!("dbus-mqtt-devices/response/{}", self.id);
         self.subscribe(&response_topic).await?;
-        body.insert("response_topic".into(), Json::String(response_topic.clone()));
+        body.insert(
+            "response_topic".into(),
+            Json::String(response_topic.clone()),
+        );
         self.client
             .publish(
                 format!("{REQUEST_PREFIX}{}", verb.as_str()),
@@ -202,11 +214,20 @@ impl Broker {
     /// Sends `R/<portal>/keepalive` and collects the `<type>/<instance>` of every `N/` topic
     /// the gateway publishes, until it says it has published everything (dbus-flashmq) or
     /// `wait` passes.
-    pub async fn gateway_topics(&mut self, portal: &str, wait: Duration) -> Result<std::collections::BTreeSet<String>, String> {
+    pub async fn gateway_topics(
+        &mut self,
+        portal: &str,
+        wait: Duration,
+    ) -> Result<std::collections::BTreeSet<String>, String> {
         let filter = format!("N/{portal}/#");
         self.subscribe(&filter).await?;
         self.client
-            .publish(format!("R/{portal}/keepalive"), QoS::AtLeastOnce, false, Vec::<u8>::new())
+            .publish(
+                format!("R/{portal}/keepalive"),
+                QoS::AtLeastOnce,
+                false,
+                Vec::<u8>::new(),
+            )
             .await
             .map_err(|e| e.to_string())?;
         let prefix = format!("N/{portal}/");

@@ -123,17 +123,32 @@ pub async fn host_checks(ctx: &HostContext<'_>) -> Vec<Check> {
         ));
         return checks;
     };
-    checks.push(Check::pass("dbus", format!("D-Bus reachable ({})", ctx.bus)));
+    checks.push(Check::pass(
+        "dbus",
+        format!("D-Bus reachable ({})", ctx.bus),
+    ));
     match bus::has_owner(conn, SETTINGS_SERVICE).await {
-        Ok(true) => checks.push(Check::pass("localsettings", "com.victronenergy.settings is running")),
+        Ok(true) => checks.push(Check::pass(
+            "localsettings",
+            "com.victronenergy.settings is running",
+        )),
         Ok(false) => checks.push(Check::fail(
             "localsettings",
             "com.victronenergy.settings is not on D-Bus: no device can get an instance",
-            "check `svstat /service/localsettings`; on a PC run `dbus-mqtt-devices settings-service`",
+            "check `svstat /service/localsettings`; on a PC run `dbus-mqtt-devices \
+             settings-service`",
         )),
         Err(e) => checks.push(Check::fail("localsettings", e, "check that D-Bus answers")),
     }
-    checks.extend(python_driver(conn, &Paths { root: ctx.root.to_path_buf() }).await);
+    checks.extend(
+        python_driver(
+            conn,
+            &Paths {
+                root: ctx.root.to_path_buf(),
+            },
+        )
+        .await,
+    );
     checks.push(headroom(conn, ctx).await);
     checks.push(data_dir_writable(ctx.data_dir).await);
     checks.push(clock());
@@ -184,9 +199,9 @@ async fn python_driver(conn: &zbus::Connection, paths: &Paths) -> Vec<Check> {
         Check::fail(
             "python-driver",
             format!("the Python driver is still installed: {}", found.join("; ")),
-            "install this package again (its installer retires the Python driver and keeps \
-             its settings), or remove its lines from /data/rc.local and reboot; both drivers \
-             answer the same devices",
+            "install this package again (its installer retires the Python driver and keeps its \
+             settings), or remove its lines from /data/rc.local and reboot; both drivers answer \
+             the same devices",
         )
     }];
     // Another process owning names of our form: both drivers answer the same devices.
@@ -202,11 +217,17 @@ async fn python_driver(conn: &zbus::Connection, paths: &Paths) -> Vec<Check> {
         }
     }
     checks.push(if foreign.is_empty() {
-        Check::pass("name-conflict", "no other process registers services of our form")
+        Check::pass(
+            "name-conflict",
+            "no other process registers services of our form",
+        )
     } else {
         Check::fail(
             "name-conflict",
-            format!("services of our form registered by another process: {}", foreign.join(", ")),
+            format!(
+                "services of our form registered by another process: {}",
+                foreign.join(", ")
+            ),
             "stop the other driver (the Python driver registers the same names)",
         )
     });
@@ -246,7 +267,9 @@ async fn headroom(conn: &zbus::Connection, ctx: &HostContext<'_>) -> Check {
 
 /// `max_connections_per_user` from the system bus configuration, else the default.
 async fn connection_limit(root: &Path) -> usize {
-    let paths = Paths { root: root.to_path_buf() };
+    let paths = Paths {
+        root: root.to_path_buf(),
+    };
     for file in ["/etc/dbus-1/system-local.conf", "/etc/dbus-1/system.conf"] {
         if let Ok(text) = tokio::fs::read_to_string(paths.at(file)).await {
             let key = "name=\"max_connections_per_user\">";
@@ -289,14 +312,17 @@ fn clock() -> Check {
         Check::fail(
             "clock",
             format!("the GX's clock says {now} s since 1970, before 2024"),
-            "let the GX reach the internet (NTP) or set the time in Settings → General; \
-             ages and --not-seen-for are wrong until then",
+            "let the GX reach the internet (NTP) or set the time in Settings → General; ages and \
+             --not-seen-for are wrong until then",
         )
     }
 }
 
 async fn number(conn: &zbus::Connection, service: &str, path: &str) -> Option<i64> {
-    bus::value(conn, service, path).await.ok().and_then(|v| v.as_i64())
+    bus::value(conn, service, path)
+        .await
+        .ok()
+        .and_then(|v| v.as_i64())
 }
 
 /// The checks of each device (or of the one `target` names).
@@ -330,8 +356,12 @@ pub async fn device_checks(
     for device in devices {
         if let Some(e) = &device.last_error {
             checks.push(
-                Check::fail("device-error", format!("last refusal: {e}"), "see the device's Error topic and fix what it sends")
-                    .about(&device.client_id),
+                Check::fail(
+                    "device-error",
+                    format!("last refusal: {e}"),
+                    "see the device's Error topic and fix what it sends",
+                )
+                .about(&device.client_id),
             );
         }
         for s in &device.services {
@@ -363,12 +393,17 @@ async fn service_checks(
     s: &super::report::ServiceReport,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
-    let instance = s.instance.map_or("no instance".into(), |i| format!("instance {i}"));
+    let instance = s
+        .instance
+        .map_or("no instance".into(), |i| format!("instance {i}"));
     let kind = s.service_type.as_deref().unwrap_or("?");
     match s.state {
         ServiceState::Online => checks.push(Check::pass(
             "registered",
-            format!("on D-Bus as {} ({kind}, {instance}), /Connected 1", s.dbus_name.as_deref().unwrap_or("?")),
+            format!(
+                "on D-Bus as {} ({kind}, {instance}), /Connected 1",
+                s.dbus_name.as_deref().unwrap_or("?")
+            ),
         )),
         ServiceState::Stale => checks.push(Check::fail(
             "registered",
@@ -379,19 +414,23 @@ async fn service_checks(
             "registered",
             format!(
                 "declared but not on D-Bus: {}",
-                s.last_error.as_deref().unwrap_or("refused (see the device's Error topic)")
+                s.last_error
+                    .as_deref()
+                    .unwrap_or("refused (see the device's Error topic)")
             ),
             "fix what the Error topic names and send the Status again",
         )),
         ServiceState::Offline => {
             let seen = device
                 .last_seen
-                .map_or("never seen by this version".into(), |t| format!("last seen {} ago", human(now.saturating_sub(t))));
+                .map_or("never seen by this version".into(), |t| {
+                    format!("last seen {} ago", human(now.saturating_sub(t)))
+                });
             checks.push(Check::fail(
                 "registered",
                 format!("not connected ({kind}, {instance} kept in localsettings); {seen}"),
-                "power the device and check it publishes its Status with \"connected\": 1; \
-                 or `dbus-mqtt-devices remove` it to free the instance",
+                "power the device and check it publishes its Status with \"connected\": 1; or \
+                 `dbus-mqtt-devices remove` it to free the instance",
             ));
         }
     }
@@ -404,7 +443,8 @@ async fn service_checks(
             None if from_daemon => checks.push(Check::fail(
                 "values",
                 "no value received since the daemon started: the GX shows ---",
-                "send values (device/<client id>/Values, or W/<portal id>/<type>/<instance>/<path>)",
+                "send values (device/<client id>/Values, or W/<portal \
+                 id>/<type>/<instance>/<path>)",
             )),
             None => checks.push(Check::pass(
                 "values",
@@ -420,11 +460,17 @@ async fn service_checks(
                 "last topic {}, payload {}, value {}",
                 m.last_topic.as_deref().unwrap_or("-"),
                 m.raw_payload.as_deref().unwrap_or("-"),
-                m.converted_value.as_ref().map_or("-".into(), Json::to_string)
+                m.converted_value
+                    .as_ref()
+                    .map_or("-".into(), Json::to_string)
             ),
         ));
     }
-    let Some(name) = s.dbus_name.as_deref().filter(|_| s.state != ServiceState::Offline) else {
+    let Some(name) = s
+        .dbus_name
+        .as_deref()
+        .filter(|_| s.state != ServiceState::Offline)
+    else {
         return checks;
     };
     checks.extend(type_checks(conn, name, kind, s.instance).await);
@@ -440,16 +486,27 @@ fn ac_input_type(n: Option<i64>) -> &'static str {
 }
 
 /// The type-specific reasons a device is not where the user looks.
-async fn type_checks(conn: &zbus::Connection, name: &str, kind: &str, instance: Option<u32>) -> Vec<Check> {
+async fn type_checks(
+    conn: &zbus::Connection,
+    name: &str,
+    kind: &str,
+    instance: Option<u32>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     match kind {
         "grid" => {
             let in1 = number(conn, SETTINGS_SERVICE, "/Settings/SystemSetup/AcInput1").await;
             let in2 = number(conn, SETTINGS_SERVICE, "/Settings/SystemSetup/AcInput2").await;
             if in1.is_none() && in2.is_none() {
-                checks.push(Check::pass("grid-ac-input", "no AC input types set on this GX"));
+                checks.push(Check::pass(
+                    "grid-ac-input",
+                    "no AC input types set on this GX",
+                ));
             } else if in1 == Some(1) || in2 == Some(1) {
-                checks.push(Check::pass("grid-ac-input", "an AC input of the GX is set to Grid"));
+                checks.push(Check::pass(
+                    "grid-ac-input",
+                    "an AC input of the GX is set to Grid",
+                ));
             } else {
                 checks.push(Check::fail(
                     "grid-ac-input",
@@ -468,13 +525,20 @@ async fn type_checks(conn: &zbus::Connection, name: &str, kind: &str, instance: 
                 "pvinverter-position",
                 format!(
                     "/Position {p}: shown on {}",
-                    ["AC input 1", "AC output", "AC input 2"].get(usize::try_from(p).unwrap_or(0)).copied().unwrap_or("?")
+                    ["AC input 1", "AC output", "AC input 2"]
+                        .get(usize::try_from(p).unwrap_or(0))
+                        .copied()
+                        .unwrap_or("?")
                 ),
             )),
             other => checks.push(Check::fail(
                 "pvinverter-position",
-                format!("/Position is {}: the overview does not know where it is", other.map_or("invalid".into(), |p| p.to_string())),
-                "send Position 0 (AC input 1), 1 (AC output) or 2 (AC input 2) in the Status settings or Values",
+                format!(
+                    "/Position is {}: the overview does not know where it is",
+                    other.map_or("invalid".into(), |p| p.to_string())
+                ),
+                "send Position 0 (AC input 1), 1 (AC output) or 2 (AC input 2) in the Status \
+                 settings or Values",
             )),
         },
         "temperature" => match number(conn, name, "/TemperatureType").await {
@@ -482,23 +546,35 @@ async fn type_checks(conn: &zbus::Connection, name: &str, kind: &str, instance: 
                 "temperature-type",
                 "/TemperatureType 0 (battery): systemcalc may use it as battery temperature",
             )),
-            Some(t @ 1..=6) => checks.push(Check::pass("temperature-type", format!("/TemperatureType {t}"))),
+            Some(t @ 1..=6) => checks.push(Check::pass(
+                "temperature-type",
+                format!("/TemperatureType {t}"),
+            )),
             other => checks.push(Check::fail(
                 "temperature-type",
-                format!("/TemperatureType is {}: the GUI does not know what it measures", other.map_or("invalid".into(), |t| t.to_string())),
+                format!(
+                    "/TemperatureType is {}: the GUI does not know what it measures",
+                    other.map_or("invalid".into(), |t| t.to_string())
+                ),
                 "set the type on the GX (device page → Setup) or send TemperatureType 0–6",
             )),
         },
         "tank" => match number(conn, name, "/FluidType").await {
-            Some(t @ 0..=11) => checks.push(Check::pass("tank-fluid-type", format!("/FluidType {t}"))),
+            Some(t @ 0..=11) => {
+                checks.push(Check::pass("tank-fluid-type", format!("/FluidType {t}")))
+            }
             other => checks.push(Check::fail(
                 "tank-fluid-type",
-                format!("/FluidType is {}", other.map_or("invalid".into(), |t| t.to_string())),
+                format!(
+                    "/FluidType is {}",
+                    other.map_or("invalid".into(), |t| t.to_string())
+                ),
                 "set the fluid type on the GX (device page → Setup) or send FluidType 0–11",
             )),
         },
         "battery" => {
-            let active = bus::value(conn, "com.victronenergy.system", "/ActiveBatteryService").await;
+            let active =
+                bus::value(conn, "com.victronenergy.system", "/ActiveBatteryService").await;
             let ours = format!("com.victronenergy.battery/{}", instance.unwrap_or(u32::MAX));
             match active {
                 Err(_) => checks.push(Check::fail(
@@ -506,15 +582,19 @@ async fn type_checks(conn: &zbus::Connection, name: &str, kind: &str, instance: 
                     "systemcalc (com.victronenergy.system) does not answer: no battery is picked",
                     "check `svstat /service/dbus-systemcalc-py`",
                 )),
-                Ok(Json::String(s)) if s == ours => {
-                    checks.push(Check::pass("active-battery", "systemcalc uses it as the battery monitor"))
-                }
+                Ok(Json::String(s)) if s == ours => checks.push(Check::pass(
+                    "active-battery",
+                    "systemcalc uses it as the battery monitor",
+                )),
                 Ok(other) => checks.push(Check::fail(
                     "active-battery",
-                    format!("systemcalc uses {} as the battery monitor, not this one ({ours})", match &other {
-                        Json::String(s) => s.clone(),
-                        _ => "none".into(),
-                    }),
+                    format!(
+                        "systemcalc uses {} as the battery monitor, not this one ({ours})",
+                        match &other {
+                            Json::String(s) => s.clone(),
+                            _ => "none".into(),
+                        }
+                    ),
                     "Settings → System setup → Battery monitor → this battery",
                 )),
             }

@@ -142,7 +142,10 @@ impl Operator {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if tokio::time::timeout(STOP_GRACE, &mut self.task).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
             self.task.abort();
         }
         self.state.seen(self.activity.last_seen());
@@ -179,7 +182,11 @@ struct Task {
     published: BTreeMap<String, String>,
 }
 
-async fn run(ctx: OperatorContext, mut inbound: mpsc::Receiver<Message>, mut stop: oneshot::Receiver<()>) {
+async fn run(
+    ctx: OperatorContext,
+    mut inbound: mpsc::Receiver<Message>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let mut task = Task {
         ctx,
         conn: None,
@@ -237,8 +244,10 @@ impl Task {
             if m.payload.is_empty() {
                 self.published.remove(client);
             } else {
-                self.published
-                    .insert(client.to_owned(), String::from_utf8_lossy(&m.payload).into());
+                self.published.insert(
+                    client.to_owned(),
+                    String::from_utf8_lossy(&m.payload).into(),
+                );
             }
             return;
         }
@@ -275,11 +284,13 @@ impl Task {
                     not_seen_for: r.not_seen_for,
                 };
                 if r.dry_run {
-                    self.plan(&selection).await.map(|plan| json!({"plan": plan}))
+                    self.plan(&selection)
+                        .await
+                        .map(|plan| json!({"plan": plan}))
                 } else {
-                    self.remove(&selection).await.map(|removed| {
-                        json!({"removed": removed, "note": remove::STILL_POWERED})
-                    })
+                    self.remove(&selection)
+                        .await
+                        .map(|removed| json!({"removed": removed, "note": remove::STILL_POWERED}))
                 }
             }
             Verb::Doctor => self.doctor(r.target.as_ref()).await.map(|d| json!(d)),
@@ -319,7 +330,10 @@ impl Task {
         })
     }
 
-    async fn doctor(&mut self, target: Option<&request::Target>) -> Result<doctor::DoctorReport, String> {
+    async fn doctor(
+        &mut self,
+        target: Option<&request::Target>,
+    ) -> Result<doctor::DoctorReport, String> {
         let conn = self.conn().await?;
         let listing = self.listing().await?;
         let mut checks = doctor::host_checks(&doctor::HostContext {
@@ -378,8 +392,8 @@ impl Task {
                 // D-Bus again, and the settings just removed were its new ones.
                 if on_bus(&conn, &r.services).await > 0 {
                     o.problems.push(
-                        "the device registered again while it was removed (it is still \
-                         powered): remove it again once it is off"
+                        "the device registered again while it was removed (it is still powered): \
+                         remove it again once it is off"
                             .into(),
                     );
                 }
