@@ -175,6 +175,7 @@ pub async fn run_with(
         data_dir: config.data_dir.clone(),
         max_services: config.limits.max_services,
         takedown: takedown_tx,
+        portal: portal_rx.clone(),
     });
     let ctx = Arc::new(DeviceContext {
         catalog: Arc::new(catalog),

@@ -70,6 +70,8 @@ pub struct OperatorContext {
     pub data_dir: PathBuf,
     pub max_services: usize,
     pub takedown: mpsc::Sender<Takedown>,
+    /// The portal id the daemon uses (none while it waits for one).
+    pub portal: tokio::sync::watch::Receiver<Option<crate::ids::PortalId>>,
 }
 
 /// The app's handle on the operator task.
@@ -344,6 +346,18 @@ impl Task {
             root: std::path::Path::new("/"),
         })
         .await;
+        let portal = self.ctx.portal.borrow().clone();
+        checks.push(match portal {
+            Some(p) => doctor::Check::pass(
+                "portal-id",
+                format!("portal id {} (in use by the daemon)", p.as_str()),
+            ),
+            None => doctor::Check::fail(
+                "portal-id",
+                "the daemon has no portal id yet: devices get no reply",
+                "give --portal-id (the GX's VRM id), or check /data/venus/unique-id",
+            ),
+        });
         checks.extend(doctor::device_checks(&conn, &listing, target).await);
         Ok(doctor::DoctorReport::new(checks, true))
     }

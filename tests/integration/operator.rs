@@ -490,11 +490,24 @@ async fn doctor_passes_on_a_healthy_gx_and_names_each_device_fault() {
     // Over MQTT: the device checks, the same names.
     let answer = ask(&world, "doctor", json!({"target": "gm"})).await;
     assert_eq!(answer["healthy"], false, "{answer}");
-    assert!(answer["checks"]
-        .as_array()
-        .unwrap()
+    let over_mqtt = answer["checks"].as_array().unwrap();
+    assert!(over_mqtt
         .iter()
         .any(|c| c["check"] == "grid-ac-input" && c["ok"] == false));
+    for host in [
+        "dbus",
+        "localsettings",
+        "python-driver",
+        "data-dir",
+        "portal-id",
+    ] {
+        assert!(
+            over_mqtt
+                .iter()
+                .any(|c| c["check"] == host && c["ok"] == true),
+            "{host} in {answer}"
+        );
+    }
 }
 
 #[tokio::test]
