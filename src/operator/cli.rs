@@ -240,7 +240,7 @@ pub fn table(listing: &Listing) -> String {
             let last = match (s.last_value_at, s.state) {
                 (Some(t), _) => human(now.saturating_sub(t)),
                 (None, ServiceState::Offline) => d.last_seen.map_or("-".into(), |t| {
-                    format!("{} ago", human(now.saturating_sub(t)))
+                    human(now.saturating_sub(t))
                 }),
                 _ => "-".into(),
             };
