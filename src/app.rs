@@ -17,6 +17,10 @@ use crate::device::{DeviceContext, ServiceBudget};
 use crate::health::{self, Health};
 use crate::ids::PortalId;
 use crate::mqtt::{self, BrokerEvent, Message, MqttHandle, Will};
+use crate::operator::{
+    self,
+    service::{Operator, OperatorContext, Takedown},
+};
 use crate::persist::{self, SavedDevice};
 use crate::portal;
 use crate::protocol::DeviceTopic;
@@ -142,6 +146,7 @@ pub async fn run_with(
         .map_err(anyhow::Error::msg)
         .context("configuring the MQTT connection")?;
     let mut subscriptions: Vec<&str> = DeviceTopic::SUBSCRIPTIONS.to_vec();
+    subscriptions.extend(operator::service::SUBSCRIPTIONS);
     if portal_id.is_none() {
         subscriptions.push(portal::SERIAL_SUBSCRIPTION);
     }
@@ -161,6 +166,18 @@ pub async fn run_with(
     .context("reading the state and quarantine files")?;
     let (state, _state_task) = StateStore::start(config.data_dir.clone(), saved.clone());
     let (failures_tx, mut failures) = mpsc::unbounded_channel();
+    let activity = Arc::new(operator::activity::Activity::default());
+    let (takedown_tx, mut takedowns) = mpsc::channel(8);
+    let operator = Operator::start(OperatorContext {
+        bus: bus.clone(),
+        mqtt: mqtt.clone(),
+        state: state.clone(),
+        activity: activity.clone(),
+        data_dir: config.data_dir.clone(),
+        max_services: config.limits.max_services,
+        takedown: takedown_tx,
+        portal: portal_rx.clone(),
+    });
     let ctx = Arc::new(DeviceContext {
         catalog: Arc::new(catalog),
         bus,
@@ -175,6 +192,7 @@ pub async fn run_with(
         state: state.clone(),
         failures: failures_tx,
         broker: mqtt.connected(),
+        activity,
     });
     let budget = ctx.budget.clone();
     let mapped = crate::mapped::runtime::start(ctx.clone(), config.data_dir.clone(), hangup);
@@ -225,6 +243,9 @@ pub async fn run_with(
                 None => break,
                 Some(BrokerEvent::Connected) => publish_presence(&mqtt, &portal_tx.borrow()),
                 Some(BrokerEvent::Message(m)) => {
+                    if operator.offer(&m) {
+                        continue;
+                    }
                     if portal_tx.borrow().is_none() {
                         if let Some(p) = portal::from_serial_topic(&m.topic) {
                             info!(portal_id = %p, "portal id learned from {}", m.topic);
@@ -254,6 +275,9 @@ pub async fn run_with(
                     replays.set_aside(key, failure.reason).await;
                 }
             }
+            Some(Takedown { client, done }) = takedowns.recv() => {
+                let _ = done.send(registry.remove_device(&client));
+            }
             id = replays.completed() => {
                 let next = replays.complete(id).await;
                 replay(next, &mut registry, &mut replays, &mqtt, &state).await;
@@ -276,6 +300,7 @@ pub async fn run_with(
     info!("stopping: removing device services from D-Bus");
     // The state is kept as it is, so a restart brings the devices back.
     mqtt.publish(PRESENCE_TOPIC, presence_payload(false, None), true);
+    operator.stop().await;
     // Both within their grace, at the same time.
     tokio::join!(mapped.shutdown(), registry.shutdown());
     state.sync().await;

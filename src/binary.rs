@@ -5,7 +5,7 @@
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
-use crate::{app, logging, settings};
+use crate::{app, logging, operator, settings};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -13,7 +13,6 @@ use std::process::ExitCode;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Adjusted below for `sim` when that feature is built in.
-    #[cfg_attr(not(feature = "sim"), allow(unused_mut))]
     let mut config = match Config::resolve(&cli.daemon) {
         Ok(c) => c,
         Err(e) => return fail(&anyhow::Error::new(e), 2),
@@ -33,6 +32,11 @@ pub fn main() -> ExitCode {
     }
     if matches!(cli.command, Some(Command::CheckConfig)) {
         return check_config(&config.data_dir);
+    }
+    if cli.command.as_ref().is_some_and(Command::is_operator_tool) && cli.daemon.log_level.is_none()
+    {
+        // The output of the operator tools is what they print; logs only for what goes wrong.
+        config.log_level = "warn".into();
     }
     if let Err(e) = logging::init(&config.log_level, config.syslog) {
         eprintln!("dbus-mqtt-devices: {e}");
@@ -55,21 +59,28 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            None => app::run(config, stop_signal()).await,
+            Some(Command::List(args)) => Ok(Some(operator::cli::list(&config, &args).await)),
+            Some(Command::Remove(args)) => Ok(Some(operator::cli::remove(&config, &args).await)),
+            Some(Command::Doctor(args)) => Ok(Some(operator::cli::doctor(&config, &args).await)),
+            None => app::run(config, stop_signal()).await.map(|()| None),
             Some(Command::SettingsService) => {
                 let bus = app::bus_address(&config.bus);
                 settings::run_until(&bus, &config.data_dir, stop_signal())
                     .await
+                    .map(|()| None)
                     .map_err(anyhow::Error::new)
             }
             #[cfg(feature = "sim")]
-            Some(Command::Sim(args)) => crate::sim::run(config, args, stop_signal()).await,
+            Some(Command::Sim(args)) => crate::sim::run(config, args, stop_signal())
+                .await
+                .map(|()| None),
             // Answered above, before the runtime starts.
-            Some(Command::CheckConfig) => Ok(()),
+            Some(Command::CheckConfig) => Ok(None),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Some(code)) => ExitCode::from(code),
+        Ok(None) => ExitCode::SUCCESS,
         Err(e) => fail(&e, 1),
     }
 }

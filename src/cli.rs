@@ -15,7 +15,11 @@ use std::path::PathBuf;
     name = "dbus-mqtt-devices",
     version,
     after_help = "Exit codes: 0 clean stop, 1 runtime failure, 2 bad command line or configuration.\n\
-                  Every option can also be set in the configuration file (same name, without the dashes)."
+                  Every option can also be set in the configuration file (same name, without the dashes).\n\
+                  Examples:\n  dbus-mqtt-devices                     run the daemon\n  \
+                  dbus-mqtt-devices list                every MQTT device the GX knows\n  \
+                  dbus-mqtt-devices doctor fe001        why a device is not where you look\n  \
+                  dbus-mqtt-devices remove fe001 --yes  remove a device, free its instances"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -134,6 +138,14 @@ fn with_default(what: &str, default: impl std::fmt::Display) -> String {
 /// Subcommands besides the daemon itself.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List every MQTT device the GX knows (connected or not): services, instances, names,
+    /// states, last values and errors
+    List(crate::operator::cli::ListArgs),
+    /// Remove a device (or a service of it): off D-Bus, its settings in localsettings (the
+    /// VRM instance is free again), its retained Status, its state
+    Remove(crate::operator::cli::RemoveArgs),
+    /// Check the GX and the devices, one line per check with the fix
+    Doctor(crate::operator::cli::DoctorArgs),
     /// Run a settings service (com.victronenergy.settings) that behaves like
     /// Venus' localsettings, for a PC or for tests
     SettingsService,
@@ -146,6 +158,16 @@ pub enum Command {
     /// device fully expanded, every mistake with file, line and column;
     /// exit 0 when all are valid, 2 otherwise
     CheckConfig,
+}
+
+impl Command {
+    /// `list`, `remove` and `doctor`: short-lived commands that print their answer.
+    pub fn is_operator_tool(&self) -> bool {
+        matches!(
+            self,
+            Command::List(_) | Command::Remove(_) | Command::Doctor(_)
+        )
+    }
 }
 
 /// Options of `sim`. The global `--portal-id` and `--data-dir` apply too (defaults:

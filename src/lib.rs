@@ -31,6 +31,8 @@
 //! - `ids`: client, service, unique and portal ids; the legal-id mapping.
 //! - `protocol`: the device protocol (v1, v2, v3) as types and reply payloads.
 //! - `pyjson`: JSON text byte-for-byte as Python's `json.dumps` writes it.
+//! - `operator`: the operator tools (`list`, `remove`, `doctor`), on the command line and
+//!   over MQTT (`dbus-mqtt-devices/request/<verb>`, `dbus-mqtt-devices/devices/<id>`).
 //! - `sim` (feature `sim`): the whole Venus side on a PC (broker, private bus, settings,
 //!   an MQTT gateway like dbus-flashmq, the daemon, a demo device) with a live view.
 //!
@@ -90,6 +92,7 @@ internal_modules! {
     logging;
     mapped;
     mqtt;
+    operator;
     persist;
     portal;
     protocol;

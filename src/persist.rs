@@ -7,6 +7,7 @@
 
 use crate::atomic_file;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::data_dir::STATE_FILE;
@@ -47,10 +48,17 @@ pub struct SavedDevice {
     pub status: serde_json::Value,
 }
 
+/// When each device was last heard from (raw client id → unix seconds), kept after the
+/// device left so that `remove --not-seen-for` works across restarts. Absent from files
+/// written before it existed (read as empty); older daemons ignore it.
+pub type LastSeen = BTreeMap<String, u64>;
+
 /// What is read (the format number is checked apart, see [`FormatOnly`]).
-#[derive(Debug, Deserialize)]
-struct StateFile {
-    devices: Vec<SavedDevice>,
+#[derive(Debug, Default, Deserialize)]
+pub struct StateFile {
+    pub devices: Vec<SavedDevice>,
+    #[serde(default, rename = "lastSeen")]
+    pub last_seen: LastSeen,
 }
 
 /// What is written: the same shape, borrowing the devices.
@@ -59,6 +67,8 @@ struct StateFileRef<'a, I: Iterator<Item = &'a SavedDevice> + Clone> {
     format: u32,
     #[serde(serialize_with = "serialize_devices")]
     devices: I,
+    #[serde(rename = "lastSeen", skip_serializing_if = "BTreeMap::is_empty")]
+    last_seen: &'a LastSeen,
 }
 
 fn serialize_devices<'a, I, S>(devices: &I, serializer: S) -> Result<S::Ok, S::Error>
@@ -69,12 +79,16 @@ where
     serializer.collect_seq(devices.clone())
 }
 
-/// The file's content for `devices`.
-pub fn encode<'a>(devices: impl Iterator<Item = &'a SavedDevice> + Clone) -> Vec<u8> {
+/// The file's content for `devices` and the last-seen times.
+pub fn encode<'a>(
+    devices: impl Iterator<Item = &'a SavedDevice> + Clone,
+    last_seen: &'a LastSeen,
+) -> Vec<u8> {
     // Serialising plain JSON values cannot fail; an empty list is the fallback all the same.
     serde_json::to_vec_pretty(&StateFileRef {
         format: FORMAT,
         devices,
+        last_seen,
     })
     .unwrap_or_else(|_| format!("{{\"format\": {FORMAT}, \"devices\": []}}").into_bytes())
 }
@@ -88,10 +102,15 @@ struct FormatOnly {
 
 /// Reads the remembered devices; a missing file is an empty list.
 pub fn load(dir: &Path) -> Result<Vec<SavedDevice>, Error> {
+    load_file(dir).map(|f| f.devices)
+}
+
+/// Reads the whole file (devices and last-seen times); a missing file is an empty one.
+pub fn load_file(dir: &Path) -> Result<StateFile, Error> {
     let path = dir.join(STATE_FILE);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StateFile::default()),
         Err(source) => {
             return Err(Error::Io {
                 action: "reading",
@@ -108,9 +127,7 @@ pub fn load(dir: &Path) -> Result<Vec<SavedDevice>, Error> {
             });
         }
     }
-    let file: StateFile =
-        serde_json::from_slice(&text).map_err(|source| Error::Parse { path, source })?;
-    Ok(file.devices)
+    serde_json::from_slice(&text).map_err(|source| Error::Parse { path, source })
 }
 
 /// Renames an unusable state file to `state.json.set-aside-<unix time>` (with
@@ -138,7 +155,13 @@ pub fn set_aside(dir: &Path) -> Result<PathBuf, Error> {
 /// Writes the devices and syncs them to the disk: [`replace`], then [`sync`].
 #[cfg(test)]
 pub fn save(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
-    replace(dir, &encode(devices.iter()))?;
+    save_file(dir, devices, &LastSeen::new())
+}
+
+/// Writes devices and last-seen times and syncs them to the disk (for `remove` while the
+/// daemon is not running; the daemon itself writes through [`crate::state`]).
+pub fn save_file(dir: &Path, devices: &[SavedDevice], last_seen: &LastSeen) -> Result<(), Error> {
+    replace(dir, &encode(devices.iter(), last_seen))?;
     sync(dir)
 }
 
@@ -180,6 +203,25 @@ mod tests {
         save(dir.path(), &devices).unwrap();
         assert_eq!(load(dir.path()).unwrap(), devices);
         assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn last_seen_times_are_kept_and_files_without_them_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file as the first version wrote it.
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            r#"{"format": 1, "devices": [{"clientId": "a", "status": {}}]}"#,
+        )
+        .unwrap();
+        let old = load_file(dir.path()).unwrap();
+        assert_eq!(old.devices.len(), 1);
+        assert!(old.last_seen.is_empty());
+        let seen = LastSeen::from([("gone".to_string(), 1_700_000_000)]);
+        save_file(dir.path(), &old.devices, &seen).unwrap();
+        let new = load_file(dir.path()).unwrap();
+        assert_eq!(new.devices, old.devices);
+        assert_eq!(new.last_seen, seen);
     }
 
     #[test]

@@ -155,6 +155,22 @@ impl Registry {
         }
     }
 
+    /// The operator removes a device: it is disconnected as if it had said so. Returns a
+    /// receiver that completes once its services are off D-Bus; `None` if it is not served.
+    pub fn remove_device(&mut self, client_raw: &str) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let legal = ClientId::parse(client_raw).ok()?.legal().to_owned();
+        self.disconnect(&legal, "removed by the operator");
+        let closing = self.closing.remove(&legal)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Still in `closing`, so that a reconnect waits for it as for any disconnect.
+        let watched = tokio::spawn(async move {
+            let _ = closing.await;
+            let _ = tx.send(());
+        });
+        self.closing.insert(legal, watched);
+        Some(rx)
+    }
+
     fn forget(&mut self, legal: &str) {
         self.paced.remove(legal);
         if let Some(entry) = self.devices.remove(legal) {

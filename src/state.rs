@@ -15,7 +15,7 @@
 //! A write that fails (read-only or full data directory) is retried with the next change,
 //! and logged at most once per [`WARN_INTERVAL`]: the daemon keeps serving without it.
 
-use crate::persist::{self, SavedDevice};
+use crate::persist::{self, LastSeen, SavedDevice};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +30,14 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
 enum Command {
     Upsert(SavedDevice),
     Remove(String),
+    /// Later last-seen times (raw client id → unix seconds); earlier ones are ignored.
+    Seen(LastSeen),
+    /// Forgets a device entirely: its Status and its last-seen time (`remove`).
+    Purge(String),
+    /// Answered with the last-seen times held now.
+    LastSeen(oneshot::Sender<LastSeen>),
+    /// Answered with the devices held now.
+    Devices(oneshot::Sender<Vec<SavedDevice>>),
     /// Answered once everything queued before is in the file (or its write failed).
     Sync(oneshot::Sender<()>),
 }
@@ -69,6 +77,37 @@ impl StateStore {
         let _ = self.tx.send(Command::Remove(client_id.to_owned()));
     }
 
+    /// Records when devices were last heard from (written with the next write, not
+    /// waited for: a last-seen time is a hint, not a promise made to a device).
+    pub fn seen(&self, times: LastSeen) {
+        if !times.is_empty() {
+            let _ = self.tx.send(Command::Seen(times));
+        }
+    }
+
+    /// Forgets a device and its last-seen time (the operator removed it).
+    pub fn purge(&self, client_id: &str) {
+        let _ = self.tx.send(Command::Purge(client_id.to_owned()));
+    }
+
+    /// The last-seen times held now (those of the file at start, and later ones).
+    pub async fn last_seen(&self) -> LastSeen {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::LastSeen(tx)).is_ok() {
+            return rx.await.unwrap_or_default();
+        }
+        LastSeen::new()
+    }
+
+    /// The devices held now (connected, or restored and not yet timed out).
+    pub async fn devices(&self) -> Vec<SavedDevice> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Devices(tx)).is_ok() {
+            return rx.await.unwrap_or_default();
+        }
+        Vec::new()
+    }
+
     /// Completes when every change made before this call is in the file (renamed into
     /// place; synced to the disk right after), or its write failed (the failure is logged;
     /// the caller goes on either way).
@@ -93,6 +132,14 @@ async fn write_through(
 ) {
     let mut failures = FailureLog::default();
     let mut dirty = false;
+    // The last-seen times of the file at start (devices that left are only there).
+    let start_dir = dir.clone();
+    let mut last_seen = tokio::task::spawn_blocking(move || persist::load_file(&start_dir))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|f| f.last_seen)
+        .unwrap_or_default();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     // The fsync of the last write runs on its own, one at a time, off the replies' path.
     let mut syncing: Option<JoinHandle<Result<(), persist::Error>>> = None;
@@ -112,6 +159,25 @@ async fn write_through(
                             }
                         }
                         Command::Remove(id) => dirty |= devices.remove(&id).is_some(),
+                        Command::Seen(times) => {
+                            for (id, at) in times {
+                                let known = last_seen.entry(id).or_insert(0);
+                                if at > *known {
+                                    *known = at;
+                                    dirty = true;
+                                }
+                            }
+                        }
+                        Command::Purge(id) => {
+                            dirty |= devices.remove(&id).is_some();
+                            dirty |= last_seen.remove(&id).is_some();
+                        }
+                        Command::LastSeen(reply) => {
+                            let _ = reply.send(last_seen.clone());
+                        }
+                        Command::Devices(reply) => {
+                            let _ = reply.send(devices.values().cloned().collect());
+                        }
                         Command::Sync(done) => waiting.push(done),
                     }
                     next = rx.try_recv().ok();
@@ -129,7 +195,7 @@ async fn write_through(
             }
         }
         if dirty {
-            let body = persist::encode(devices.values());
+            let body = persist::encode(devices.values(), &last_seen);
             let target = dir.clone();
             let replaced = tokio::task::spawn_blocking(move || persist::replace(&target, &body))
                 .await
@@ -245,6 +311,27 @@ mod tests {
         store.remove("old");
         store.sync().await;
         assert_eq!(persist::load(dir.path()).unwrap(), vec![device("new")]);
+    }
+
+    #[tokio::test]
+    async fn last_seen_times_survive_and_a_purge_forgets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = LastSeen::from([("gone".to_string(), 100)]);
+        persist::save_file(dir.path(), &[device("gone")], &earlier).unwrap();
+        let (store, _task) = StateStore::start(dir.path().to_path_buf(), vec![device("gone")]);
+        store.seen(LastSeen::from([("new".to_string(), 200), ("gone".to_string(), 50)]));
+        store.remove("gone");
+        store.sync().await;
+        let file = persist::load_file(dir.path()).unwrap();
+        assert!(file.devices.is_empty());
+        assert_eq!(
+            file.last_seen,
+            LastSeen::from([("gone".to_string(), 100), ("new".to_string(), 200)])
+        );
+        store.purge("gone");
+        store.sync().await;
+        assert_eq!(store.last_seen().await.len(), 1);
+        assert!(!persist::load_file(dir.path()).unwrap().last_seen.contains_key("gone"));
     }
 
     #[tokio::test]

@@ -50,6 +50,8 @@ pub struct DeviceContext {
     pub failures: mpsc::UnboundedSender<DeviceFailure>,
     /// Whether the broker connection is up.
     pub broker: watch::Receiver<bool>,
+    /// What the operator tools show of each device (last values, changes).
+    pub activity: Arc<crate::operator::activity::Activity>,
 }
 
 /// Default for [`DeviceContext::registrations`]: well under dbus-daemon's
@@ -211,6 +213,7 @@ impl DeviceTask {
     /// Hands `input` to the machine and carries out its actions; a
     /// registration's outcome goes back to the machine at once.
     async fn step(&mut self, input: Input) {
+        self.note_activity(&input);
         let mut next = Some(input);
         while let Some(input) = next.take() {
             let env = self.env();
@@ -222,6 +225,22 @@ impl DeviceTask {
         }
     }
 
+    /// Tells the operator tools that values arrived (Values, or a write through the gateway).
+    fn note_activity(&self, input: &Input) {
+        let activity = &self.ctx.activity;
+        match input {
+            Input::Event(DeviceEvent::Values(v)) => {
+                for (service, _) in &v.services {
+                    activity.value(self.client.raw(), service);
+                }
+            }
+            Input::Event(DeviceEvent::RemoteWrite { service, .. }) => {
+                activity.value(self.client.raw(), service.as_str());
+            }
+            _ => {}
+        }
+    }
+
     /// Carries out one action; a registration returns its outcome.
     async fn execute(&mut self, action: Action) -> Option<RegisterOutcome> {
         match action {
@@ -230,6 +249,7 @@ impl DeviceTask {
             Action::Close(id) => {
                 if let Some(index) = self.services.iter().position(|s| s.id == id) {
                     self.services.remove(index).close().await;
+                    self.ctx.activity.touch();
                 }
             }
             Action::SetValue {
@@ -317,6 +337,7 @@ impl DeviceTask {
         match DeviceService::register(registration, &request.decl, &request.service_type).await {
             Ok((service, registered)) => {
                 self.services.push(service);
+                self.ctx.activity.touch();
                 RegisterOutcome::Registered(registered)
             }
             Err(e) => RegisterOutcome::Failed(error_chain(&e)),
@@ -332,6 +353,7 @@ impl DeviceTask {
                 self.services.remove(index).close().await;
             }
         }
+        self.ctx.activity.touch();
     }
 
     /// A panic was caught while handling `origin`: the device's services go,

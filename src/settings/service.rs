@@ -23,7 +23,7 @@ use crate::dbus::dispatch::{
     self, Call, Emit, Handler, Introspection, Reply, Response, SignalBody,
 };
 use crate::dbus::tree::{value_text_entry, ObjectTree, NODE_XML};
-use crate::dbus::{BusAddress, ErrorReply, Value, VariantMap, BUSITEM_INTERFACE, INVALID_TEXT};
+use crate::dbus::{BusAddress, ErrorReply, Value, VariantMap, BUSITEM_INTERFACE};
 
 /// The file the settings persist to, inside the data directory.
 pub const SETTINGS_FILE: &str = "settings.json";
@@ -210,12 +210,14 @@ impl Shared {
         self.respond_changed(Reply::I32(code), changed)
     }
 
+    /// As localsettings: each removed setting says so with `PropertiesChanged` on its own
+    /// path, `{"Value": [] (ai), "Text": ""}`; no ItemsChanged.
     fn remove_settings(&self, call: &Call<'_>) -> Response {
         let paths: Vec<String> = match call.body.deserialize() {
             Ok(p) => p,
             Err(e) => return invalid_args(call, e),
         };
-        let mut removed = HashMap::new();
+        let mut signals = Vec::new();
         let codes: Vec<i32> = {
             let mut store = self.store();
             paths
@@ -223,7 +225,13 @@ impl Shared {
                 .map(|p| {
                     let abs = join(call.path, p);
                     if store.remove(&abs) {
-                        removed.insert(abs, value_text_entry(&Value::Invalid, INVALID_TEXT.into()));
+                        signals.push(Emit {
+                            body: SignalBody::Properties(value_text_entry(
+                                &Value::Invalid,
+                                String::new(),
+                            )),
+                            path: abs,
+                        });
                         0
                     } else {
                         -1
@@ -231,7 +239,13 @@ impl Shared {
                 })
                 .collect()
         };
-        self.respond_changed(Reply::I32List(codes), removed)
+        if !signals.is_empty() {
+            self.mark_changed();
+        }
+        Response {
+            reply: Reply::I32List(codes),
+            signals,
+        }
     }
 
     /// The reply plus one ItemsChanged on `/` for what changed (and a save).

@@ -340,6 +340,13 @@ impl Model {
                     port = r.listen.port(),
                     p = r.portal_id
                 ));
+                out.push_str(&format!(
+                    "\x1b[2mtools: dbus-mqtt-devices list|doctor|remove --mqtt-port {port} --portal-id {p} --dbus-address {bus} --data-dir {dir}\x1b[0m\n",
+                    port = r.listen.port(),
+                    p = r.portal_id,
+                    bus = r.bus,
+                    dir = r.data_dir.display()
+                ));
             }
             None => out.push_str("starting…\n"),
         }

@@ -9,6 +9,7 @@
 //! Each test runs 40 to 1500 cases, a second or less; the fuzz targets run
 //! the same properties for as long as one likes (`scripts/fuzz`).
 
+mod operator;
 mod properties;
 mod text;
 

@@ -16,6 +16,7 @@ mod generated;
 mod leak;
 mod mapped;
 mod mapped_lifecycle;
+mod operator;
 mod proxy;
 mod registration;
 mod regression;

@@ -1,0 +1,443 @@
+//! Builds the device reports from what can be read: our services on D-Bus, the settings in
+//! localsettings, the state file, and (in the daemon) the devices' activity. Pure: the
+//! reading is done by [`super::bus`] and the callers. One device per client id; services
+//! known only by a unique id in localsettings are attached to the device whose legal id
+//! prefixes it, else to a device guessed from the unique id itself.
+
+use super::activity::{DeviceActivity, ErrorNote};
+use super::report::{DeviceReport, ServiceReport, ServiceState};
+use crate::ids::{ClientId, ServiceId, UniqueId};
+use crate::persist::{LastSeen, SavedDevice};
+use crate::protocol::Status;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// One of our services on D-Bus: its name and its values (path → JSON value).
+#[derive(Debug, Clone, Default)]
+pub struct BusService {
+    pub name: String,
+    pub items: BTreeMap<String, Json>,
+}
+
+/// What a listing is made from.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// Our services on D-Bus (`com.victronenergy.<type>.mqtt_*`).
+    pub services: Vec<BusService>,
+    /// localsettings paths under `/Settings/Devices/mqtt_*` and `/Settings/MqttDevices/`.
+    pub settings: BTreeMap<String, Json>,
+    /// The state file's devices.
+    pub saved: Vec<SavedDevice>,
+    pub last_seen: LastSeen,
+    /// The running daemon's knowledge; `None` when the CLI lists on its own.
+    pub activity: Option<BTreeMap<String, DeviceActivity>>,
+}
+
+/// The prefix of every unique id of ours.
+pub const UNIQUE_PREFIX: &str = "mqtt_";
+
+/// `com.victronenergy.<type>.<unique>` → (type, unique), for our unique ids only.
+pub fn split_bus_name(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix("com.victronenergy.")?;
+    let (service_type, unique) = rest.split_once('.')?;
+    unique
+        .starts_with(UNIQUE_PREFIX)
+        .then_some((service_type, unique))
+}
+
+/// `/Settings/Devices/<unique>/ClassAndVrmInstance` or `/Settings/MqttDevices/<unique>/<key>`
+/// → (unique, key), for our unique ids only.
+pub fn split_setting_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path
+        .strip_prefix("/Settings/Devices/")
+        .or_else(|| path.strip_prefix("/Settings/MqttDevices/"))?;
+    let (unique, key) = rest.split_once('/')?;
+    unique.starts_with(UNIQUE_PREFIX).then_some((unique, key))
+}
+
+#[derive(Default)]
+struct Device {
+    legal: String,
+    guessed: bool,
+    /// Described by a file (its service says where its data comes from, not `MQTT:<id>`).
+    mapped: bool,
+    /// The daemon serves it now (in its state file while it runs).
+    served: bool,
+    services: BTreeMap<String, Entry>,
+}
+
+struct Entry {
+    report: ServiceReport,
+    declared: bool,
+    on_bus: bool,
+}
+
+impl Entry {
+    fn new(unique: &str, service_id: Option<&str>) -> Entry {
+        Entry {
+            report: ServiceReport {
+                service_id: service_id.map(str::to_owned),
+                unique_id: unique.to_owned(),
+                dbus_name: None,
+                service_type: None,
+                instance: None,
+                custom_name: None,
+                state: ServiceState::Offline,
+                last_value_at: None,
+                last_error: None,
+                mapped: None,
+            },
+            declared: false,
+            on_bus: false,
+        }
+    }
+}
+
+struct Builder {
+    devices: BTreeMap<String, Device>,
+    /// unique id → raw client id.
+    owners: BTreeMap<String, String>,
+}
+
+impl Builder {
+    fn entry(&mut self, client: &str, unique: &str, service_id: Option<&str>) -> &mut Entry {
+        self.owners.insert(unique.to_owned(), client.to_owned());
+        let device = self.devices.entry(client.to_owned()).or_default();
+        device
+            .services
+            .entry(unique.to_owned())
+            .or_insert_with(|| Entry::new(unique, service_id))
+    }
+
+    /// The device a unique id belongs to: its known owner, the device whose legal id
+    /// prefixes it (the longest), or one guessed from the unique id.
+    fn owner_of(&mut self, unique: &str, hint: Option<(&str, &str)>) -> (String, Option<String>) {
+        if let Some(owner) = self.owners.get(unique) {
+            if self.devices.get(owner).is_some_and(|d| d.mapped) {
+                return (owner.clone(), None);
+            }
+            let legal = self.devices.get(owner).map(|d| d.legal.clone());
+            let service = legal.and_then(|l| service_part(unique, &l).map(str::to_owned));
+            return (owner.clone(), service);
+        }
+        if let Some((client, service)) = hint {
+            if let Ok(id) = ClientId::parse(client) {
+                if format!("{UNIQUE_PREFIX}{}_{service}", id.legal()) == unique {
+                    let device = self.devices.entry(client.to_owned()).or_default();
+                    device.legal = id.legal().to_owned();
+                    return (client.to_owned(), Some(service.to_owned()));
+                }
+            }
+        }
+        let best = self
+            .devices
+            .iter()
+            .filter_map(|(raw, d)| service_part(unique, &d.legal).map(|s| (raw, &d.legal, s)))
+            .max_by_key(|(_, legal, _)| legal.len())
+            .map(|(raw, _, s)| (raw.clone(), s.to_owned()));
+        if let Some((raw, service)) = best {
+            return (raw, Some(service));
+        }
+        // Unknown: mqtt_<client>_<service>, split at the last '_' (a guess: both may hold '_').
+        let bare = unique.strip_prefix(UNIQUE_PREFIX).unwrap_or(unique);
+        let (client, service) = match bare.rsplit_once('_') {
+            Some((c, s)) if !c.is_empty() && !s.is_empty() => (c.to_owned(), Some(s.to_owned())),
+            _ => (bare.to_owned(), None),
+        };
+        let device = self.devices.entry(client.clone()).or_default();
+        device.legal = client.clone();
+        device.guessed = true;
+        (client, service)
+    }
+}
+
+/// The service id of `unique` if it belongs to the device with legal id `legal`.
+fn service_part<'a>(unique: &'a str, legal: &str) -> Option<&'a str> {
+    if legal.is_empty() {
+        return None;
+    }
+    let rest = unique.strip_prefix(UNIQUE_PREFIX)?.strip_prefix(legal)?;
+    let service = rest.strip_prefix('_')?;
+    ServiceId::parse(service).ok().map(|_| service)
+}
+
+fn text(items: &BTreeMap<String, Json>, path: &str) -> Option<String> {
+    items
+        .get(path)
+        .and_then(Json::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn number(items: &BTreeMap<String, Json>, path: &str) -> Option<i64> {
+    items.get(path).and_then(Json::as_i64)
+}
+
+fn note(n: &Option<ErrorNote>) -> Option<String> {
+    n.as_ref().map(|n| n.message.clone())
+}
+
+/// The reports, one per device, sorted by client id; services in declaration order for
+/// devices the state file knows, else by unique id.
+pub fn build(src: &Sources) -> Vec<DeviceReport> {
+    let mut b = Builder {
+        devices: BTreeMap::new(),
+        owners: BTreeMap::new(),
+    };
+    let from_daemon = src.activity.is_some();
+    let mut order: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // 1. The state file: what devices declared.
+    for saved in &src.saved {
+        let Ok(client) = ClientId::parse(&saved.client_id) else {
+            continue;
+        };
+        let raw = client.raw().to_owned();
+        {
+            let device = b.devices.entry(raw.clone()).or_default();
+            device.legal = client.legal().to_owned();
+            device.served = from_daemon;
+        }
+        let Ok(status) = Status::from_json(&raw, &saved.status) else {
+            continue;
+        };
+        let mut ids = Vec::new();
+        for decl in &status.services {
+            let unique = UniqueId::new(&client, &decl.id).to_string();
+            let entry = b.entry(&raw, &unique, Some(decl.id.as_str()));
+            entry.declared = true;
+            entry.report.service_type = Some(decl.service_type.clone());
+            ids.push(unique);
+        }
+        for refused in &status.refused_services {
+            if let Ok(id) = ServiceId::parse(refused) {
+                let unique = UniqueId::new(&client, &id).to_string();
+                b.entry(&raw, &unique, Some(refused)).declared = true;
+                ids.push(unique);
+            }
+        }
+        order.insert(raw, ids);
+    }
+    // 2. D-Bus: what is there now.
+    for service in &src.services {
+        let Some((service_type, unique)) = split_bus_name(&service.name) else {
+            continue;
+        };
+        // A mapped device (issue 13) has the unique id `mqtt_<id>` and a `/Mgmt/Connection`
+        // that names its topics; a native one says `MQTT:<client id>`.
+        let mapped = text(&service.items, "/Mgmt/Connection")
+            .is_some_and(|c| !c.starts_with("MQTT:"))
+            && !b.owners.contains_key(unique);
+        let hint = text(&service.items, "/DeviceName");
+        let hint = hint.as_deref().and_then(|n| n.rsplit_once(':'));
+        let (client, service_id) = if mapped {
+            let id = unique.strip_prefix(UNIQUE_PREFIX).unwrap_or(unique).to_owned();
+            let device = b.devices.entry(id.clone()).or_default();
+            device.legal = id.clone();
+            device.mapped = true;
+            (id, None)
+        } else {
+            b.owner_of(unique, hint)
+        };
+        let entry = b.entry(&client, unique, service_id.as_deref());
+        entry.on_bus = true;
+        let r = &mut entry.report;
+        r.dbus_name = Some(service.name.clone());
+        r.service_type = Some(service_type.to_owned());
+        r.instance = number(&service.items, "/DeviceInstance").and_then(|i| u32::try_from(i).ok());
+        r.custom_name = text(&service.items, "/CustomName").or(r.custom_name.take());
+        r.state = if number(&service.items, "/Connected") == Some(1) {
+            ServiceState::Online
+        } else {
+            ServiceState::Stale
+        };
+    }
+    // 3. localsettings: instances and names, also of devices not connected.
+    for (path, value) in &src.settings {
+        let Some((unique, key)) = split_setting_path(path) else {
+            continue;
+        };
+        let (client, service_id) = b.owner_of(unique, None);
+        let entry = b.entry(&client, unique, service_id.as_deref());
+        let r = &mut entry.report;
+        match key {
+            "ClassAndVrmInstance" => {
+                if let Some((class, instance)) = value
+                    .as_str()
+                    .and_then(crate::settings::parse_class_and_instance)
+                {
+                    r.service_type.get_or_insert(class);
+                    r.instance.get_or_insert(instance);
+                }
+            }
+            "CustomName" if r.custom_name.is_none() => {
+                r.custom_name = value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+            }
+            _ => {}
+        }
+    }
+    // 4. Activity and the states that follow from it.
+    let mut reports = Vec::with_capacity(b.devices.len());
+    for (raw, device) in b.devices {
+        let activity = src.activity.as_ref().and_then(|a| a.get(&raw));
+        let connected = device.served || device.services.values().any(|e| e.on_bus);
+        let ids = order.remove(&raw).unwrap_or_default();
+        let mut entries: Vec<Entry> = Vec::with_capacity(device.services.len());
+        let mut rest = device.services;
+        for id in &ids {
+            if let Some(e) = rest.remove(id) {
+                entries.push(e);
+            }
+        }
+        entries.extend(rest.into_values());
+        let services = entries
+            .into_iter()
+            .map(|mut e| {
+                if !e.on_bus && e.declared && connected {
+                    e.report.state = ServiceState::Refused;
+                }
+                if let Some(s) = activity.and_then(|a| {
+                    e.report
+                        .service_id
+                        .as_ref()
+                        .and_then(|id| a.services.get(id))
+                }) {
+                    e.report.last_value_at = s.last_value;
+                    e.report.last_error = note(&s.last_error);
+                }
+                e.report
+            })
+            .collect();
+        let last_seen = [
+            activity.and_then(|a| a.last_seen),
+            src.last_seen.get(&raw).copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        reports.push(DeviceReport {
+            client_id: raw,
+            client_id_guessed: device.guessed,
+            kind: if device.mapped { "mapped" } else { "native" }.into(),
+            connected,
+            last_seen,
+            last_error: activity.and_then(|a| note(&a.last_error)),
+            services,
+        });
+    }
+    reports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bus(name: &str, items: Json) -> BusService {
+        BusService {
+            name: name.into(),
+            items: serde_json::from_value(items).unwrap(),
+        }
+    }
+
+    #[test]
+    fn joins_bus_settings_and_state_file() {
+        let src = Sources {
+            services: vec![bus(
+                "com.victronenergy.temperature.mqtt_fe_001_t1",
+                json!({"/DeviceInstance": 20, "/Connected": 1, "/CustomName": "Fridge",
+                       "/DeviceName": "fe_001:t1"}),
+            )],
+            settings: serde_json::from_value(json!({
+                "/Settings/Devices/mqtt_fe_001_t1/ClassAndVrmInstance": "temperature:20",
+                "/Settings/Devices/mqtt_fe_001_tk1/ClassAndVrmInstance": "tank:21",
+                "/Settings/MqttDevices/mqtt_fe_001_tk1/CustomName": "Water",
+                "/Settings/Devices/mqtt_old_t9/ClassAndVrmInstance": "temperature:25",
+                "/Settings/Devices/cgwacs_ttyUSB0/ClassAndVrmInstance": "grid:30",
+            }))
+            .unwrap(),
+            saved: vec![SavedDevice {
+                client_id: "fe_001".into(),
+                status: json!({"clientId": "fe_001", "connected": 1,
+                               "services": {"t1": "temperature", "tk1": "tank", "x": "nope"}}),
+            }],
+            last_seen: LastSeen::from([("old".to_string(), 5)]),
+            activity: None,
+        };
+        let reports = build(&src);
+        let ids: Vec<&str> = reports.iter().map(|r| r.client_id.as_str()).collect();
+        assert_eq!(ids, ["fe_001", "old"]);
+        let fe = &reports[0];
+        assert!(fe.connected && !fe.client_id_guessed);
+        let states: Vec<(&str, ServiceState)> = fe
+            .services
+            .iter()
+            .map(|s| (s.service_id.as_deref().unwrap(), s.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("t1", ServiceState::Online),
+                ("tk1", ServiceState::Refused),
+                ("x", ServiceState::Refused)
+            ]
+        );
+        assert_eq!(fe.services[0].custom_name.as_deref(), Some("Fridge"));
+        assert_eq!(fe.services[1].instance, Some(21));
+        assert_eq!(fe.services[1].custom_name.as_deref(), Some("Water"));
+        let old = &reports[1];
+        assert!(old.client_id_guessed && !old.connected);
+        assert_eq!(old.last_seen, Some(5));
+        assert_eq!(old.services[0].state, ServiceState::Offline);
+        assert_eq!(old.services[0].service_type.as_deref(), Some("temperature"));
+    }
+
+    #[test]
+    fn a_mapped_device_is_told_by_its_connection_text() {
+        let src = Sources {
+            services: vec![bus(
+                "com.victronenergy.grid.mqtt_grid_shelly",
+                json!({"/DeviceInstance": 30, "/Connected": 1,
+                       "/Mgmt/Connection": "MQTT shelly-pro3em shellypro3em-abc"}),
+            )],
+            settings: serde_json::from_value(json!({
+                "/Settings/Devices/mqtt_grid_shelly/ClassAndVrmInstance": "grid:30",
+            }))
+            .unwrap(),
+            ..Sources::default()
+        };
+        let reports = build(&src);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].client_id, "grid_shelly");
+        assert_eq!(reports[0].kind, "mapped");
+        assert_eq!(reports[0].services.len(), 1);
+        assert_eq!(reports[0].services[0].service_id, None);
+        assert_eq!(reports[0].services[0].instance, Some(30));
+    }
+
+    #[test]
+    fn a_prefix_of_another_client_id_does_not_take_its_settings() {
+        let src = Sources {
+            settings: serde_json::from_value(json!({
+                "/Settings/Devices/mqtt_fe_t1/ClassAndVrmInstance": "temperature:1",
+                "/Settings/Devices/mqtt_fe_001_t1/ClassAndVrmInstance": "temperature:2",
+            }))
+            .unwrap(),
+            saved: vec![
+                SavedDevice {
+                    client_id: "fe".into(),
+                    status: json!({"clientId": "fe", "connected": 1, "services": {"t1": "temperature"}}),
+                },
+                SavedDevice {
+                    client_id: "fe_001".into(),
+                    status: json!({"clientId": "fe_001", "connected": 1, "services": {"t1": "temperature"}}),
+                },
+            ],
+            ..Sources::default()
+        };
+        let reports = build(&src);
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].services.len(), 1);
+        assert_eq!(reports[0].services[0].instance, Some(1));
+        assert_eq!(reports[1].services[0].instance, Some(2));
+    }
+}
