@@ -14,6 +14,8 @@ mod faults;
 mod flaps;
 mod generated;
 mod leak;
+#[cfg(feature = "sim")]
+mod mapped_demo;
 mod proxy;
 mod registration;
 mod regression;
