@@ -94,6 +94,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     tokio::pin!(shutdown);
+    let hangup = crate::mapped::runtime::catch_hangup();
     info!(
         version = env!("CARGO_PKG_VERSION"),
         "dbus-mqtt-devices starting"
@@ -176,6 +177,7 @@ pub async fn run_with(
         broker: mqtt.connected(),
     });
     let budget = ctx.budget.clone();
+    let mapped = crate::mapped::runtime::start(ctx.clone(), config.data_dir.clone(), hangup);
     let mut registry = Registry::new(ctx, config.limits.max_devices);
     for entry in &newly_set_aside {
         warn!(
@@ -232,6 +234,10 @@ pub async fn run_with(
                             continue;
                         }
                     }
+                    // A mapped device's topic or a declaration: not a device of the protocol.
+                    if mapped.offer(&m) {
+                        continue;
+                    }
                     if m.retained {
                         let next = replays.admit(vec![Replay::Retained(m)]).await;
                         replay(next, &mut registry, &mut replays, &mqtt, &state).await;
@@ -269,7 +275,8 @@ pub async fn run_with(
     info!("stopping: removing device services from D-Bus");
     // The state is kept as it is, so a restart brings the devices back.
     mqtt.publish(PRESENCE_TOPIC, presence_payload(false, None), true);
-    registry.shutdown().await;
+    // Both within their grace, at the same time.
+    tokio::join!(mapped.shutdown(), registry.shutdown());
     state.sync().await;
     replays.close().await;
     cancel.cancel();

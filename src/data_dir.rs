@@ -43,6 +43,10 @@ pub const DEVICES_DIR: &str = "devices.d";
 /// The user's own presets for mapped devices.
 pub const PRESETS_DIR: &str = "presets.d";
 
+/// The energy counters the daemon integrates for mapped devices (see
+/// `mapped::runtime::energy_file`).
+pub const MAPPED_ENERGY_FILE: &str = "mapped-energy.json";
+
 /// Everything in the data directory that belongs to the user or the daemon,
 /// as opposed to the package's own files (binaries, scripts, examples) that
 /// share the legacy directory. Only these are moved.
@@ -53,6 +57,7 @@ pub const USER_FILES: &[&str] = &[
     DEVICES_DIR,
     PRESETS_DIR,
     STATE_FILE,
+    MAPPED_ENERGY_FILE,
 ];
 
 /// Suffix of an old copy kept beside a file that already existed at the

@@ -179,6 +179,12 @@ impl UniqueId {
         UniqueId(format!("mqtt_{}_{}", client.legal(), service.as_str()))
     }
 
+    /// `mqtt_<id>`: the unique id of a mapped device, whose id is already
+    /// `[A-Za-z0-9_]` (see `crate::mapped::MappedId`).
+    pub fn mapped(id: &str) -> UniqueId {
+        UniqueId(format!("mqtt_{id}"))
+    }
+
     /// `com.victronenergy.<type>.<unique id>`.
     pub fn bus_name(&self, service_type: &str) -> String {
         format!("com.victronenergy.{service_type}.{}", self.0)

@@ -97,6 +97,16 @@ impl MqttHandle {
         }
     }
 
+    /// Subscribes even where already subscribed: the broker then sends the
+    /// topic's retained messages again (for a mapped device served anew
+    /// while other devices keep the subscription).
+    pub fn resubscribe(&self, topic: &str) {
+        lock(&self.subscriptions).insert(topic.to_owned());
+        if let Err(e) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
+            warn!(topic, error = %e, "subscribe not sent now; it is renewed on reconnect");
+        }
+    }
+
     /// Stops a subscription made with [`MqttHandle::subscribe`].
     pub fn unsubscribe(&self, topic: &str) {
         let removed = lock(&self.subscriptions).remove(topic);

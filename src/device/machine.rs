@@ -105,6 +105,32 @@ pub struct Registered {
     pub persisted: HashMap<String, String>,
 }
 
+impl Registered {
+    /// The localsettings path that keeps D-Bus path `path` (`/CustomName`), if persisted.
+    pub fn setting_of(&self, path: &str) -> Option<&String> {
+        self.persisted.get(path)
+    }
+
+    /// The D-Bus path kept by localsettings path `setting`, if any.
+    pub fn path_of_setting(&self, setting: &str) -> Option<&String> {
+        self.persisted
+            .iter()
+            .find(|(_, s)| *s == setting)
+            .map(|(path, _)| path)
+    }
+
+    /// Whether `setting` changing to `value` moves the service to another
+    /// device instance (the gateways read /DeviceInstance once per service
+    /// appearance: it must register again).
+    pub fn instance_moved(&self, setting: &str, value: &Value) -> bool {
+        setting == self.unique.instance_setting()
+            && value
+                .as_str()
+                .and_then(parse_class_and_instance)
+                .is_some_and(|(_, i)| i != self.instance)
+    }
+}
+
 /// A service to register: its settings, then its D-Bus service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegisterRequest {
@@ -728,7 +754,7 @@ impl Machine {
         let Some(s) = self.services.iter().find(|s| *s.id() == service) else {
             return;
         };
-        if let Some(setting) = s.registered.persisted.get(&path) {
+        if let Some(setting) = s.registered.setting_of(&path) {
             out.push(Action::StoreSetting {
                 service: service.clone(),
                 setting: setting.clone(),
@@ -762,13 +788,7 @@ impl Machine {
             return;
         };
         if path == s.registered.unique.instance_setting() {
-            let new_instance = value
-                .as_str()
-                .and_then(parse_class_and_instance)
-                .map(|(_, i)| i);
-            if new_instance.is_some_and(|i| i != s.registered.instance) {
-                // The gateways read /DeviceInstance once per service
-                // appearance: register again under the new instance.
+            if s.registered.instance_moved(&path, &value) {
                 info!(client_id = %self.client, service_id = %service, "device instance changed in localsettings; registering again");
                 let s = self.services.remove(index);
                 out.push(Action::Close(service));
@@ -782,13 +802,7 @@ impl Machine {
             }
             return;
         }
-        let dbus_path = s
-            .registered
-            .persisted
-            .iter()
-            .find(|(_, setting)| **setting == path)
-            .map(|(dbus_path, _)| dbus_path.clone());
-        if let Some(dbus_path) = dbus_path {
+        if let Some(dbus_path) = s.registered.path_of_setting(&path).cloned() {
             out.push(Action::UpdateValue {
                 service,
                 path: dbus_path,

@@ -118,6 +118,34 @@ impl Drop for Forwarders {
     }
 }
 
+/// Who a service is on the GX: its unique id (D-Bus name, localsettings
+/// paths) and the mandatory paths that say where it comes from. A device of
+/// the protocol has it from its client id and service id; a mapped device
+/// from its declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub unique: UniqueId,
+    /// `/Mgmt/Connection`.
+    pub connection: String,
+    /// `/DeviceName`.
+    pub device_name: String,
+    /// `/Serial`.
+    pub serial: String,
+}
+
+impl Identity {
+    /// A service of a device that speaks the protocol, as the Python driver named it.
+    pub fn native(client: &ClientId, service: &ServiceId) -> Identity {
+        let unique = UniqueId::new(client, service);
+        Identity {
+            connection: format!("MQTT:{}", client.raw()),
+            device_name: format!("{}:{service}", client.raw()),
+            serial: unique.to_string(),
+            unique,
+        }
+    }
+}
+
 impl DeviceService {
     /// Allocates the instance, creates the settings, registers the service.
     pub async fn register(
@@ -125,7 +153,21 @@ impl DeviceService {
         decl: &ServiceDecl,
         service_type: &ServiceType,
     ) -> Result<(DeviceService, Registered), Error> {
-        let unique = UniqueId::new(reg.client, &decl.id);
+        let identity = Identity::native(reg.client, &decl.id);
+        DeviceService::register_as(reg, &identity, decl, service_type, &[]).await
+    }
+
+    /// [`DeviceService::register`] under another identity, with `initial`
+    /// values (absolute paths) instead of the catalog's defaults, so the
+    /// service appears with them at once (no flicker of `/Connected`).
+    pub async fn register_as(
+        reg: RegistrationContext<'_>,
+        identity: &Identity,
+        decl: &ServiceDecl,
+        service_type: &ServiceType,
+        initial: &[(String, Value)],
+    ) -> Result<(DeviceService, Registered), Error> {
+        let unique = identity.unique.clone();
         let persisted_paths: Vec<&PathSpec> = service_type.persisted().collect();
         // One AddSettings call: the instance first, then every persisted path.
         let specs = setting_specs(&unique, decl, service_type, &persisted_paths);
@@ -154,15 +196,23 @@ impl DeviceService {
             results.iter().skip(1),
         );
 
-        let items = build_items(
-            reg.client,
+        let mut items = build_items(
+            identity,
             decl,
             service_type,
-            &unique,
             instance,
             reg.version,
             &stored,
         );
+        for (path, value) in initial {
+            // A persisted path shows what localsettings holds, not a default.
+            let persisted = persisted.contains_key(path);
+            if let Some(item) = items.iter_mut().find(|i| i.path == *path) {
+                if !persisted {
+                    item.value = value.clone();
+                }
+            }
+        }
         let name = unique.bus_name(&service_type.name);
         let (service, writes) = Service::register(reg.bus, &name, items, None)
             .await
@@ -330,10 +380,9 @@ fn setting_spec(
 /// The mandatory paths (as velib's `add_mandatory_paths` and the Python
 /// driver add them), then the paths of the type.
 fn build_items(
-    client: &ClientId,
+    identity: &Identity,
     decl: &ServiceDecl,
     service_type: &ServiceType,
-    unique: &UniqueId,
     instance: u32,
     version: Option<&serde_json::Value>,
     stored: &HashMap<String, Value>,
@@ -350,13 +399,10 @@ fn build_items(
         ),
         Item::new(
             "/Mgmt/Connection",
-            Value::Str(format!("MQTT:{}", client.raw())),
+            Value::Str(identity.connection.clone()),
         ),
         Item::new("/DeviceInstance", Value::int(i64::from(instance))),
-        Item::new(
-            "/DeviceName",
-            Value::Str(format!("{}:{}", client.raw(), decl.id)),
-        ),
+        Item::new("/DeviceName", Value::Str(identity.device_name.clone())),
         Item::new("/ProductId", Value::int(i64::from(service_type.product_id))),
         Item::new("/ProductName", Value::Str(product_name)),
         Item::new(
@@ -365,7 +411,7 @@ fn build_items(
         ),
         Item::new("/HardwareVersion", Value::Invalid),
         Item::new("/Connected", Value::I32(1)),
-        Item::new("/Serial", Value::Str(unique.to_string())),
+        Item::new("/Serial", Value::Str(identity.serial.clone())),
     ];
     for spec in &service_type.paths {
         let value = stored.get(&spec.path).cloned().unwrap_or_else(|| {

@@ -43,6 +43,7 @@ impl JsonPath {
         self.segments.is_empty()
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// The steps of the path.
     pub fn segments(&self) -> &[Segment] {
         &self.segments

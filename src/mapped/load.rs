@@ -52,6 +52,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    #[cfg(any(test, feature = "internals"))]
     /// `true` when something was left out.
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)

@@ -272,7 +272,7 @@ mod tests {
     fn transforms_run_in_the_spec_order() {
         // unit, scale, offset, invert, abs, map, min/max, round
         let x = Transform {
-            convert: Some(Unit::parse("Wh").into_path(Some("kWh")).unwrap()),
+            convert: Some(Unit::parse("Wh").conversion_to(Some("kWh")).unwrap()),
             unit: Some(Unit::parse("Wh")),
             scale: Some(2.0),
             offset: Some(-3.0),

@@ -133,7 +133,7 @@ impl Unit {
 
     /// The conversion from this unit into a path whose catalog unit is
     /// `path_unit`; `Err` says why they do not fit.
-    pub fn into_path(&self, path_unit: Option<&str>) -> Result<Linear, String> {
+    pub fn conversion_to(&self, path_unit: Option<&str>) -> Result<Linear, String> {
         if path_unit == Some(self.name.as_str()) {
             return Ok(Linear::IDENTITY);
         }
@@ -161,6 +161,7 @@ impl Unit {
         })
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// `true` for power units (W, kW): what energy can be integrated from.
     pub fn is_power(path_unit: Option<&str>) -> bool {
         path_unit.and_then(lookup).map(|s| s.dimension) == Some(Dimension::Power)
@@ -184,7 +185,7 @@ mod tests {
     use super::*;
 
     fn convert(from: &str, to: Option<&str>, x: f64) -> f64 {
-        Unit::parse(from).into_path(to).unwrap().apply(x)
+        Unit::parse(from).conversion_to(to).unwrap().apply(x)
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -217,11 +218,11 @@ mod tests {
 
     #[test]
     fn mismatched_or_unknown_units_are_refused() {
-        let e = Unit::parse("Wh").into_path(Some("W")).unwrap_err();
+        let e = Unit::parse("Wh").conversion_to(Some("W")).unwrap_err();
         assert!(e.contains("cannot be converted"), "{e}");
-        let e = Unit::parse("furlong").into_path(Some("W")).unwrap_err();
+        let e = Unit::parse("furlong").conversion_to(Some("W")).unwrap_err();
         assert!(e.contains("unknown unit 'furlong'"), "{e}");
-        assert!(Unit::parse("W").into_path(None).is_err());
+        assert!(Unit::parse("W").conversion_to(None).is_err());
     }
 
     #[test]

@@ -14,8 +14,10 @@ mod faults;
 mod flaps;
 mod generated;
 mod leak;
+mod mapped;
 #[cfg(feature = "sim")]
 mod mapped_demo;
+mod mapped_lifecycle;
 mod proxy;
 mod registration;
 mod regression;

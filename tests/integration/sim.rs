@@ -553,3 +553,83 @@ async fn the_example_device_registers_and_writes_through_the_gateway() {
     })
     .await
 }
+
+#[tokio::test]
+async fn mapped_devices_reach_the_gateway_and_a_gateway_write_reaches_the_device() {
+    timed(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("devices.toml"),
+            r#"
+[[device]]
+id = "grid_meter"
+service = "grid"
+preset = "shelly-pro3em"
+topic = "shellypro3em-08f9e0eb4dd0"
+instance = 41
+
+[[device]]
+id = "hm800"
+service = "pvinverter"
+preset = "opendtu"
+serial = "116181234567"
+instance = 42
+"#,
+        )
+        .expect("devices.toml");
+        let mut sim = Sim::start(dir.path(), &[], None).await;
+        let portal = sim.portal.clone();
+        for service in [
+            "com.victronenergy.grid.mqtt_grid_meter",
+            "com.victronenergy.pvinverter.mqtt_hm800",
+        ] {
+            sim.expect_line("service_added", |l| {
+                l["event"] == "service_added" && l["service"] == service
+            })
+            .await;
+        }
+        let mut app =
+            TestDevice::connect_with(sim.port, "app", None, &[&format!("N/{portal}/#")]).await;
+        app.publish(&format!("R/{portal}/keepalive"), "").await;
+        app.expect(&format!("N/{portal}/full_publish_completed"))
+            .await;
+
+        let mut devices =
+            TestDevice::connect_with(sim.port, "devices", None, &["solar/116181234567/cmd/#"])
+                .await;
+        devices
+            .publish_retained("shellypro3em-08f9e0eb4dd0/online", "true")
+            .await;
+        expect_payload(
+            &mut app,
+            &format!("N/{portal}/grid/41/Connected"),
+            r#"{"value":1}"#,
+        )
+        .await;
+        devices
+            .publish(
+                "shellypro3em-08f9e0eb4dd0/status/em:0",
+                r#"{"id":0,"a_act_power":-342.8,"total_act_power":-512.6}"#,
+            )
+            .await;
+        expect_payload(
+            &mut app,
+            &format!("N/{portal}/grid/41/Ac/Power"),
+            r#"{"value":-512.6}"#,
+        )
+        .await;
+
+        // A write on the gateway (as ESS limits an inverter) reaches OpenDTU.
+        app.publish(
+            &format!("W/{portal}/pvinverter/42/Ac/PowerLimit"),
+            r#"{"value": 400}"#,
+        )
+        .await;
+        let sent = devices
+            .expect("solar/116181234567/cmd/limit_nonpersistent_absolute")
+            .await;
+        assert_eq!(sent.payload, "400");
+        sim.stop_with("TERM").await;
+    })
+    .await
+}

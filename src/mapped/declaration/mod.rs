@@ -54,8 +54,8 @@ impl MappedId {
     /// `mqtt_<id>`: the unique id of its settings
     /// (`/Settings/Devices/mqtt_<id>/ClassAndVrmInstance`) and the last
     /// element of its D-Bus name.
-    pub fn unique_id(&self) -> String {
-        format!("mqtt_{}", self.0)
+    pub fn unique_id(&self) -> crate::ids::UniqueId {
+        crate::ids::UniqueId::mapped(&self.0)
     }
 }
 
@@ -309,7 +309,7 @@ mod tests {
     fn ids_are_legal_dbus_elements() {
         assert!(MappedId::parse("grid_shelly").is_ok());
         assert_eq!(
-            MappedId::parse("grid_shelly").unwrap().unique_id(),
+            MappedId::parse("grid_shelly").unwrap().unique_id().to_string(),
             "mqtt_grid_shelly"
         );
         for bad in ["", "grid-shelly", "a b", "ä", &"x".repeat(MAX_ID_LEN + 1)] {

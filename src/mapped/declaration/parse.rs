@@ -750,7 +750,7 @@ impl<'c> Parser<'c> {
         if let Some(e) = keys.take("unit") {
             if let Some(name) = self.string(&e.node) {
                 let unit = Unit::parse(&name);
-                match unit.into_path(spec.unit.as_deref()) {
+                match unit.conversion_to(spec.unit.as_deref()) {
                     Ok(c) => {
                         t.convert = Some(c);
                         t.unit = Some(unit);

@@ -105,7 +105,7 @@ instance = 40                   # preferred VRM instance
     );
     assert_eq!(d.availability[0].online, ["true"]);
     assert_eq!(d.availability[0].offline, ["false"]);
-    assert_eq!(d.id.unique_id(), "mqtt_grid_shelly");
+    assert_eq!(d.id.unique_id().to_string(), "mqtt_grid_shelly");
 }
 
 #[test]

@@ -51,6 +51,9 @@ pub const PARAMETER_NAMES: &[&str] = &["topic", "serial", "channel", "component"
 #[derive(Debug, Clone)]
 pub struct Preset {
     pub name: String,
+    /// What the preset is for, as its file says (read by the tests that
+    /// check every preset is described).
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     pub description: String,
     /// The service types it may be used as; `None` for any.
     pub services: Option<Vec<String>>,
@@ -162,6 +165,7 @@ impl Presets {
         self.presets.get(name)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// All presets, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Preset> {
         self.presets.values()

@@ -1,0 +1,398 @@
+//! Mapped devices at run time: the declarations in effect (files of the data
+//! directory and retained declaration topics), one task per device
+//! ([`task`]), the subscriptions (one per distinct topic filter) and the
+//! routing of each message to the devices it is for. Reloads on SIGHUP and
+//! when the files change, touching only the devices whose declaration
+//! changed.
+//!
+//! The daemon's main loop hands every message to [`MappedHandle::offer`]
+//! first; a message on a mapped device's topic (or a declaration topic) is
+//! taken here and goes nowhere else.
+
+pub mod energy_file;
+pub mod files;
+pub mod task;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use self::energy_file::Energies;
+use self::task::{Command, EnergySave, TaskHandle};
+use super::declaration::{Declaration, MappedId};
+use super::diagnostic::Diagnostic;
+use super::load::{
+    self, combine, declaration_topic_id, parse_topic_declaration, LoadedDevice, TopicDeclaration,
+    DECLARATION_TOPIC_FILTER,
+};
+use super::preset::Presets;
+use super::routes::Routes;
+use crate::device::DeviceContext;
+use crate::mqtt::Message;
+use crate::protocol::DeviceTopic;
+
+/// How often the declaration files are looked at for changes.
+pub const FILE_POLL: Duration = Duration::from_secs(2);
+
+/// Messages queued towards the runtime; past this a message is dropped with
+/// a warning (the broker connection is never held up).
+const INBOX: usize = 1024;
+
+/// The main loop's side of the runtime.
+pub struct MappedHandle {
+    routes: watch::Receiver<Arc<Routes>>,
+    tx: mpsc::Sender<Message>,
+    stop: tokio_util::sync::CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl MappedHandle {
+    /// Takes `message` if it is for a mapped device or declares one; returns
+    /// whether it did. Never waits.
+    pub fn offer(&self, message: &Message) -> bool {
+        // The protocol's own topics stay its own, whatever a declaration says.
+        if DeviceTopic::parse(&message.topic).is_some() {
+            return false;
+        }
+        let ours = declaration_topic_id(&message.topic).is_some()
+            || self.routes.borrow().route(&message.topic).next().is_some();
+        if ours {
+            if let Err(e) = self.tx.try_send(message.clone()) {
+                warn!(topic = %message.topic, error = %e, "dropping a message for mapped devices: they are far behind");
+            }
+        }
+        ours
+    }
+
+    /// Takes every mapped device off D-Bus and saves their integrated energy.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts serving the declarations of the data directory and of the
+/// declaration topics; `hangup` (from [`catch_hangup`]) makes it read the
+/// files again.
+pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> MappedHandle {
+    let (routes_tx, routes) = watch::channel(Arc::new(Routes::default()));
+    let (tx, rx) = mpsc::channel(INBOX);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (saves_tx, saves) = mpsc::unbounded_channel();
+    let runtime = Runtime {
+        ctx,
+        data_dir,
+        presets: Presets::default(),
+        file_devices: Vec::new(),
+        topic_devices: BTreeMap::new(),
+        devices: BTreeMap::new(),
+        closing: BTreeMap::new(),
+        routes: Arc::new(Routes::default()),
+        routes_tx,
+        energies: Energies::new(),
+        energies_dirty: false,
+        saves_tx,
+    };
+    let task = tokio::spawn(runtime.run(rx, saves, hangup, stop.clone()));
+    MappedHandle {
+        routes,
+        tx,
+        stop,
+        task,
+    }
+}
+
+/// A device being served.
+struct Running {
+    declaration: Declaration,
+    handle: TaskHandle,
+}
+
+struct Runtime {
+    ctx: Arc<DeviceContext>,
+    data_dir: PathBuf,
+    presets: Presets,
+    file_devices: Vec<LoadedDevice>,
+    topic_devices: BTreeMap<MappedId, Declaration>,
+    devices: BTreeMap<MappedId, Running>,
+    /// Tasks of devices leaving D-Bus, so a new declaration of the same id
+    /// waits for its bus name.
+    closing: BTreeMap<MappedId, JoinHandle<()>>,
+    routes: Arc<Routes>,
+    routes_tx: watch::Sender<Arc<Routes>>,
+    energies: Energies,
+    /// Energy received since the file was last written.
+    energies_dirty: bool,
+    saves_tx: mpsc::UnboundedSender<EnergySave>,
+}
+
+impl Runtime {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Message>,
+        mut saves: mpsc::UnboundedReceiver<EnergySave>,
+        mut hangup: Hangup,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let dir = self.data_dir.clone();
+        self.energies = tokio::task::spawn_blocking(move || energy_file::load(&dir))
+            .await
+            .unwrap_or_default();
+        let mut fingerprint = self.fingerprint().await;
+        self.reload("start").await;
+        self.ctx.mqtt.subscribe(DECLARATION_TOPIC_FILTER);
+        let mut poll = tokio::time::interval(FILE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(message) = inbox.recv() => self.on_message(message).await,
+                Some(save) = saves.recv() => self.save(save).await,
+                Some(()) = hangup.next() => {
+                    fingerprint = self.fingerprint().await;
+                    self.reload("SIGHUP").await;
+                }
+                _ = poll.tick() => {
+                    let now = self.fingerprint().await;
+                    if now != fingerprint {
+                        fingerprint = now;
+                        self.reload("the declaration files changed").await;
+                    }
+                }
+            }
+        }
+        // Stopping: every device leaves D-Bus and hands in its energy.
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        for (_, running) in std::mem::take(&mut self.devices) {
+            running.handle.stop.cancel();
+            tasks.push(running.handle.task);
+        }
+        tasks.extend(std::mem::take(&mut self.closing).into_values());
+        // All at once, each within the grace.
+        futures_util::future::join_all(tasks.into_iter().map(task::finish)).await;
+        while let Ok(save) = saves.try_recv() {
+            self.energies.insert(save.id.to_string(), save.state);
+            self.energies_dirty = true;
+        }
+        if self.energies_dirty {
+            self.write_energies().await;
+        }
+    }
+
+    async fn fingerprint(&self) -> files::Fingerprint {
+        let dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || files::fingerprint(&dir))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Reads the files again and serves what they declare now.
+    async fn reload(&mut self, why: &str) {
+        let dir = self.data_dir.clone();
+        let catalog = self.ctx.catalog.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || load::load_data_dir(&dir, &catalog)).await;
+        let Ok((presets, loaded)) = loaded else {
+            error!("reading the declaration files failed; the devices served are kept");
+            return;
+        };
+        report(&loaded.diagnostics);
+        info!(
+            reason = why,
+            devices = loaded.devices.len(),
+            "mapped device declarations read"
+        );
+        self.presets = presets;
+        self.file_devices = loaded.devices;
+        self.reconcile();
+    }
+
+    async fn on_message(&mut self, message: Message) {
+        if declaration_topic_id(&message.topic).is_some() {
+            return self.on_declaration(&message);
+        }
+        for route in self.routes.route(&message.topic) {
+            let Some(running) = self.devices.get(&route.device) else {
+                continue;
+            };
+            let command = Command::Message {
+                input: route.input,
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
+                retained: message.retained,
+            };
+            match running.handle.tx.try_send(command) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    warn!(mapped_id = %route.device, topic = %message.topic, "dropping a message: the device's queue is full")
+                }
+                // Its task failed (logged then); a reload serves it again.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// A message on `dbus-mqtt-devices/mapped/<id>`.
+    fn on_declaration(&mut self, message: &Message) {
+        let parsed = parse_topic_declaration(
+            &message.topic,
+            &message.payload,
+            &self.presets,
+            &self.ctx.catalog,
+        );
+        match parsed {
+            TopicDeclaration::Withdrawn(id) => {
+                if self.topic_devices.remove(&id).is_none() {
+                    return;
+                }
+                info!(mapped_id = %id, topic = %message.topic, "declaration withdrawn");
+            }
+            TopicDeclaration::Declared(declaration) => {
+                if self.topic_devices.get(&declaration.id) == Some(&declaration) {
+                    return;
+                }
+                info!(mapped_id = %declaration.id, topic = %message.topic, "declaration received");
+                self.topic_devices
+                    .insert(declaration.id.clone(), *declaration);
+            }
+            TopicDeclaration::Refused(id, diagnostics) => {
+                report(&diagnostics);
+                if let Some(id) = id.filter(|id| self.topic_devices.contains_key(id)) {
+                    warn!(mapped_id = %id, topic = %message.topic, "the device keeps its earlier declaration from this topic");
+                }
+                return;
+            }
+        }
+        self.reconcile();
+    }
+
+    /// Serves the declarations in effect: unchanged devices are untouched,
+    /// changed ones are served anew, removed ones leave D-Bus; the
+    /// subscriptions follow.
+    fn reconcile(&mut self) {
+        let (wanted, conflicts) = combine(&self.file_devices, &self.topic_devices);
+        report(&conflicts);
+        let wanted: BTreeMap<MappedId, Declaration> = wanted
+            .into_iter()
+            .map(|d| (d.declaration.id.clone(), d.declaration))
+            .collect();
+
+        let gone: Vec<MappedId> = self
+            .devices
+            .iter()
+            .filter(|(id, running)| {
+                // A task that ended by itself (a failure) is served anew.
+                wanted.get(*id) != Some(&running.declaration) || running.handle.task.is_finished()
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(running) = self.devices.remove(&id) {
+                if wanted.contains_key(&id) {
+                    info!(mapped_id = %id, "declaration changed; serving it anew");
+                } else {
+                    info!(mapped_id = %id, "no longer declared; leaving D-Bus");
+                }
+                running.handle.stop.cancel();
+                self.closing.insert(id, running.handle.task);
+            }
+        }
+        self.closing.retain(|_, task| !task.is_finished());
+
+        let mut started = Vec::new();
+        for (id, declaration) in wanted {
+            if self.devices.contains_key(&id) {
+                continue;
+            }
+            let Some(service_type) = self.ctx.catalog.get(&declaration.service).cloned() else {
+                error!(mapped_id = %id, service = declaration.service, "not a service type of the catalog; not served");
+                continue;
+            };
+            let handle = task::spawn(
+                self.ctx.clone(),
+                declaration.clone(),
+                service_type,
+                self.energies.get(id.as_str()).cloned(),
+                self.saves_tx.clone(),
+                self.closing.remove(&id),
+            );
+            started.push(declaration.clone());
+            self.devices.insert(
+                id,
+                Running {
+                    declaration,
+                    handle,
+                },
+            );
+        }
+
+        let routes = Arc::new(Routes::new(self.devices.values().map(|r| &r.declaration)));
+        let (_, unsubscribe) = self.routes.diff(&routes);
+        self.routes = routes.clone();
+        // Routes first, so that what the subscriptions bring finds its device.
+        let _ = self.routes_tx.send(routes);
+        for filter in unsubscribe {
+            self.ctx.mqtt.unsubscribe(filter.as_str());
+        }
+        // A device served anew needs the retained messages of all its
+        // topics, also those that other devices keep subscribed.
+        let started_routes = Routes::new(&started);
+        for filter in started_routes.filters() {
+            self.ctx.mqtt.resubscribe(filter.as_str());
+        }
+    }
+
+    async fn save(&mut self, save: EnergySave) {
+        self.energies.insert(save.id.to_string(), save.state);
+        self.write_energies().await;
+    }
+
+    async fn write_energies(&mut self) {
+        self.energies_dirty = false;
+        let dir = self.data_dir.clone();
+        let energies = self.energies.clone();
+        match tokio::task::spawn_blocking(move || energy_file::save(&dir, &energies)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = e, "saving the integrated energy counters"),
+            Err(e) => warn!(error = %e, "saving the integrated energy counters"),
+        }
+    }
+}
+
+/// Logs what was found wrong in declarations, with the device's id.
+fn report(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        let device = d.device.as_deref().unwrap_or("-");
+        warn!(mapped_id = device, "{d}");
+    }
+}
+
+/// SIGHUP (`svc -h /service/dbus-mqtt-devices`): read the declaration files again.
+pub struct Hangup(Option<tokio::signal::unix::Signal>);
+
+impl Hangup {
+    async fn next(&mut self) -> Option<()> {
+        match &mut self.0 {
+            Some(s) => s.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Catches SIGHUP from now on (its default would end the daemon). Called
+/// first thing at start, so a reload asked for while the daemon waits for
+/// localsettings does not stop it.
+pub fn catch_hangup() -> Hangup {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Hangup(Some(s)),
+        Err(e) => {
+            warn!(error = %e, "SIGHUP cannot be caught; declaration files are still reloaded when they change");
+            Hangup(None)
+        }
+    }
+}
