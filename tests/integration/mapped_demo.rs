@@ -90,3 +90,40 @@ async fn sim_demo_serves_a_shelly_and_an_opendtu_and_forwards_a_power_limit_to_t
     })
     .await;
 }
+
+#[tokio::test]
+async fn without_demo_the_unchanged_declarations_go_and_edited_ones_stay_and_are_served() {
+    timed(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join(declarations::FILE);
+        let sim = Sim::start(dir.path(), &["--demo"], None).await;
+        sim.stop_with("TERM").await;
+        assert!(file.exists(), "written by --demo");
+
+        // Without --demo nothing publishes for the demo's devices: the file goes before the
+        // daemon starts, so they are not served as dead devices.
+        let sim = Sim::start(dir.path(), &[], None).await;
+        assert!(
+            !file.exists(),
+            "the unchanged demo declarations are removed"
+        );
+        sim.stop_with("TERM").await;
+
+        // Edited, the file is the user's: kept, and served, without --demo too.
+        std::fs::create_dir_all(file.parent().expect("devices.d")).expect("devices.d");
+        let edited = declarations::text().replace("\"demo_grid\"", "\"my_grid\"");
+        assert_ne!(edited, declarations::text());
+        std::fs::write(&file, &edited).expect("editing");
+        let mut sim = Sim::start(dir.path(), &[], None).await;
+        let grid = sim
+            .expect_line("the edited grid meter", |l| {
+                l["event"] == "service_added"
+                    && l["service"] == "com.victronenergy.grid.mqtt_my_grid"
+            })
+            .await;
+        assert_eq!(grid["customName"], "Demo grid meter");
+        sim.stop_with("TERM").await;
+        assert_eq!(std::fs::read_to_string(&file).expect("kept"), edited);
+    })
+    .await;
+}
