@@ -124,6 +124,20 @@ mod tests {
     }
 
     #[test]
+    fn the_docs_show_the_declarations_the_demo_writes() {
+        let docs = include_str!("../../../docs/mapped-devices.md");
+        let declarations = text();
+        let devices = declarations
+            .find("[[device]]")
+            .and_then(|start| declarations.get(start..))
+            .expect("the devices");
+        assert!(
+            docs.contains(devices),
+            "docs/mapped-devices.md (Try it on a PC) does not show the declarations:\n{devices}"
+        );
+    }
+
+    #[test]
     fn an_edited_file_is_neither_overwritten_nor_removed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
