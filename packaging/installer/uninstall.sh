@@ -14,7 +14,7 @@ DEST=/data/$NAME
 DATA=/data/conf/$NAME
 # The user's files, by name; the daemon moves them from $DEST to $DATA at its
 # first start (data_dir.rs), so after an upgrade they may still be in $DEST.
-USER_FILES="config.toml catalog.toml devices.toml devices.d presets.d state.json"
+USER_FILES="config.toml catalog.toml devices.toml devices.d presets.d state.json mapped-energy.json"
 
 say() { echo "$NAME uninstall: $*"; }
 

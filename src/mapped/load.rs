@@ -326,6 +326,43 @@ fn toml_files(dir: &Path, out: &mut DataDirFiles) -> Vec<std::path::PathBuf> {
     paths
 }
 
+/// After a reload, the devices served before that the files no longer
+/// declare because of a mistake: their file does not read now (a file-wide
+/// error), or their own declaration has an error. They stay served as
+/// declared before, so that a file saved half-edited never takes a device
+/// off D-Bus. A device removed from a file that reads is not among them.
+pub fn kept_through_mistakes(before: &[LoadedDevice], loaded: &Loaded) -> Vec<LoadedDevice> {
+    before
+        .iter()
+        .filter(|d| !loaded.devices.iter().any(|n| n.declaration.id == d.declaration.id))
+        .filter(|d| {
+            let file = origin_file(&d.origin);
+            loaded.diagnostics.iter().filter(|x| x.is_error()).any(|x| match &x.device {
+                Some(id) => id == d.declaration.id.as_str(),
+                None => x
+                    .place
+                    .strip_prefix(file)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(':')),
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The file of an origin `file:line:column`.
+fn origin_file(origin: &str) -> &str {
+    let mut parts = origin.rsplitn(3, ':');
+    let (column, line) = (parts.next(), parts.next());
+    match (column, line, parts.next()) {
+        (Some(c), Some(l), Some(file))
+            if c.chars().all(|ch| ch.is_ascii_digit()) && l.chars().all(|ch| ch.is_ascii_digit()) =>
+        {
+            file
+        }
+        _ => origin,
+    }
+}
+
 /// Everything declared in a data directory's files: presets (built-in and
 /// the user's) and devices, with every mistake found (in the user's presets
 /// too).
@@ -349,6 +386,43 @@ pub fn load_data_dir(dir: &Path, catalog: &Catalog) -> (Presets, Loaded) {
 mod tests {
     use super::*;
     use crate::mapped::test_support::{catalog, load, presets};
+
+    fn files(list: &[(&str, &str)]) -> Loaded {
+        let files: Vec<DeclarationFile> = list
+            .iter()
+            .map(|(label, text)| DeclarationFile {
+                label: label.to_string(),
+                text: text.to_string(),
+            })
+            .collect();
+        load_files(&files, presets(), catalog())
+    }
+
+    #[test]
+    fn a_mistake_being_edited_keeps_the_devices_served_a_removal_does_not() {
+        let a = "[[device]]\nid = \"a\"\nservice = \"temperature\"\npreset = \"esphome\"\ntopic = \"a\"\nsensors = { \"/Temperature\" = \"t\" }\n";
+        let b = a.replace("\"a\"", "\"b\"");
+        let before = files(&[("/d/devices.toml", a), ("/d/devices.d/b.toml", &b)]).devices;
+        assert_eq!(before.len(), 2);
+        let ids = |v: Vec<LoadedDevice>| {
+            v.into_iter()
+                .map(|d| d.declaration.id.to_string())
+                .collect::<Vec<_>>()
+        };
+        // devices.toml does not parse now: a stays; b's file is fine.
+        let broken = files(&[("/d/devices.toml", "[[device]\n"), ("/d/devices.d/b.toml", &b)]);
+        assert_eq!(ids(kept_through_mistakes(&before, &broken)), ["a"]);
+        // a's own declaration has an error now: a stays.
+        let wrong = files(&[
+            ("/d/devices.toml", &a.replace("esphome", "nope")),
+            ("/d/devices.d/b.toml", &b),
+        ]);
+        assert_eq!(ids(kept_through_mistakes(&before, &wrong)), ["a"]);
+        // b's file is gone and devices.toml fine: nothing kept.
+        let removed = files(&[("/d/devices.toml", a)]);
+        assert!(kept_through_mistakes(&before, &removed).is_empty());
+        assert_eq!(origin_file("/d/x:y.toml:3:1"), "/d/x:y.toml");
+    }
 
     fn topic(id: &str, payload: &str) -> TopicDeclaration {
         parse_topic_declaration(

@@ -18,7 +18,7 @@
 //! - [`preset`]: presets as data files, and their expansion.
 //! - [`load`]: every file of the data directory (and topic declarations)
 //!   into declarations; a broken device never stops the others.
-//! - [`topic`], [`json_path`], [`unit`], [`transform`]: the pieces of a source.
+//! - [`topic`], [`json_path`], [`unit`](mod@unit), [`transform`]: the pieces of a source.
 //! - [`routes`]: one subscription per distinct topic filter, and which
 //!   device input a message goes to.
 //! - [`counter`], [`integrate`], [`availability`]: per-device state helpers.

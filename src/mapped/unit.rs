@@ -118,7 +118,7 @@ impl Linear {
 impl Unit {
     /// A unit as written in a declaration. Besides the table, any unit equal
     /// to the path's own (`"Hz"` on a frequency) is accepted as it is; that
-    /// is checked by [`Unit::into_path`].
+    /// is checked by [`Unit::conversion_to`].
     pub fn parse(name: &str) -> Unit {
         Unit {
             name: name.to_string(),

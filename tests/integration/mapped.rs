@@ -139,6 +139,7 @@ service = "pvinverter"
 preset = "opendtu"
 serial = "116181234567"
 phase = "L2"
+const = { "/Ac/MaxPower" = 800 }
 
 [[device]]
 id = "balcony"
@@ -353,6 +354,24 @@ async fn every_preset_served_with_the_payloads_devices_send() {
     )
     .await;
     expect_f64(&world, &s, "/Ac/Power", 61.0).await;
+    // What is not understood changes nothing (a warning in the log); the
+    // next good message applies.
+    for garbage in [
+        "{not json",
+        "",
+        "[1,2]",
+        "\u{0}\u{ff}",
+        "{\"ENERGY\":{\"Power\":\"nan\"}}",
+    ] {
+        feed.publish("tele/tasmota_8A1B2C/SENSOR", garbage).await;
+    }
+    feed.publish(
+        "tele/tasmota_8A1B2C/SENSOR",
+        &TASMOTA_SENSOR.replace("\"Power\":56", "\"Power\":63"),
+    )
+    .await;
+    expect_f64(&world, &s, "/Ac/Power", 63.0).await;
+    expect_f64(&world, &s, "/Ac/Energy/Forward", 514.153).await;
     feed.publish("tele/tasmota_8A1B2C/LWT", "Offline").await;
     expect_connected(&world, &s, false).await;
 
@@ -380,6 +399,15 @@ async fn every_preset_served_with_the_payloads_devices_send() {
     expect_f64(&world, &s, "/Ac/L2/Current", 2.65).await;
     expect_f64(&world, &s, "/Ac/Energy/Forward", 465.294).await;
     expect_f64(&world, &s, "/StatusCode", 7.0).await;
+    // A fixed value of a persisted path: shown, and kept in localsettings.
+    expect_f64(&world, &s, "/Ac/MaxPower", 800.0).await;
+    expect_f64(
+        &world,
+        "com.victronenergy.settings",
+        "/Settings/MqttDevices/mqtt_hm800/Ac/MaxPower",
+        800.0,
+    )
+    .await;
     // Night: zeroed, the counter kept (OpenDTU zeroes it: not applied).
     feed.publish("solar/116181234567/status/reachable", "0")
         .await;

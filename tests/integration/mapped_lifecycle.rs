@@ -84,6 +84,22 @@ async fn a_restart_keeps_instance_the_users_name_and_the_integrated_energy() {
     expect_f64(&world, &plug, "/DeviceInstance", 33.0).await;
     expect_text(&world, &plug, "/CustomName", "Galley fridge").await;
 
+    // Another name (and product) in the file while the daemon runs: the
+    // product shows once the file is read again, the user's name stays.
+    let mut log = NameLog::start(&world.conn).await;
+    std::fs::write(
+        world.data_dir().join("devices.toml"),
+        PLUG_AND_HEATER.replace(
+            "name = \"Fridge plug\"",
+            "name = \"Plug\"\nproduct = \"Sonoff S26\"",
+        ),
+    )
+    .expect("devices.toml");
+    expect_text(&world, &plug, "/ProductName", "Sonoff S26").await;
+    expect_text(&world, &plug, "/CustomName", "Galley fridge").await;
+    log.update();
+    assert!(!log.released.contains(&plug), "{:?}", log.released);
+
     // Energy integrated from power (3.6 MW: a kWh a second, so the few
     // milliseconds between two messages count).
     feed.publish_retained("heater/status", "online").await;
@@ -149,6 +165,7 @@ sensors = { "/Level" = "level" }
 
 #[tokio::test]
 async fn files_are_reloaded_when_they_change_and_on_sighup_touching_only_what_changed() {
+    // Each step waits for the daemon's next look at the files (every 2 s).
     let mut world = world_declaring(THREE_NODES).await;
     world.start_daemon().await;
     let feed = feeder(&world).await;
@@ -186,6 +203,27 @@ async fn files_are_reloaded_when_they_change_and_on_sighup_touching_only_what_ch
     expect_f64(&world, &a, "/Temperature", 18.5).await;
     assert_eq!(device_services(&world.conn).await, [b.clone(), a.clone()]);
 
+    // node_a reads one more sensor: the same service, kept on D-Bus, and the
+    // sensor's retained value arrives (its topics are subscribed again).
+    feed.publish_retained("node_a/sensor/h/state", "61.5").await;
+    let more = only_a.replace(
+        r#"sensors = { "/Temperature" = "t" }"#,
+        r#"sensors = { "/Temperature" = "t", "/Humidity" = "h" }"#,
+    );
+    assert_ne!(more, only_a);
+    std::fs::write(dir.join("devices.toml"), &more).expect("devices.toml");
+    expect_f64(&world, &a, "/Humidity", 61.5).await;
+    // Named in the file now (not on the GX before): the service takes the name.
+    let named = more.replace(
+        "topic = \"node_a\"",
+        "topic = \"node_a\"\nname = \"Outside\"",
+    );
+    assert_ne!(named, more);
+    std::fs::write(dir.join("devices.toml"), &named).expect("devices.toml");
+    expect_text(&world, &a, "/CustomName", "Outside").await;
+    log.update();
+    assert!(!log.released.contains(&a), "{:?}", log.released);
+
     // SIGHUP: a change the file poll cannot see (same size, same mtime).
     let path = dir.join("devices.d/b.toml");
     let modified = std::fs::metadata(&path)
@@ -207,7 +245,22 @@ async fn files_are_reloaded_when_they_change_and_on_sighup_touching_only_what_ch
     })
     .await;
     assert!(!log.released.contains(&a), "{:?}", log.released);
-    assert_eq!(device_services(&world.conn).await, [d, a]);
+    assert_eq!(device_services(&world.conn).await, [d.clone(), a.clone()]);
+
+    // devices.toml saved half-edited (it does not parse): node_a stays
+    // served as before. node_e, added after it, shows the files were read.
+    std::fs::write(dir.join("devices.toml"), "[[device]\nid = \"node_a").expect("devices.toml");
+    std::fs::write(
+        dir.join("devices.d/e.toml"),
+        NODE_B.replace("node_b", "node_e"),
+    )
+    .expect("e.toml");
+    let e = svc("tank", "node_e");
+    log.until("node_e on D-Bus", |owned| owned.contains(&e))
+        .await;
+    assert!(!log.released.contains(&a), "{:?}", log.released);
+    expect_f64(&world, &a, "/Humidity", 61.5).await;
+    assert_eq!(device_services(&world.conn).await, [d, e, a]);
 }
 
 #[tokio::test]
@@ -294,4 +347,81 @@ async fn a_write_on_the_gx_is_published_to_the_device() {
     dtu.publish("solar/116181234567/status/limit_absolute", "300")
         .await;
     expect_f64(&world, &s, "/Ac/PowerLimit", 300.0).await;
+}
+
+#[tokio::test]
+async fn a_device_that_leaves_d_bus_when_offline_comes_back_under_its_instance() {
+    let mut world = world_declaring(
+        "[[device]]\nid = \"meter\"\nservice = \"acload\"\npreset = \"tasmota-energy\"\ntopic = \"t1\"\non_stale = \"remove\"\ninstance = 55\n",
+    )
+    .await;
+    world.start_daemon().await;
+    let feed = feeder(&world).await;
+    let s = svc("acload", "meter");
+    feed.publish_retained("tele/t1/LWT", "Online").await;
+    expect_connected(&world, &s, true).await;
+    expect_f64(&world, &s, "/DeviceInstance", 55.0).await;
+    feed.publish("tele/t1/LWT", "Offline").await;
+    wait_name_gone(&world.conn, &s).await;
+    // Online again (Tasmota says so first when it reconnects): back, with
+    // its instance, and its values come.
+    feed.publish("tele/t1/LWT", "Online").await;
+    expect_connected(&world, &s, true).await;
+    expect_f64(&world, &s, "/DeviceInstance", 55.0).await;
+    feed.publish(
+        "tele/t1/SENSOR",
+        r#"{"ENERGY":{"Power":56,"Voltage":234,"Current":0.392,"Total":514.153}}"#,
+    )
+    .await;
+    expect_f64(&world, &s, "/Ac/Power", 56.0).await;
+}
+
+#[tokio::test]
+async fn the_subscriptions_are_renewed_when_the_broker_comes_back() {
+    let mut world = world_declaring(
+        "[[device]]\nid = \"node\"\nservice = \"temperature\"\npreset = \"esphome\"\ntopic = \"node\"\nsensors = { \"/Temperature\" = \"t\" }\n",
+    )
+    .await;
+    world.start_daemon().await;
+    let s = svc("temperature", "node");
+    let feed = feeder(&world).await;
+    feed.publish_retained("node/status", "online").await;
+    expect_connected(&world, &s, true).await;
+    feed.publish("node/status", "offline").await;
+    expect_connected(&world, &s, false).await;
+
+    let port = world.port();
+    if let Some(broker) = world.broker.take() {
+        broker.kill().await;
+    }
+    world.broker = Some(TestBroker::start_on(port).await);
+    // A new broker knows no subscription: only a renewed one brings this.
+    let feed = feeder(&world).await;
+    feed.publish_retained("node/status", "online").await;
+    expect_connected(&world, &s, true).await;
+    feed.publish("node/sensor/t/state", "7.5").await;
+    expect_f64(&world, &s, "/Temperature", 7.5).await;
+}
+
+#[tokio::test]
+async fn a_device_that_goes_quiet_is_marked_stale_after_its_time() {
+    let mut world = world_declaring(
+        "[[device]]\nid = \"quiet\"\nservice = \"temperature\"\npreset = \"esphome\"\ntopic = \"quiet\"\nsensors = { \"/Temperature\" = \"t\" }\nstale_after = 1\n",
+    )
+    .await;
+    world.start_daemon().await;
+    let s = svc("temperature", "quiet");
+    wait_name_owned(&world.conn, &s).await;
+    let feed = feeder(&world).await;
+    // Retained: the subscription is there once it is shown.
+    feed.publish_retained("quiet/sensor/t/state", "4.5").await;
+    expect_f64(&world, &s, "/Temperature", 4.5).await;
+    feed.publish("quiet/sensor/t/state", "5.5").await;
+    expect_connected(&world, &s, true).await;
+    // Nothing fresh for 1 s: stale, the value invalid (the default policy).
+    expect_connected(&world, &s, false).await;
+    expect_invalid(&world, &s, "/Temperature").await;
+    feed.publish("quiet/sensor/t/state", "6.5").await;
+    expect_connected(&world, &s, true).await;
+    expect_f64(&world, &s, "/Temperature", 6.5).await;
 }

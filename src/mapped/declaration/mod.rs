@@ -2,7 +2,7 @@
 //! from, how each value is read and transformed, how availability and
 //! staleness are judged, and which writes go back to the device. This is the
 //! validated, fully explicit form (a preset already expanded); [`parse`]
-//! builds it from a file's or topic's tree, [`print`] writes it back as TOML.
+//! builds it from a file's or topic's tree, [`print`](mod@print) writes it back as TOML.
 
 pub mod parse;
 pub mod print;
@@ -279,6 +279,15 @@ pub struct Write {
 }
 
 impl Declaration {
+    /// Whether `other` can be served by the service already on D-Bus for
+    /// this one: the same id, type and stale policy (whether it leaves
+    /// D-Bus). The rest is values (sources, transforms, constants, serial,
+    /// product), or defaults that localsettings took once and keeps (name,
+    /// instance, settings).
+    pub fn same_service(&self, other: &Declaration) -> bool {
+        self.id == other.id && self.service == other.service && self.on_stale == other.on_stale
+    }
+
     /// All mappings of all sources.
     pub fn mappings(&self) -> impl Iterator<Item = &Mapping> {
         self.sources.iter().flat_map(|s| s.mappings.iter())
@@ -304,6 +313,26 @@ pub fn is_power_or_current(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_declaration_reading_other_topics_or_renamed_is_the_same_service_another_type_is_not() {
+        let one = |text: &str| {
+            let loaded = crate::mapped::test_support::load(text);
+            assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+            loaded.devices.into_iter().next().unwrap().declaration
+        };
+        let base = "[[device]]\nid = \"n\"\nservice = \"temperature\"\npreset = \"esphome\"\ntopic = \"n\"\nsensors = { \"/Temperature\" = \"t\" }\n";
+        let a = one(base);
+        let more = one(&base.replace("\"t\" }", "\"t\", \"/Humidity\" = \"h\" }"));
+        assert_ne!(a, more);
+        assert!(a.same_service(&more));
+        let named = one(&format!("{base}name = \"Outside\"\ninstance = 7\n"));
+        assert!(a.same_service(&named));
+        let removed = one(&format!("{base}on_stale = \"remove\"\n"));
+        assert!(!a.same_service(&removed));
+        let other_type = one(&base.replace("temperature", "tank").replace("/Temperature", "/Level"));
+        assert!(!a.same_service(&other_type));
+    }
 
     #[test]
     fn ids_are_legal_dbus_elements() {

@@ -13,8 +13,9 @@ pub mod energy_file;
 pub mod files;
 pub mod task;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ const INBOX: usize = 1024;
 pub struct MappedHandle {
     routes: watch::Receiver<Arc<Routes>>,
     tx: mpsc::Sender<Message>,
+    /// Messages are being dropped (warned once per flood).
+    dropping: AtomicBool,
     stop: tokio_util::sync::CancellationToken,
     task: JoinHandle<()>,
 }
@@ -62,8 +65,14 @@ impl MappedHandle {
         let ours = declaration_topic_id(&message.topic).is_some()
             || self.routes.borrow().route(&message.topic).next().is_some();
         if ours {
-            if let Err(e) = self.tx.try_send(message.clone()) {
-                warn!(topic = %message.topic, error = %e, "dropping a message for mapped devices: they are far behind");
+            match self.tx.try_send(message.clone()) {
+                Ok(()) => self.dropping.store(false, Ordering::Relaxed),
+                Err(e) => {
+                    // Once per flood, not once per message.
+                    if !self.dropping.swap(true, Ordering::Relaxed) {
+                        warn!(topic = %message.topic, error = %e, "dropping messages for mapped devices: they are far behind");
+                    }
+                }
             }
         }
         ours
@@ -94,6 +103,7 @@ pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> Mapp
         closing: BTreeMap::new(),
         routes: Arc::new(Routes::default()),
         routes_tx,
+        dropping: BTreeSet::new(),
         energies: Energies::new(),
         energies_dirty: false,
         saves_tx,
@@ -102,6 +112,7 @@ pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> Mapp
     MappedHandle {
         routes,
         tx,
+        dropping: AtomicBool::new(false),
         stop,
         task,
     }
@@ -125,6 +136,8 @@ struct Runtime {
     closing: BTreeMap<MappedId, JoinHandle<()>>,
     routes: Arc<Routes>,
     routes_tx: watch::Sender<Arc<Routes>>,
+    /// Devices whose queue was full at their last message.
+    dropping: BTreeSet<MappedId>,
     energies: Energies,
     /// Energy received since the file was last written.
     energies_dirty: bool,
@@ -202,13 +215,18 @@ impl Runtime {
             return;
         };
         report(&loaded.diagnostics);
+        let kept = load::kept_through_mistakes(&self.file_devices, &loaded);
+        for d in &kept {
+            warn!(mapped_id = %d.declaration.id, "its declaration has a mistake now (see above); still served as declared before");
+        }
         info!(
             reason = why,
-            devices = loaded.devices.len(),
+            devices = loaded.devices.len() + kept.len(),
             "mapped device declarations read"
         );
         self.presets = presets;
         self.file_devices = loaded.devices;
+        self.file_devices.extend(kept);
         self.reconcile();
     }
 
@@ -227,9 +245,14 @@ impl Runtime {
                 retained: message.retained,
             };
             match running.handle.tx.try_send(command) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.dropping.remove(&route.device);
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    warn!(mapped_id = %route.device, topic = %message.topic, "dropping a message: the device's queue is full")
+                    // Once per flood, not once per message.
+                    if self.dropping.insert(route.device.clone()) {
+                        warn!(mapped_id = %route.device, topic = %message.topic, "dropping messages: the device's queue is full (more come than it can handle)")
+                    }
                 }
                 // Its task failed (logged then); a reload serves it again.
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -271,9 +294,11 @@ impl Runtime {
         self.reconcile();
     }
 
-    /// Serves the declarations in effect: unchanged devices are untouched,
-    /// changed ones are served anew, removed ones leave D-Bus; the
-    /// subscriptions follow.
+    /// Serves the declarations in effect: unchanged devices are untouched;
+    /// changed ones keep their service when they are the same service
+    /// ([`Declaration::same_service`]) and are served anew otherwise;
+    /// removed ones leave D-Bus. The subscriptions follow, and a device
+    /// read anew gets the retained messages of its topics again.
     fn reconcile(&mut self) {
         let (wanted, conflicts) = combine(&self.file_devices, &self.topic_devices);
         report(&conflicts);
@@ -282,6 +307,24 @@ impl Runtime {
             .map(|d| (d.declaration.id.clone(), d.declaration))
             .collect();
 
+        let mut started = Vec::new();
+        // Changed, but the same service: the task keeps it and reads anew.
+        for (id, declaration) in &wanted {
+            let Some(running) = self.devices.get_mut(id) else {
+                continue;
+            };
+            if running.declaration == *declaration
+                || !running.declaration.same_service(declaration)
+                || running.handle.task.is_finished()
+            {
+                continue;
+            }
+            let command = Command::Redeclare(Box::new(declaration.clone()));
+            if running.handle.tx.try_send(command).is_ok() {
+                running.declaration = declaration.clone();
+                started.push(declaration.clone());
+            }
+        }
         let gone: Vec<MappedId> = self
             .devices
             .iter()
@@ -304,7 +347,6 @@ impl Runtime {
         }
         self.closing.retain(|_, task| !task.is_finished());
 
-        let mut started = Vec::new();
         for (id, declaration) in wanted {
             if self.devices.contains_key(&id) {
                 continue;
@@ -339,8 +381,8 @@ impl Runtime {
         for filter in unsubscribe {
             self.ctx.mqtt.unsubscribe(filter.as_str());
         }
-        // A device served anew needs the retained messages of all its
-        // topics, also those that other devices keep subscribed.
+        // A device served or read anew needs the retained messages of all
+        // its topics, also those that other devices keep subscribed.
         let started_routes = Routes::new(&started);
         for filter in started_routes.filters() {
             self.ctx.mqtt.resubscribe(filter.as_str());

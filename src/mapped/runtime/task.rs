@@ -9,6 +9,7 @@
 //! One task per device, so a slow registration of one never stalls the
 //! others, and a defect met while handling one device costs that device only.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ use crate::protocol::ServiceDecl;
 /// warning (a wildcard source flooding one device must not block the others).
 pub const MAPPED_QUEUE: usize = 256;
 
+/// The client id the device room's logs show for a mapped device.
+const MAPPED_CLIENT: &str = "mapped";
+
 /// How long after a failed registration it is tried again; doubled after
 /// each failure in a row, up to [`REGISTER_RETRY_MAX`].
 const REGISTER_RETRY: Duration = Duration::from_secs(10);
@@ -52,6 +56,10 @@ pub enum Command {
         payload: Bytes,
         retained: bool,
     },
+    /// A new declaration for the same service ([`Declaration::same_service`]):
+    /// the service stays on D-Bus, the device is read anew (integrated
+    /// energy continues; paths no longer mapped become invalid).
+    Redeclare(Box<Declaration>),
 }
 
 /// The integrated energy of a device, to save.
@@ -132,16 +140,7 @@ impl MappedTask {
         saves: mpsc::UnboundedSender<EnergySave>,
     ) -> Result<MappedTask, IdError> {
         let (bus_tx, bus_rx) = mpsc::channel(crate::device::DEVICE_QUEUE);
-        let unique = declaration.id.unique_id();
-        let identity = Identity {
-            connection: declaration.connection.clone(),
-            device_name: format!("mapped:{}", declaration.id),
-            serial: declaration
-                .serial
-                .clone()
-                .unwrap_or_else(|| unique.to_string()),
-            unique,
-        };
+        let identity = identity_of(&declaration);
         Ok(MappedTask {
             decl: service_decl(&declaration)?,
             id: declaration.id.clone(),
@@ -179,6 +178,7 @@ impl MappedTask {
                         let effects = self.device.on_message(input, &topic, &payload, retained, now);
                         self.apply(effects).await;
                     }
+                    Some(Command::Redeclare(declaration)) => self.redeclare(*declaration).await,
                     None => break,
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -243,6 +243,78 @@ impl MappedTask {
         }
     }
 
+    /// Serves a new declaration of the same service (see [`Command::Redeclare`]).
+    async fn redeclare(&mut self, declaration: Declaration) {
+        let old = self.device.declaration().clone();
+        if let Ok(decl) = service_decl(&declaration) {
+            self.decl = decl;
+        }
+        let identity = identity_of(&declaration);
+        let mut shown = Vec::new();
+        if identity.serial != self.identity.serial {
+            shown.push(("/Serial".to_string(), Value::Str(identity.serial.clone())));
+        }
+        if identity.connection != self.identity.connection {
+            let connection = Value::Str(identity.connection.clone());
+            shown.push(("/Mgmt/Connection".to_string(), connection));
+        }
+        if declaration.product != old.product {
+            let product = declaration
+                .product
+                .clone()
+                .unwrap_or_else(|| self.service_type.product_name.clone());
+            shown.push(("/ProductName".to_string(), Value::Str(product)));
+        }
+        self.identity = identity;
+        self.set(shown).await;
+        if declaration.name != old.name {
+            self.rename(old.name.as_deref(), declaration.name.as_deref())
+                .await;
+        }
+
+        let energy = self.device.energy_state();
+        let before = declared_paths(self.device.declaration());
+        let mut device = MappedDevice::new(declaration, &self.service_type);
+        device.restore_energy(&energy);
+        let after = declared_paths(device.declaration());
+        self.device = device;
+        let unmapped: Vec<(String, Value)> = before
+            .difference(&after)
+            .map(|p| (p.clone(), Value::Invalid))
+            .collect();
+        self.set(unmapped).await;
+        let mut effects = self.device.start(Instant::now().into_std());
+        if self.service.is_some() {
+            effects.retain(|e| *e != Effect::Register);
+        }
+        info!(mapped_id = %self.id, "declaration changed; served by the same service");
+        self.apply(effects).await;
+    }
+
+    /// The declared name changed: the service takes it unless the user
+    /// named it on the GX (its name is not the old default any more).
+    async fn rename(&mut self, old: Option<&str>, new: Option<&str>) {
+        let Some((service, registered)) = &self.service else {
+            return;
+        };
+        let Some(setting) = registered.setting_of("/CustomName") else {
+            return;
+        };
+        let default = |name: Option<&str>| {
+            Value::Str(
+                name.map_or_else(|| self.service_type.custom_name.clone(), str::to_string),
+            )
+        };
+        if service.service.value("/CustomName") != Some(default(old)) {
+            info!(mapped_id = %self.id, "the declared name changed; the name given on the GX is kept");
+            return;
+        }
+        // The settings change comes back as an event and updates the service.
+        if let Err(e) = self.ctx.settings.set_value(setting, default(new)).await {
+            warn!(mapped_id = %self.id, path = %setting, error = %e, "storing the declared name");
+        }
+    }
+
     /// Registers the service with every value the device knows now.
     async fn register(&mut self) {
         if self.service.is_some() || !self.wanted {
@@ -258,7 +330,8 @@ impl MappedTask {
         let initial = self.current_values();
         // The semaphore is never closed, so acquiring only fails if it were.
         let _permit = self.ctx.registrations.clone().acquire_owned().await.ok();
-        let client = match ClientId::parse(self.id.as_str()) {
+        // In the device room's logs: client "mapped", service the device's id.
+        let client = match ClientId::parse(MAPPED_CLIENT) {
             Ok(c) => c,
             Err(e) => {
                 warn!(mapped_id = %self.id, error = %e, "not registered");
@@ -321,7 +394,7 @@ impl MappedTask {
     }
 
     async fn set(&mut self, changes: Vec<(String, Value)>) {
-        let Some((service, _)) = &self.service else {
+        let Some((service, registered)) = &self.service else {
             return;
         };
         // A path the service lacks is left out with a warning, so one
@@ -334,6 +407,18 @@ impl MappedTask {
         }
         if known.is_empty() {
             return;
+        }
+        // A fixed value (`const`) of a persisted path is stored too, so
+        // localsettings and the service agree.
+        for (path, value) in &known {
+            let Some(setting) = registered.setting_of(path) else {
+                continue;
+            };
+            if service.service.value(path).as_ref() != Some(value) {
+                if let Err(e) = self.ctx.settings.set_value(setting, value.clone()).await {
+                    warn!(mapped_id = %self.id, path = %setting, error = %e, "storing a setting");
+                }
+            }
         }
         if let Err(e) = service.service.set_values(known).await {
             warn!(mapped_id = %self.id, error = %e, "setting values on D-Bus");
@@ -402,14 +487,39 @@ impl MappedTask {
     }
 }
 
+/// Who a mapped device's service is: `mqtt_<id>`, where its data comes
+/// from, its serial (the declared one, else its unique id).
+fn identity_of(declaration: &Declaration) -> Identity {
+    let unique = declaration.id.unique_id();
+    Identity {
+        connection: declaration.connection.clone(),
+        device_name: format!("mapped:{}", declaration.id),
+        serial: declaration
+            .serial
+            .clone()
+            .unwrap_or_else(|| unique.to_string()),
+        unique,
+    }
+}
+
+/// The D-Bus paths a declaration gives values to.
+fn declared_paths(d: &Declaration) -> BTreeSet<String> {
+    d.constants
+        .keys()
+        .chain(d.mappings().map(|m| &m.path))
+        .chain(d.writes.iter().map(|w| &w.path))
+        .cloned()
+        .collect()
+}
+
 /// What the device room needs of a declaration to register its service: the
 /// type, the default name, the preferred instance, the initial settings and
 /// the product name.
 fn service_decl(declaration: &Declaration) -> Result<ServiceDecl, IdError> {
     Ok(ServiceDecl {
-        // Only the mapped task's own events carry it (a mapped id may be
-        // longer than a service id may be).
-        id: ServiceId::parse("mapped")?,
+        // Only the mapped task's own events and the logs carry it; a mapped
+        // id longer than a service id may be is shown as "mapped".
+        id: ServiceId::parse(declaration.id.as_str()).or_else(|_| ServiceId::parse(MAPPED_CLIENT))?,
         service_type: declaration.service.clone(),
         name: declaration.name.clone(),
         instance: declaration.instance,
