@@ -234,8 +234,9 @@ pub async fn run_with(
                             continue;
                         }
                     }
-                    // A mapped device's topic or a declaration: not a device of the protocol.
-                    if mapped.offer(&m) {
+                    // A mapped device's topic or a declaration: not a device of the
+                    // protocol, unless one of them follows it as its lwt_topic.
+                    if mapped.offer(&m) && !registry.follows_last_will(&m.topic) {
                         continue;
                     }
                     if m.retained {

@@ -1,10 +1,15 @@
 //! The MQTT connection (rumqttc): connects, reconnects with backoff forever,
 //! resubscribes after every reconnect, and hands received messages to the
 //! registry through a bounded channel. Knows no D-Bus and no devices.
+//!
+//! A topic filter may be needed by the protocol's devices (an `lwt_topic`)
+//! and by mapped devices at once; the broker holds one subscription per
+//! filter, so each filter keeps the set of its [`Owner`]s and is
+//! unsubscribed only when the last one lets it go.
 
 use crate::config::MqttConfig;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -55,15 +60,67 @@ pub struct Will {
     pub retain: bool,
 }
 
-/// Publishes and subscribes; cheap to clone.
+/// Who needs a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Owner {
+    /// The protocol: its fixed topics, the portal id, devices' `lwt_topic`s.
+    Protocol,
+    /// Mapped devices and their declaration topics.
+    Mapped,
+}
+
+/// The topic filters subscribed, each with the owners that need it.
+#[derive(Debug, Default)]
+struct Subscriptions(BTreeMap<String, BTreeSet<Owner>>);
+
+impl Subscriptions {
+    /// `owner` needs `topic`; `true` when nobody needed it before (the
+    /// broker has to be asked).
+    fn add(&mut self, owner: Owner, topic: &str) -> bool {
+        let owners = self.0.entry(topic.to_owned()).or_default();
+        let first = owners.is_empty();
+        owners.insert(owner);
+        first
+    }
+
+    /// `owner` no longer needs `topic`; `true` when nobody needs it any
+    /// more (the broker has to be told).
+    fn remove(&mut self, owner: Owner, topic: &str) -> bool {
+        let Some(owners) = self.0.get_mut(topic) else {
+            return false;
+        };
+        if !owners.remove(&owner) || !owners.is_empty() {
+            return false;
+        }
+        self.0.remove(topic);
+        true
+    }
+
+    fn topics(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+}
+
+/// Publishes and subscribes for one [`Owner`]; cheap to clone. The handle
+/// from [`start`] subscribes for [`Owner::Protocol`], [`MqttHandle::for_owner`]
+/// gives one for another owner on the same connection.
 #[derive(Clone)]
 pub struct MqttHandle {
     client: AsyncClient,
-    subscriptions: Arc<Mutex<BTreeSet<String>>>,
+    subscriptions: Arc<Mutex<Subscriptions>>,
+    owner: Owner,
     connected: watch::Receiver<bool>,
 }
 
 impl MqttHandle {
+    /// The same connection, subscribing for `owner`.
+    pub fn for_owner(&self, owner: Owner) -> MqttHandle {
+        MqttHandle {
+            owner,
+            ..self.clone()
+        }
+    }
+
     /// Whether the broker connection is up now, and its changes.
     pub fn connected(&self) -> watch::Receiver<bool> {
         self.connected.clone()
@@ -71,7 +128,7 @@ impl MqttHandle {
 
     /// Topics subscribed now (for health figures).
     pub fn subscription_count(&self) -> usize {
-        lock(&self.subscriptions).len()
+        lock(&self.subscriptions).0.len()
     }
 
     /// Queues a publish; drops it with a warning when the queue is full
@@ -87,9 +144,10 @@ impl MqttHandle {
         }
     }
 
-    /// Subscribes now and after every reconnect.
+    /// Subscribes now (unless another owner already did) and after every
+    /// reconnect.
     pub fn subscribe(&self, topic: &str) {
-        let added = lock(&self.subscriptions).insert(topic.to_owned());
+        let added = lock(&self.subscriptions).add(self.owner, topic);
         if added {
             if let Err(e) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
                 warn!(topic, error = %e, "subscribe not sent now; it is renewed on reconnect");
@@ -101,15 +159,16 @@ impl MqttHandle {
     /// topic's retained messages again (for a mapped device served anew
     /// while other devices keep the subscription).
     pub fn resubscribe(&self, topic: &str) {
-        lock(&self.subscriptions).insert(topic.to_owned());
+        lock(&self.subscriptions).add(self.owner, topic);
         if let Err(e) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
             warn!(topic, error = %e, "subscribe not sent now; it is renewed on reconnect");
         }
     }
 
-    /// Stops a subscription made with [`MqttHandle::subscribe`].
+    /// Lets go of a subscription made with [`MqttHandle::subscribe`]; the
+    /// broker is told once no owner needs the topic any more.
     pub fn unsubscribe(&self, topic: &str) {
-        let removed = lock(&self.subscriptions).remove(topic);
+        let removed = lock(&self.subscriptions).remove(self.owner, topic);
         if removed {
             if let Err(e) = self.client.try_unsubscribe(topic) {
                 warn!(topic, error = %e, "unsubscribe not sent");
@@ -119,8 +178,9 @@ impl MqttHandle {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the set half-updated
-    // (insert/remove are atomic), so a poisoned lock is still usable.
+    // A panic while holding this lock cannot leave the map half-updated
+    // (no code that can panic runs between its changes), so a poisoned
+    // lock is still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -192,11 +252,14 @@ pub fn start(
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
     let (connected_tx, connected) = watch::channel(false);
+    let mut owned = Subscriptions::default();
+    for topic in subscriptions {
+        owned.add(Owner::Protocol, topic);
+    }
     let handle = MqttHandle {
         client,
-        subscriptions: Arc::new(Mutex::new(
-            subscriptions.iter().map(|s| s.to_string()).collect(),
-        )),
+        subscriptions: Arc::new(Mutex::new(owned)),
+        owner: Owner::Protocol,
         connected,
     };
     let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
@@ -235,7 +298,7 @@ async fn run(handle: MqttHandle, mut eventloop: EventLoop, link: Link, cancel: C
                 );
                 connected_once = true;
                 link.connected.send_replace(true);
-                let topics: Vec<String> = lock(&handle.subscriptions).iter().cloned().collect();
+                let topics: Vec<String> = lock(&handle.subscriptions).topics().cloned().collect();
                 for topic in topics {
                     if let Err(e) = handle.client.try_subscribe(&topic, QoS::AtLeastOnce) {
                         warn!(topic, error = %e, "could not queue a subscription");
@@ -289,4 +352,31 @@ async fn run(handle: MqttHandle, mut eventloop: EventLoop, link: Link, cancel: C
 fn broker(eventloop: &EventLoop) -> String {
     let (host, port) = eventloop.mqtt_options.broker_address();
     format!("{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_two_owners_need_is_unsubscribed_when_the_last_lets_go() {
+        let mut s = Subscriptions::default();
+        assert!(s.add(Owner::Protocol, "shelly1/online"), "first: subscribe");
+        assert!(!s.add(Owner::Mapped, "shelly1/online"), "already subscribed");
+        assert!(!s.remove(Owner::Mapped, "shelly1/online"), "still needed");
+        assert_eq!(s.topics().collect::<Vec<_>>(), ["shelly1/online"]);
+        assert!(s.remove(Owner::Protocol, "shelly1/online"), "nobody: unsubscribe");
+        assert_eq!(s.topics().count(), 0);
+        assert!(!s.remove(Owner::Protocol, "shelly1/online"), "already gone");
+    }
+
+    #[test]
+    fn an_owner_holds_a_filter_once_however_often_it_subscribes() {
+        let mut s = Subscriptions::default();
+        assert!(s.add(Owner::Protocol, "a/lwt"));
+        assert!(!s.add(Owner::Protocol, "a/lwt"));
+        assert!(!s.remove(Owner::Mapped, "a/lwt"), "not the mapped devices' to drop");
+        assert!(s.remove(Owner::Protocol, "a/lwt"));
+        assert!(s.add(Owner::Mapped, "a/lwt"), "needed again: subscribe again");
+    }
 }

@@ -165,6 +165,11 @@ impl Registry {
         }
     }
 
+    /// Whether a device's `lwt_topic` is `topic`.
+    pub fn follows_last_will(&self, topic: &str) -> bool {
+        self.lwt.contains_key(topic)
+    }
+
     /// Handles one message from the broker; `ticket` (a replay's journal
     /// entry) goes with it to the device and is dropped once it is handled.
     pub fn handle(&mut self, message: &Message, ticket: Option<Ticket>) {

@@ -425,3 +425,70 @@ async fn a_device_that_goes_quiet_is_marked_stale_after_its_time() {
     expect_connected(&world, &s, true).await;
     expect_f64(&world, &s, "/Temperature", 6.5).await;
 }
+
+/// A Shelly's `online` topic, followed by a mapped device and, as its
+/// `lwt_topic`, by a device of the protocol.
+const SHARED_TOPIC_PLUG: &str = "[[device]]\nid = \"plug\"\nservice = \"acload\"\npreset = \"shelly-pm\"\ntopic = \"shelly1\"\n";
+
+fn shelly_status(lwt_topic: &str) -> String {
+    format!(
+        r#"{{"clientId": "shelly1", "connected": 1, "lwt_topic": "{lwt_topic}", "lwt_value": "false", "services": {{"g1": "grid"}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_topic_a_device_of_the_protocol_follows_too_stays_subscribed_until_neither_needs_it() {
+    let mut world = world_declaring(SHARED_TOPIC_PLUG).await;
+    world.start_daemon().await;
+    let plug = svc("acload", "plug");
+    let native = "com.victronenergy.grid.mqtt_shelly1_g1";
+    let feed = feeder(&world).await;
+    feed.publish_retained("shelly1/online", "true").await;
+    expect_connected(&world, &plug, true).await;
+    let mut device = world.device("shelly1").await;
+    device
+        .send("Status", &shelly_status("shelly1/online"))
+        .await;
+    device.expect_dbus_reply().await;
+    wait_name_owned(&world.conn, native).await;
+
+    // The device of the protocol follows another topic now (the reply
+    // comes after the subscriptions changed): the mapped device still
+    // hears its availability.
+    device.send("Status", &shelly_status("shelly1/lwt")).await;
+    device.expect_dbus_reply().await;
+    feed.publish("shelly1/online", "false").await;
+    expect_connected(&world, &plug, false).await;
+    feed.publish("shelly1/online", "true").await;
+    expect_connected(&world, &plug, true).await;
+
+    // Both follow it again: the last will reaches both.
+    device
+        .send("Status", &shelly_status("shelly1/online"))
+        .await;
+    device.expect_dbus_reply().await;
+    feed.publish("shelly1/online", "false").await;
+    wait_name_gone(&world.conn, native).await;
+    expect_connected(&world, &plug, false).await;
+
+    // The device comes back; a reload removes the mapped device. The node
+    // the same reload adds subscribes after the plug's topics were let go:
+    // its retained availability shows the broker had both requests.
+    device
+        .send("Status", &shelly_status("shelly1/online"))
+        .await;
+    device.expect_dbus_reply().await;
+    wait_name_owned(&world.conn, native).await;
+    let node = svc("temperature", "node");
+    feed.publish_retained("node/status", "online").await;
+    std::fs::write(
+        world.data_dir().join("devices.toml"),
+        "[[device]]\nid = \"node\"\nservice = \"temperature\"\npreset = \"esphome\"\ntopic = \"node\"\nsensors = { \"/Temperature\" = \"t\" }\n",
+    )
+    .expect("devices.toml");
+    expect_connected(&world, &node, true).await;
+    wait_name_gone(&world.conn, &plug).await;
+    // The last will of the device of the protocol still arrives.
+    feed.publish("shelly1/online", "false").await;
+    wait_name_gone(&world.conn, native).await;
+}

@@ -4,7 +4,9 @@
 //!
 //! # Liveness
 //! The device is *alive* (`/Connected` 1) after a fresh message, or when its
-//! availability says online, unless its availability says offline. A
+//! availability says online. While its availability says offline, a fresh
+//! message brings it back only when it carries a measurement (a status or
+//! limit a bridge repeats for a sleeping device is no sign of life). A
 //! retained message (the broker's copy from before) is shown but does not
 //! make it alive: retained PV power at midnight is not live. It stops being
 //! alive when its availability says offline or, with `stale_after`, when
@@ -215,13 +217,22 @@ impl MappedDevice {
         match input {
             Input::Availability(i) => self.on_availability(i, payload, now, &mut effects),
             Input::Source(i) => {
+                let read = self.read_source(i, topic, payload, &mut effects);
                 if !retained {
                     self.last_sign_of_life = Some(now);
-                    if !self.alive && self.availability.state() != State::Offline {
+                    // While the availability says offline, only a fresh
+                    // measurement brings the device back: OpenDTU repeats
+                    // an unreachable inverter's `producing` and limit every
+                    // 5 s beside its `reachable 0`.
+                    let measured = read.iter().any(|(path, _)| self.is_measured(path));
+                    if !self.alive && (measured || self.availability.state() != State::Offline) {
                         self.become_alive(now, &mut effects);
                     }
                 }
-                self.on_source(i, topic, payload, now, &mut effects);
+                for (path, value) in read {
+                    self.store(&path, value, now, &mut effects);
+                }
+                self.recompute(now, &mut effects);
             }
         }
         self.finish(effects)
@@ -360,21 +371,26 @@ impl MappedDevice {
         }
     }
 
-    fn on_source(
+    /// The values a message on source `index` carries, by path, in the
+    /// units of the paths (not yet stored); what it cannot give is warned.
+    fn read_source(
         &mut self,
         index: usize,
         topic: &str,
         payload: &[u8],
-        now: Instant,
         effects: &mut Vec<Effect>,
-    ) {
+    ) -> Vec<(String, Value)> {
+        let mut read = Vec::new();
         let Some(source) = self.declaration.sources.get(index).cloned() else {
-            return;
+            return read;
         };
         let key = format!("source {index}");
         let json = match decode(payload) {
             Ok(j) => j,
-            Err(why) => return self.warn_once(key, format!("{topic}: {why}"), effects),
+            Err(why) => {
+                self.warn_once(key, format!("{topic}: {why}"), effects);
+                return read;
+            }
         };
         let keyed = source
             .mappings
@@ -382,11 +398,12 @@ impl MappedDevice {
             .any(|m| matches!(&m.rule, Rule::Extract(p) if !p.is_whole()));
         if keyed && !matches!(json, Json::Object(_) | Json::Array(_)) {
             let shown: String = String::from_utf8_lossy(payload).chars().take(40).collect();
-            return self.warn_once(
+            self.warn_once(
                 key,
                 format!("{topic}: '{shown}' is not a JSON object; its values are not applied"),
                 effects,
             );
+            return read;
         }
         self.warned.remove(&key);
         for m in &source.mappings {
@@ -402,7 +419,7 @@ impl MappedDevice {
             match m.transform.apply(found, kind) {
                 Ok(v) => {
                     self.warned.remove(&warn_key);
-                    self.store(&m.path, v, now, effects);
+                    read.push((m.path.clone(), v));
                 }
                 Err(why) => self.warn_once(
                     warn_key,
@@ -411,11 +428,17 @@ impl MappedDevice {
                 ),
             }
         }
-        self.recompute(now, effects);
+        read
     }
 
     fn kind(&self, path: &str) -> ValueKind {
         self.paths.get(path).map_or(ValueKind::Any, |p| p.kind)
+    }
+
+    /// A measurement (the stale policy applies to it), not configuration
+    /// or status.
+    fn is_measured(&self, path: &str) -> bool {
+        self.paths.get(path).is_none_or(|p| p.measured)
     }
 
     /// Stores a value read for `path`: through the counter guard for energy
@@ -577,8 +600,7 @@ impl MappedDevice {
 
     /// A value as the stale policy shows it.
     fn policy_value(&self, path: &str, value: Value) -> Value {
-        let measured = self.paths.get(path).is_none_or(|p| p.measured);
-        if !measured {
+        if !self.is_measured(path) {
             return value;
         }
         match self.declaration.on_stale {

@@ -272,7 +272,7 @@ serial = "116181234567"
 "#;
 
 #[test]
-fn availability_offline_disconnects_and_online_reconnects() {
+fn availability_offline_disconnects_and_online_or_a_fresh_measurement_reconnects() {
     let t0 = Instant::now();
     let mut d = device(INVERTER);
     d.start(t0);
@@ -302,15 +302,36 @@ fn availability_offline_disconnects_and_online_reconnects() {
     );
     assert_eq!(connected(&e), Some(false));
     assert_eq!(sets(&e).get("/Ac/Power"), Some(&Value::F64(0.0)));
-    // A value while the inverter is unreachable does not reconnect it.
+    // OpenDTU repeats the status of an unreachable inverter: no sign of life.
+    let producing = Input::Source(4);
     let e = d.on_message(
-        power,
-        "solar/116181234567/0/power",
+        producing,
+        "solar/116181234567/status/producing",
         b"0",
         false,
         secs(t0, 10),
     );
     assert_eq!(connected(&e), None);
+    assert_eq!(sets(&e).get("/StatusCode"), Some(&Value::I32(8)));
+    // A fresh measurement brings it back, though the availability last said offline.
+    let e = d.on_message(
+        power,
+        "solar/116181234567/0/power",
+        b"3.5",
+        false,
+        secs(t0, 11),
+    );
+    assert_eq!(connected(&e), Some(true));
+    assert_eq!(sets(&e).get("/Ac/Power"), Some(&Value::F64(3.5)));
+    let e = d.on_message(
+        reachable,
+        "solar/116181234567/status/reachable",
+        b"0",
+        false,
+        secs(t0, 12),
+    );
+    assert_eq!(connected(&e), Some(false));
+    assert_eq!(sets(&e).get("/Ac/Power"), Some(&Value::F64(0.0)));
     let e = d.on_message(dtu, "solar/dtu/status", b"offline", false, secs(t0, 12));
     assert_eq!(e, []);
     d.on_message(dtu, "solar/dtu/status", b"online", false, secs(t0, 13));

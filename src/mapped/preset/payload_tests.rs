@@ -430,8 +430,24 @@ fn opendtu_inverter_at_night_zeroes_power_and_keeps_its_counter() {
     assert_eq!(b.connected, Some(false));
     close(b.float("/Ac/Power"), 0.0);
     close(b.float("/Ac/L2/Power"), 0.0);
-    // OpenDTU zeroes the total of a sleeping inverter: not applied.
+    // Every 5 s OpenDTU repeats the inverter's status: it stays disconnected.
+    for _ in 0..3 {
+        b.send("solar/116181234567/status/limit_absolute", "800.00");
+        b.send("solar/116181234567/status/reachable", "0");
+        b.send("solar/116181234567/status/producing", "0");
+        assert_eq!(b.connected, Some(false));
+    }
+    // "Zero runtime data" publishes zeros once, and zeroes the total: the
+    // fresh values bring it back, power stays 0, the counter is not applied.
+    b.send("solar/116181234567/0/power", "0");
     b.send("solar/116181234567/0/yieldtotal", "0");
+    assert_eq!(b.connected, Some(true));
+    close(b.float("/Ac/Power"), 0.0);
+    close(b.float("/Ac/L2/Power"), 0.0);
+    close(b.float("/Ac/Energy/Forward"), 465.294);
+    b.send("solar/116181234567/status/reachable", "0");
+    assert_eq!(b.connected, Some(false));
+    close(b.float("/Ac/Power"), 0.0);
     close(b.float("/Ac/Energy/Forward"), 465.294);
     // Morning.
     b.send("solar/116181234567/status/reachable", "1");

@@ -34,7 +34,7 @@ use super::load::{
 use super::preset::Presets;
 use super::routes::Routes;
 use crate::device::DeviceContext;
-use crate::mqtt::Message;
+use crate::mqtt::{Message, MqttHandle, Owner};
 use crate::protocol::DeviceTopic;
 
 /// How often the declaration files are looked at for changes.
@@ -94,6 +94,7 @@ pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> Mapp
     let stop = tokio_util::sync::CancellationToken::new();
     let (saves_tx, saves) = mpsc::unbounded_channel();
     let runtime = Runtime {
+        subscriptions: ctx.mqtt.for_owner(Owner::Mapped),
         ctx,
         data_dir,
         presets: Presets::default(),
@@ -126,6 +127,9 @@ struct Running {
 
 struct Runtime {
     ctx: Arc<DeviceContext>,
+    /// The connection, subscribing for mapped devices: a filter the
+    /// protocol's devices need too stays subscribed when they are removed.
+    subscriptions: MqttHandle,
     data_dir: PathBuf,
     presets: Presets,
     file_devices: Vec<LoadedDevice>,
@@ -158,7 +162,7 @@ impl Runtime {
             .unwrap_or_default();
         let mut fingerprint = self.fingerprint().await;
         self.reload("start").await;
-        self.ctx.mqtt.subscribe(DECLARATION_TOPIC_FILTER);
+        self.subscriptions.subscribe(DECLARATION_TOPIC_FILTER);
         let mut poll = tokio::time::interval(FILE_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -379,13 +383,13 @@ impl Runtime {
         // Routes first, so that what the subscriptions bring finds its device.
         let _ = self.routes_tx.send(routes);
         for filter in unsubscribe {
-            self.ctx.mqtt.unsubscribe(filter.as_str());
+            self.subscriptions.unsubscribe(filter.as_str());
         }
         // A device served or read anew needs the retained messages of all
         // its topics, also those that other devices keep subscribed.
         let started_routes = Routes::new(&started);
         for filter in started_routes.filters() {
-            self.ctx.mqtt.resubscribe(filter.as_str());
+            self.subscriptions.resubscribe(filter.as_str());
         }
     }
 
