@@ -19,6 +19,12 @@
 //! 6. dbus-daemon's built-in limits (what a system bus has unless configured otherwise): how
 //!    many services fit under the connections-per-UID limit, and what the pending-replies limit
 //!    does to a burst of 200 one-service devices and to their restoration after a restart.
+//! 7. One device floods 16 services with `Values` while another registers (reply delay).
+//! 8. RSS over 1000 register/unregister cycles.
+//! 9. Mapped devices: 50 Shelly Pro 3EM declared in `devices.d/` (preset `shelly-pro3em`,
+//!    grid), each sending its `em:0` status once a second (daemon CPU); then the latency of
+//!    one meter's `em:0` to its `ItemsChanged` on D-Bus, from the publish and from the moment
+//!    the broker delivered the same message to another subscriber.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -508,6 +514,12 @@ async fn bench() {
             "8. Memory over {LEAK_CYCLES} register/unregister cycles (one device, temperature + tank)"
         ));
         cycles().await;
+    }
+    if wanted(9) {
+        section(&format!(
+            "9. Mapped devices: {MAPPED_DEVICES} Shelly Pro 3EM (grid) at one em:0 a second"
+        ));
+        mapped().await;
     }
 }
 
@@ -1045,4 +1057,282 @@ async fn cycles() {
         line.join(", ")
     );
     b.stop_daemon().await;
+}
+
+/// Mapped devices of section 9.
+const MAPPED_DEVICES: usize = 50;
+/// How long section 9 measures the CPU of the 1 Hz load.
+const MAPPED_LOAD_FOR: Duration = Duration::from_secs(20);
+/// Latency samples of section 9, and their pace (the other meters stay at 1 Hz).
+const MAPPED_SAMPLES: usize = 200;
+const MAPPED_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// The MQTT topic prefix of mapped meter `i`, as a Shelly names itself.
+fn meter_topic(i: usize) -> String {
+    format!("shellypro3em-bench{i:06}")
+}
+
+/// The D-Bus name of mapped meter `i`.
+fn meter_service(i: usize) -> String {
+    format!("com.victronenergy.grid.mqtt_m{i:02}")
+}
+
+/// The declarations of section 9, as a user writes them.
+fn meter_declarations() -> String {
+    (0..MAPPED_DEVICES)
+        .map(|i| {
+            format!(
+                "[[device]]\nid = \"m{i:02}\"\nservice = \"grid\"\npreset = \"shelly-pro3em\"\ntopic = \"{}\"\n\n",
+                meter_topic(i)
+            )
+        })
+        .collect()
+}
+
+/// An `em:0` status with the shape of a Pro 3EM's (research capture); every figure differs
+/// with `n`, and the total power is `total` W.
+fn em_payload(total: f64, n: u64) -> String {
+    let x = (n % 1000) as f64 * 0.01;
+    let p = total / 3.0;
+    format!(
+        r#"{{"id":0,"a_current":{ac:.3},"a_voltage":{av:.1},"a_act_power":{p:.1},"a_aprt_power":{ap:.1},"a_pf":0.95,"b_current":{ac:.3},"b_voltage":{bv:.1},"b_act_power":{p:.1},"b_aprt_power":{ap:.1},"b_pf":0.96,"c_current":{ac:.3},"c_voltage":{cv:.1},"c_act_power":{p:.1},"c_aprt_power":{ap:.1},"c_pf":0.97,"n_current":null,"total_current":{tc:.3},"total_act_power":{total:.3},"total_aprt_power":{ta:.3},"user_calibrated_phase":[]}}"#,
+        ac = p / 230.0,
+        av = 229.0 + x,
+        bv = 230.0 + x,
+        cv = 231.0 + x,
+        ap = p / 0.95,
+        tc = total / 230.0,
+        ta = total / 0.95,
+    )
+}
+
+/// Section 9: the daemon serving [`MAPPED_DEVICES`] mapped Shelly meters.
+async fn mapped() {
+    let epoch = Instant::now();
+    let mut world = ProcessWorld::start(
+        TestBus::start().await,
+        TestBroker::start_unthrottled().await,
+        WAIT,
+    )
+    .await;
+    let declarations = world.data_dir().join("devices.d");
+    std::fs::create_dir_all(&declarations).expect("devices.d");
+    std::fs::write(declarations.join("bench.toml"), meter_declarations()).expect("bench.toml");
+    let mut watch = mqtt(world.port(), "bench-watch", &[PRESENCE]).await;
+    let t0 = Instant::now();
+    let daemon = world.spawn_daemon(&[], &["--log-level", "warn"]);
+    until_online(&mut watch).await;
+
+    // The meters send from now on; the first message is what a meter's service may wait for.
+    let publisher = mqtt(world.port(), "bench-meters", &[]).await;
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let meters = {
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / MAPPED_DEVICES as u32);
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                let i = (n as usize) % MAPPED_DEVICES;
+                // Meter 0 is left to the latency samples while they run.
+                if i != 0 || !sampling.load(Ordering::Relaxed) {
+                    let total = 500.0 + (n % 997) as f64;
+                    publisher
+                        .publish(
+                            &format!("{}/status/em:0", meter_topic(i)),
+                            &em_payload(total, n),
+                        )
+                        .await;
+                }
+                n += 1;
+            }
+        })
+    };
+    world
+        .names
+        .until("every mapped meter on D-Bus", |o| {
+            (0..MAPPED_DEVICES).all(|i| o.contains(&meter_service(i)))
+        })
+        .await;
+    println!(
+        "{MAPPED_DEVICES} declared meters on D-Bus {:.0} ms after the daemon's spawn; RSS {}",
+        t0.elapsed().as_secs_f64() * 1e3,
+        mib(rss_kib(daemon.pid))
+    );
+
+    // CPU at 1 Hz per meter.
+    let items = ItemsCounter::start(&world.conn, epoch).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pids = (daemon.pid, world.bus.pid(), world.broker.pid());
+    let before = (
+        cpu_seconds(pids.0),
+        cpu_seconds(pids.1),
+        cpu_seconds(pids.2),
+    );
+    let entries_before = items.entries();
+    let start = Instant::now();
+    tokio::time::sleep(MAPPED_LOAD_FOR).await;
+    let wall = start.elapsed().as_secs_f64();
+    let after = (
+        cpu_seconds(pids.0),
+        cpu_seconds(pids.1),
+        cpu_seconds(pids.2),
+    );
+    let entries = items.entries() - entries_before;
+    println!(
+        "1 em:0 a second per meter for {wall:.0} s ({} messages, load average {}): {entries} values reached D-Bus; CPU: daemon {:.2} % (aim < 2 %), dbus-daemon {:.2} %, mosquitto {:.2} % (of one core); daemon RSS {}",
+        (wall * MAPPED_DEVICES as f64).round(),
+        load(),
+        (after.0 - before.0) / wall * 100.0,
+        (after.1 - before.1) / wall * 100.0,
+        (after.2 - before.2) / wall * 100.0,
+        mib(rss_kib(daemon.pid)),
+    );
+
+    // Latency of meter 0's em:0: its ItemsChanged carries the total power it was sent.
+    sampling.store(true, Ordering::Relaxed);
+    let (signal_tx, mut signals) = tokio::sync::mpsc::unbounded_channel::<(f64, Instant)>();
+    let meter0 = meter_service(0);
+    let rule = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender(meter0.as_str())
+        .interface(BUSITEM)
+        .member("ItemsChanged")
+        .build()
+        .expect("ItemsChanged of meter 0");
+    let mut stream = MessageStream::for_match_rule(rule, &world.conn, None)
+        .await
+        .expect("ItemsChanged of meter 0");
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            let at = Instant::now();
+            let Ok(items) = msg
+                .body()
+                .deserialize::<HashMap<String, HashMap<String, zbus::OwnedVariant>>>()
+            else {
+                continue;
+            };
+            let power = items
+                .get("/Ac/Power")
+                .and_then(|item| item.get("Value"))
+                .and_then(|v| dbus_mqtt_devices::dbus::Value::from_variant(v).ok())
+                .and_then(|v| v.as_f64());
+            if let Some(power) = power {
+                let _ = signal_tx.send((power, at));
+            }
+        }
+    });
+    // Another subscriber of the topic: when the broker hands it the message, it hands the
+    // daemon the same one.
+    let topic = format!("{}/status/em:0", meter_topic(0));
+    let (delivered_tx, mut delivered) = tokio::sync::mpsc::unbounded_channel::<(f64, Instant)>();
+    {
+        let mut options = mqtt_options(world.port(), "bench-peer");
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1000);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+        client
+            .subscribe(&topic, QoS::AtMostOnce)
+            .await
+            .expect("subscribing");
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let mut subscribed_tx = Some(subscribed_tx);
+        tokio::spawn(async move {
+            let _client = client;
+            while let Ok(event) = eventloop.poll().await {
+                match event {
+                    rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                        let at = Instant::now();
+                        let total = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                            .ok()
+                            .and_then(|v| v["total_act_power"].as_f64());
+                        if let Some(total) = total {
+                            let _ = delivered_tx.send((total, at));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, subscribed)
+            .await
+            .expect("the peer subscribed")
+            .expect("the peer's task");
+    }
+    let sampler = mqtt(world.port(), "bench-meter0", &[]).await;
+    let mut sent: HashMap<u64, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(MAPPED_SAMPLE_EVERY);
+    for k in 0..MAPPED_SAMPLES as u64 {
+        tick.tick().await;
+        // Whole watts, unlike the load's, so a value names its message.
+        let total = 10_000.0 + k as f64;
+        sent.insert(k, Instant::now());
+        sampler.publish(&topic, &em_payload(total, k)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let by_total = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<(f64, Instant)>| {
+        let mut at = HashMap::new();
+        while let Ok((total, t)) = rx.try_recv() {
+            if total >= 10_000.0 {
+                at.entry((total - 10_000.0).round() as u64).or_insert(t);
+            }
+        }
+        at
+    };
+    let on_bus = by_total(&mut signals);
+    let at_peer = by_total(&mut delivered);
+    let mut from_publish = Vec::new();
+    let mut from_broker = Vec::new();
+    for (k, t_sent) in &sent {
+        if let Some(t_bus) = on_bus.get(k) {
+            from_publish.push(t_bus.saturating_duration_since(*t_sent));
+            if let Some(t_peer) = at_peer.get(k) {
+                from_broker.push(t_bus.saturating_duration_since(*t_peer));
+            }
+        }
+    }
+    from_publish.sort();
+    from_broker.sort();
+    if from_publish.is_empty() || from_broker.is_empty() {
+        println!(
+            "em:0 → D-Bus: no sample matched ({} on D-Bus, {} at the peer of {MAPPED_SAMPLES})",
+            on_bus.len(),
+            at_peer.len()
+        );
+    } else {
+        println!(
+            "em:0 → ItemsChanged of its service, {} of {MAPPED_SAMPLES} messages ({} ms apart, the other meters at 1 Hz):",
+            from_publish.len(),
+            MAPPED_SAMPLE_EVERY.as_millis()
+        );
+        println!(
+            "  from the broker's delivery (to another subscriber): median {:.2} ms, p99 {:.2} ms, max {:.2} ms (aim: median < 5 ms)",
+            percentile(&from_broker, 50),
+            percentile(&from_broker, 99),
+            from_broker[from_broker.len() - 1].as_secs_f64() * 1e3
+        );
+        println!(
+            "  from the publish call (includes the hop into the broker): median {:.2} ms, p99 {:.2} ms",
+            percentile(&from_publish, 50),
+            percentile(&from_publish, 99)
+        );
+    }
+    meters.abort();
+    let log = daemon.log();
+    if !log.is_empty() {
+        println!("daemon warnings: {} lines, first: {}", log.len(), log[0]);
+    }
+    let stop = Instant::now();
+    daemon.signal(libc::SIGTERM).await;
+    println!(
+        "SIGTERM with {MAPPED_DEVICES} mapped meters → exited after {:.0} ms",
+        stop.elapsed().as_secs_f64() * 1e3
+    );
 }

@@ -1,7 +1,8 @@
 //! `dbus-mqtt-devices sim`: the Venus side of a GX on a PC, in one process and without system
 //! services: an MQTT broker, a private D-Bus, our settings service, a gateway that behaves like
 //! dbus-flashmq, and the daemon itself through [`crate::app::run`], unchanged. A live view shows
-//! what registered; `--demo` adds a simulated device. Nothing else in the crate depends on it.
+//! what registered; `--demo` adds simulated devices (one speaking our protocol, a Shelly and an
+//! OpenDTU served as mapped devices). Nothing else in the crate depends on it.
 
 pub mod broker;
 pub mod bus;
@@ -60,7 +61,7 @@ fn local_address(listen: SocketAddr) -> IpAddr {
     }
 }
 
-/// Runs everything until `shutdown`, then stops it in reverse order: the demo device, the
+/// Runs everything until `shutdown`, then stops it in reverse order: the demo devices, the
 /// daemon (its services leave the bus), the gateway, the settings (flushed), the bus.
 pub async fn run(config: Config, args: SimArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
     let started = Instant::now();
@@ -74,6 +75,14 @@ pub async fn run(config: Config, args: SimArgs, shutdown: impl Future<Output = (
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    // Before the daemon starts, so that it reads the demo's mapped devices (or no longer does).
+    if args.demo {
+        if let demo::declarations::Prepared::Created(path) = demo::declarations::prepare(&data_dir)? {
+            tracing::info!(file = %path.display(), "the demo's mapped devices declared");
+        }
+    } else if demo::declarations::withdraw(&data_dir)? {
+        tracing::info!("the demo's unchanged declarations removed (no --demo)");
+    }
 
     let (view_tx, view_rx) = mpsc::unbounded_channel();
     let view = view::spawn(Mode::pick(args.json), view_rx);
@@ -229,8 +238,8 @@ async fn run_with_settings(
     demo_cancel.cancel();
     if let Some(demo) = demo {
         match tokio::time::timeout(Duration::from_secs(2), demo).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %format!("{e:#}"), "demo device"),
-            Err(_) => tracing::warn!("demo device did not stop in time"),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %format!("{e:#}"), "demo devices"),
+            Err(_) => tracing::warn!("the demo devices did not stop in time"),
             _ => {}
         }
     }

@@ -15,6 +15,8 @@ mod flaps;
 mod generated;
 mod leak;
 mod mapped;
+#[cfg(feature = "sim")]
+mod mapped_demo;
 mod mapped_lifecycle;
 mod operator;
 mod proxy;

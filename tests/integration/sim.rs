@@ -14,13 +14,13 @@ use tokio::sync::mpsc;
 const SIM_TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The binary running `sim --json`, with its stdout parsed line by line.
-struct Sim {
+pub(super) struct Sim {
     child: Child,
     lines: mpsc::UnboundedReceiver<Json>,
     seen: Vec<Json>,
-    port: u16,
-    portal: String,
-    ready: Json,
+    pub(super) port: u16,
+    pub(super) portal: String,
+    pub(super) ready: Json,
 }
 
 fn free_port() -> u16 {
@@ -30,7 +30,7 @@ fn free_port() -> u16 {
 
 impl Sim {
     /// Starts `sim` with `extra` arguments and waits for its "ready" line.
-    async fn start(data_dir: &Path, extra: &[&str], path_env: Option<&str>) -> Sim {
+    pub(super) async fn start(data_dir: &Path, extra: &[&str], path_env: Option<&str>) -> Sim {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_dbus-mqtt-devices"));
         command
@@ -76,7 +76,7 @@ impl Sim {
     }
 
     /// The next line (seen or coming) that `pred` accepts; earlier lines are kept.
-    async fn expect_line(&mut self, what: &str, pred: impl Fn(&Json) -> bool) -> Json {
+    pub(super) async fn expect_line(&mut self, what: &str, pred: impl Fn(&Json) -> bool) -> Json {
         if let Some(i) = self.seen.iter().position(&pred) {
             return self.seen.remove(i);
         }
@@ -101,7 +101,7 @@ impl Sim {
     }
 
     /// Sends `signal` (TERM or INT) and expects exit code 0.
-    async fn stop_with(mut self, signal: &str) -> Sim {
+    pub(super) async fn stop_with(mut self, signal: &str) -> Sim {
         let pid = self.child.id().expect("sim is running");
         let status = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
@@ -151,7 +151,7 @@ fn assert_process_gone(pid: u64) {
     );
 }
 
-async fn timed<F: std::future::Future>(f: F) -> F::Output {
+pub(super) async fn timed<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(SIM_TEST_TIMEOUT, f)
         .await
         .unwrap_or_else(|_| panic!("test did not finish within {SIM_TEST_TIMEOUT:?}"))

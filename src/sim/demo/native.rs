@@ -1,11 +1,11 @@
-//! The demo device of `sim --demo`: a simulated ESP32 inside the process that speaks protocol
-//! v3 over MQTT to the embedded broker, exactly as a real one would (a rich Status with a last
-//! will, then direct Values every second). Knows only the device side of the protocol.
+//! The native demo device of `sim --demo`: a simulated ESP32 that speaks protocol v3, exactly as
+//! a real one would (a rich Status with a last will, then direct Values every second). Knows
+//! only the device side of the protocol.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{Event, LastWill, Packet, QoS};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -48,19 +48,8 @@ pub async fn run(host: String, port: u16, cancel: CancellationToken) -> Result<(
     let reply_topic = format!("device/{CLIENT_ID}/DBus");
     let values_topic = format!("device/{CLIENT_ID}/Values");
     let goodbye = json!({"clientId": CLIENT_ID, "connected": 0}).to_string();
-    let mut options = MqttOptions::new(CLIENT_ID, host, port);
-    options.set_keep_alive(Duration::from_secs(10));
-    options.set_last_will(LastWill::new(
-        &status_topic,
-        goodbye.clone(),
-        QoS::AtLeastOnce,
-        false,
-    ));
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
-    // As firmware would: small packets go out at once, not after Nagle's ~40 ms.
-    let mut network = rumqttc::NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
+    let will = LastWill::new(&status_topic, goodbye.clone(), QoS::AtLeastOnce, false);
+    let (client, mut eventloop) = super::connect(CLIENT_ID, &host, port, Some(will));
     let mut registered = false;
     let mut t = 0u64;
     let mut tick = tokio::time::interval(PERIOD);
@@ -114,15 +103,7 @@ pub async fn run(host: String, port: u16, cancel: CancellationToken) -> Result<(
     let _ = client
         .publish(&status_topic, QoS::AtLeastOnce, false, goodbye)
         .await;
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while let Ok(e) = eventloop.poll().await {
-            if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = e {
-                break;
-            }
-        }
-    })
-    .await;
+    super::disconnect(&client, &mut eventloop).await;
     Ok(())
 }
 
