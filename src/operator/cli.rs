@@ -163,12 +163,14 @@ async fn local_listing(
         saved: file.devices,
         last_seen: file.last_seen,
         activity: None,
+        mapped: Default::default(),
     };
     let listing = Listing {
         format: REPORT_FORMAT,
         generated_at: unix_now(),
         from_daemon: false,
         devices: inventory::build(&sources),
+        declaration_errors: Vec::new(),
     };
     Ok((listing, settings))
 }
@@ -226,6 +228,10 @@ pub fn table(listing: &Listing) -> String {
         "{:<26} {:<11} {:>4} {:<18} {:<8} {:<9} {}\n",
         "DEVICE/SERVICE", "TYPE", "INST", "NAME", "STATE", "LAST", "ERROR"
     );
+    for e in &listing.declaration_errors {
+        out.push_str(&fit(&format!("declaration not read: {e}"), WIDTH));
+        out.push('\n');
+    }
     if listing.devices.is_empty() {
         out.push_str("(no MQTT devices known on this GX)\n");
         return out;
@@ -235,6 +241,7 @@ pub fn table(listing: &Listing) -> String {
         for s in &d.services {
             let who = match &s.service_id {
                 Some(id) => format!("{}/{id}", d.client_id),
+                None if d.kind == "mapped" => format!("{} (mapped)", d.client_id),
                 None => s.unique_id.clone(),
             };
             let last = match (s.last_value_at, s.state) {
@@ -262,12 +269,48 @@ pub fn table(listing: &Listing) -> String {
             out.push_str(line.as_str());
             out.push_str(&fit(error, room));
             out.push('\n');
+            for line in s.mapped.as_ref().map(|m| mapped_lines(m, now)).unwrap_or_default() {
+                out.push_str(&fit(&line, WIDTH));
+                out.push('\n');
+            }
         }
         if d.services.is_empty() {
             out.push_str(&format!("{}  (no services)\n", fit(&d.client_id, 80)));
         }
     }
     out
+}
+
+/// Under a mapped device's row: what is wrong with its declaration, in full (a path does
+/// not fit the ERROR column), and its last message: `  <topic> <payload> → <value> (<age>
+/// ago)`, or that none came.
+fn mapped_lines(m: &super::report::MappedDetail, now: u64) -> Vec<String> {
+    let mut lines = Vec::new();
+    if m.declaration_valid == Some(false) {
+        for d in &m.diagnostics {
+            lines.extend(wrap(&format!("  {d}"), WIDTH, 4));
+        }
+    }
+    lines.extend(mapped_line(m, now));
+    lines
+}
+
+fn mapped_line(m: &super::report::MappedDetail, now: u64) -> Option<String> {
+    match (&m.last_topic, m.messages) {
+        (Some(topic), _) => Some(format!(
+            "  {topic} {} → {} ({} ago)",
+            m.raw_payload.as_deref().unwrap_or(""),
+            m.converted_value
+                .as_ref()
+                .map_or("-".into(), |v| v.to_string()),
+            human(now.saturating_sub(m.at.unwrap_or(now)))
+        )),
+        (None, Some(0)) => Some(format!(
+            "  no message yet on {}",
+            m.topics.join(", ")
+        )),
+        _ => None,
+    }
 }
 
 /// `remove`.
@@ -759,6 +802,7 @@ mod tests {
                     mapped: None,
                 }],
             }],
+            declaration_errors: vec!["y".repeat(150)],
         };
         let t = table(&listing);
         assert!(t.lines().all(|l| l.chars().count() <= WIDTH), "{t}");

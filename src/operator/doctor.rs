@@ -332,6 +332,16 @@ pub async fn device_checks(
     target: Option<&Target>,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
+    if target.is_none() {
+        for e in &listing.declaration_errors {
+            checks.push(Check::fail(
+                "declarations",
+                format!("a declaration file is not read: {e}"),
+                "correct it; `dbus-mqtt-devices check-config` shows every mistake with file, \
+                 line and column",
+            ));
+        }
+    }
     let devices: Vec<&DeviceReport> = listing
         .devices
         .iter()
@@ -392,6 +402,14 @@ async fn service_checks(
     device: &DeviceReport,
     s: &super::report::ServiceReport,
 ) -> Vec<Check> {
+    if let Some(m) = &s.mapped {
+        let mut checks = super::mapped_checks::checks(&device.client_id, now, from_daemon, s, m);
+        if let Some(name) = s.dbus_name.as_deref().filter(|_| s.state != ServiceState::Offline) {
+            let kind = s.service_type.as_deref().unwrap_or("?");
+            checks.extend(type_checks(conn, name, kind, s.instance).await);
+        }
+        return checks;
+    }
     let mut checks = Vec::new();
     let instance = s
         .instance
@@ -453,19 +471,6 @@ async fn service_checks(
         }
     }
 
-    if let Some(m) = &s.mapped {
-        checks.push(Check::pass(
-            "mapped",
-            format!(
-                "last topic {}, payload {}, value {}",
-                m.last_topic.as_deref().unwrap_or("-"),
-                m.raw_payload.as_deref().unwrap_or("-"),
-                m.converted_value
-                    .as_ref()
-                    .map_or("-".into(), Json::to_string)
-            ),
-        ));
-    }
     let Some(name) = s
         .dbus_name
         .as_deref()

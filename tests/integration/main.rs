@@ -17,6 +17,7 @@ mod leak;
 mod mapped;
 mod mapped_lifecycle;
 mod operator;
+mod operator_mapped;
 mod proxy;
 mod registration;
 mod regression;
