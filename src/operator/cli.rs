@@ -282,8 +282,8 @@ pub fn table(listing: &Listing) -> String {
 }
 
 /// Under a mapped device's row: what is wrong with its declaration, in full (a path does
-/// not fit the ERROR column), and its last message: `  <topic> <payload> → <value> (<age>
-/// ago)`, or that none came.
+/// not fit the ERROR column), and its last message: `  <topic> → <value> (<age> ago):
+/// <payload>`, or that none came.
 fn mapped_lines(m: &super::report::MappedDetail, now: u64) -> Vec<String> {
     let mut lines = Vec::new();
     if m.declaration_valid == Some(false) {
@@ -297,13 +297,14 @@ fn mapped_lines(m: &super::report::MappedDetail, now: u64) -> Vec<String> {
 
 fn mapped_line(m: &super::report::MappedDetail, now: u64) -> Option<String> {
     match (&m.last_topic, m.messages) {
+        // The payload last: it is cut to the width, the value is not.
         (Some(topic), _) => Some(format!(
-            "  {topic} {} → {} ({} ago)",
-            m.raw_payload.as_deref().unwrap_or(""),
+            "  {topic} → {} ({} ago): {}",
             m.converted_value
                 .as_ref()
                 .map_or("-".into(), |v| v.to_string()),
-            human(now.saturating_sub(m.at.unwrap_or(now)))
+            human(now.saturating_sub(m.at.unwrap_or(now))),
+            m.raw_payload.as_deref().unwrap_or(""),
         )),
         (None, Some(0)) => Some(format!(
             "  no message yet on {}",

@@ -4,7 +4,7 @@
 //! clears a topic declaration and frees the instance for good, and refuses a device a file
 //! declares. Real broker, bus and settings service; the binary as the user runs it.
 
-use super::mapped::{expect_f64, feeder, svc, world_declaring};
+use super::mapped::{expect_connected, expect_f64, feeder, svc, world_declaring};
 use super::operator::{ask, checks, outcome, run};
 use super::world::*;
 use serde_json::{json, Value as Json};
@@ -118,7 +118,7 @@ async fn list_and_doctor_show_what_a_mapped_device_received_and_why_one_is_refus
         table.stdout
     );
     assert!(
-        table.stdout.contains("node_c/sensor/t/state 21.5 → 21.5"),
+        table.stdout.contains("node_c/sensor/t/state → 21.5 ("),
         "{}",
         table.stdout
     );
@@ -195,13 +195,25 @@ async fn remove_clears_a_topic_declaration_for_good_and_refuses_a_file_declarati
     let mut world = world_declaring(DECLARED).await;
     world.start_daemon().await;
     let feed = feeder(&world).await;
+    // A heater plug whose energy the daemon integrates from its power.
+    feed.publish_retained("heater/status", "online").await;
     feed.publish_retained(
         "dbus-mqtt-devices/mapped/topical",
-        r#"{"service": "temperature", "preset": "zigbee2mqtt", "topic": "zigbee2mqtt/cabin"}"#,
+        r#"{"service": "acload", "availability": {"topic": "heater/status"},
+            "source": [{"topic": "heater/power", "/Ac/Power": "$",
+                        "/Ac/Energy/Forward": {"integrate": "/Ac/Power"}}]}"#,
     )
     .await;
-    let topical = svc("temperature", "topical");
-    wait_name_owned(&world.conn, &topical).await;
+    let topical = svc("acload", "topical");
+    expect_connected(&world, &topical, true).await;
+    // 3.6 MW: a kWh a second, so the milliseconds between two messages count.
+    feed.publish("heater/power", "3600000").await;
+    expect_f64(&world, &topical, "/Ac/Power", 3_600_000.0).await;
+    feed.publish("heater/power", "3600000.5").await;
+    wait_for_value(&world.conn, &topical, "/Ac/Energy/Forward", |v| {
+        f64::try_from(v.try_clone().expect("clone")).is_ok_and(|x| x > 0.0)
+    })
+    .await;
     let instance = instance_of(&world, "topical").await;
 
     // Declared in a file: refused, naming the file.
@@ -225,6 +237,7 @@ async fn remove_clears_a_topic_declaration_for_good_and_refuses_a_file_declarati
         "dbus-mqtt-devices/mapped/topical"
     );
     assert_eq!(removed["takenOffDbus"], 1, "{removed}");
+    assert_eq!(removed["energyForgotten"], true, "{removed}");
     assert!(
         removed["settingsRemoved"].as_u64().unwrap() >= 1,
         "{removed}"
@@ -250,13 +263,42 @@ async fn remove_clears_a_topic_declaration_for_good_and_refuses_a_file_declarati
 
     // After a restart it stays away, and the next new device of its class gets its instance.
     world.stop_daemon().await;
+    let energies = std::fs::read_to_string(world.data_dir().join("mapped-energy.json"));
+    assert!(
+        !energies.as_deref().unwrap_or_default().contains("topical"),
+        "{energies:?}"
+    );
     world.start_daemon().await;
     feed.publish_retained(
         "dbus-mqtt-devices/mapped/next",
-        r#"{"service": "temperature", "preset": "zigbee2mqtt", "topic": "zigbee2mqtt/next"}"#,
+        r#"{"service": "acload", "source": [{"topic": "next/power", "/Ac/Power": "$"}]}"#,
     )
     .await;
-    wait_name_owned(&world.conn, &svc("temperature", "next")).await;
+    wait_name_owned(&world.conn, &svc("acload", "next")).await;
     assert!(!names(&world.conn).await.contains(&topical));
     assert_eq!(instance_of(&world, "next").await, instance);
+
+    // The file's device, once its declaration is deleted, is removed like any old device:
+    // by its id, though its settings alone cannot tell it (`mqtt_cabin_temp`).
+    let cabin = svc("temperature", "cabin_temp");
+    let only_others = DECLARED
+        .split("[[device]]")
+        .filter(|d| !d.contains("cabin_temp"))
+        .collect::<Vec<_>>()
+        .join("[[device]]");
+    std::fs::write(world.data_dir().join("devices.toml"), only_others).unwrap();
+    wait_name_gone(&world.conn, &cabin).await;
+    let done = run(&world, &["remove", "cabin_temp", "--yes", "--json"]).await;
+    assert_eq!(done.code, Some(0), "{}\n{}", done.stdout, done.stderr);
+    let removed = &done.json()["removed"][0];
+    assert_eq!(removed["services"], json!(["mqtt_cabin_temp"]), "{removed}");
+    assert!(
+        removed["settingsRemoved"].as_u64().unwrap() >= 1,
+        "{removed}"
+    );
+    let listing = run(&world, &["list", "--json"]).await.json();
+    assert!(
+        !listing.to_string().contains("mqtt_cabin_temp"),
+        "{listing:#}"
+    );
 }
