@@ -195,7 +195,10 @@ fn fill_mapped(e: &mut Entry, m: &MappedStatus) {
     r.last_value_at = m.last_value;
     r.last_error = match declaration {
         Some(d) if !served => d.diagnostics.first().cloned(),
-        _ => m.last_error.as_ref().map(|n| n.message.clone()),
+        _ => m
+            .refusal
+            .clone()
+            .or_else(|| m.last_error.as_ref().map(|n| n.message.clone())),
     };
     let last = m.last.as_ref();
     r.mapped = Some(MappedDetail {
@@ -454,6 +457,90 @@ mod tests {
         assert_eq!(old.last_seen, Some(5));
         assert_eq!(old.services[0].state, ServiceState::Offline);
         assert_eq!(old.services[0].service_type.as_deref(), Some("temperature"));
+    }
+
+    #[test]
+    fn the_daemon_lists_mapped_devices_by_their_declaration_served_or_refused() {
+        use crate::operator::mapped_activity::{DeclarationNote, MappedStatus, PathSample};
+        let note = |id: &str, served: bool| DeclarationNote {
+            id: id.into(),
+            origin: "devices.toml:1:1".into(),
+            by_topic: false,
+            service_type: served.then(|| "grid".into()),
+            topics: vec!["em/#".into()],
+            diagnostics: if served {
+                vec![]
+            } else {
+                vec!["devices.toml:9:11: device 'bad_one': unknown service type".into()]
+            },
+            served,
+            valid: served,
+        };
+        let sample = PathSample {
+            topic: "em/status".into(),
+            raw_payload: "{\"p\":5}".into(),
+            converted_value: json!(5.0),
+            at: 7,
+        };
+        let served = MappedStatus {
+            declaration: Some(note("grid_shelly", true)),
+            messages: 1,
+            last: Some(sample.clone()),
+            paths: BTreeMap::from([("/Ac/Power".to_string(), sample)]),
+            last_value: Some(7),
+            registered: true,
+            ..MappedStatus::default()
+        };
+        // Served but its registration refused: the name is held by another service.
+        let blocked = MappedStatus {
+            declaration: Some(note("blocked", true)),
+            refusal: Some("not registered: name taken".into()),
+            ..MappedStatus::default()
+        };
+        let src = Sources {
+            services: vec![bus(
+                "com.victronenergy.grid.mqtt_grid_shelly",
+                json!({"/DeviceInstance": 30, "/Connected": 1, "/Mgmt/Connection": "MQTT x"}),
+            )],
+            settings: serde_json::from_value(json!({
+                "/Settings/Devices/mqtt_grid_shelly/ClassAndVrmInstance": "grid:30",
+                "/Settings/Devices/mqtt_bad_one/ClassAndVrmInstance": "grid:31",
+            }))
+            .unwrap(),
+            activity: Some(BTreeMap::new()),
+            mapped: BTreeMap::from([
+                ("grid_shelly".to_string(), served),
+                ("bad_one".to_string(), MappedStatus {
+                    declaration: Some(note("bad_one", false)),
+                    ..MappedStatus::default()
+                }),
+                ("blocked".to_string(), blocked),
+            ]),
+            ..Sources::default()
+        };
+        let reports = build(&src);
+        let ids: Vec<&str> = reports.iter().map(|r| r.client_id.as_str()).collect();
+        // By the declaration's ids, not guesses from `mqtt_bad_one` and `mqtt_grid_shelly`.
+        assert_eq!(ids, ["bad_one", "blocked", "grid_shelly"]);
+        assert!(reports.iter().all(|r| r.kind == "mapped" && !r.client_id_guessed));
+        let [bad, blocked, grid] = &reports[..] else {
+            panic!("{reports:?}")
+        };
+        assert!(!bad.connected);
+        assert_eq!(bad.services[0].state, ServiceState::Refused);
+        assert_eq!(bad.services[0].instance, Some(31));
+        assert!(bad.services[0].last_error.as_deref().unwrap().starts_with("devices.toml:9:11"));
+        assert_eq!(blocked.services[0].state, ServiceState::Refused);
+        assert!(blocked.services[0].last_error.as_deref().unwrap().contains("name taken"));
+        let g = &grid.services[0];
+        assert_eq!(grid.services.len(), 1);
+        assert_eq!(g.state, ServiceState::Online);
+        assert_eq!(g.last_value_at, Some(7));
+        let m = g.mapped.as_ref().unwrap();
+        assert_eq!(m.last_topic.as_deref(), Some("em/status"));
+        assert_eq!(m.converted_value, Some(json!(5.0)));
+        assert_eq!(m.paths["/Ac/Power"].raw_payload, "{\"p\":5}");
+        assert_eq!(m.declared_by.as_deref(), Some("file"));
     }
 
     #[test]

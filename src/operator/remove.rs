@@ -37,8 +37,8 @@ pub struct Removal {
     pub settings: Vec<String>,
     /// Whether services of it were on D-Bus (taken off first).
     pub connected: bool,
-    /// A mapped device served by the daemon (its declaration topic is cleared, its
-    /// integrated energy forgotten).
+    /// A mapped device, or what is left of one: its declaration topic, if any, is cleared
+    /// and its integrated energy forgotten (by the running daemon).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mapped: bool,
 }
@@ -184,7 +184,8 @@ fn check_mapped(report: &DeviceReport) -> Result<(), String> {
 }
 
 /// A device whose only trace is the settings of unique id `mqtt_<target>` (a mapped device
-/// whose declaration is gone: its id cannot be told from its unique id alone).
+/// whose declaration is gone: its id cannot be told from its unique id alone). Removed as a
+/// mapped device's leftovers: its integrated energy, if any, is forgotten too.
 fn by_unique_id(
     reports: &[DeviceReport],
     settings: &BTreeMap<String, Json>,
@@ -208,7 +209,7 @@ fn by_unique_id(
         services: vec![unique.clone()],
         settings: settings_of(settings, &unique),
         connected: false,
-        mapped: false,
+        mapped: true,
     })
 }
 
@@ -296,7 +297,7 @@ mod tests {
         let p = plan(&[d], &settings, &target, 0).unwrap();
         assert_eq!(p[0].services, ["mqtt_grid_shelly"]);
         assert_eq!(p[0].settings.len(), 1);
-        assert!(!p[0].whole_device);
+        assert!(!p[0].whole_device && p[0].mapped);
     }
 
     #[test]
