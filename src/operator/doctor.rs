@@ -356,7 +356,8 @@ pub async fn device_checks(
                     "registered",
                     "no device with this client id is known on this GX",
                     "check the client id in the device's topics (device/<client id>/Status) and \
-                     that it publishes a Status with \"connected\": 1",
+                     that it publishes a Status with \"connected\": 1; for a mapped device, the \
+                     id of its declaration (`dbus-mqtt-devices check-config` lists them)",
                 )
                 .about(t.client.raw()),
             );

@@ -177,7 +177,8 @@ fn registered(id: &str, s: &ServiceReport, m: Option<&MappedDetail>) -> Check {
         ServiceState::Offline if m.is_some() => Check::fail(
             "registered",
             format!("declared but not on D-Bus ({kind}, {instance} kept)"),
-            "with on_stale = \"remove\" it comes back with the device's next value",
+            "it is being registered, or it left with on_stale = \"remove\" and comes back \
+             with the device's next value",
         ),
         ServiceState::Offline => Check::fail(
             "registered",

@@ -163,6 +163,23 @@ async fn list_and_doctor_show_what_a_mapped_device_received_and_why_one_is_refus
         "{messages}"
     );
     assert!(messages["fix"].as_str().unwrap().contains("topic prefix"));
+    let text = run(
+        &world,
+        &[
+            "doctor",
+            "silent",
+            "--root",
+            root_arg,
+            "--gateway-wait-ms",
+            "100",
+        ],
+    )
+    .await;
+    assert!(
+        text.stdout.contains("✗ silent: messages"),
+        "{}",
+        text.stdout
+    );
 
     let good = run(&world, &[&["doctor", "cabin_temp"][..], &args].concat()).await;
     let c = checks(&good);
