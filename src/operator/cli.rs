@@ -372,11 +372,35 @@ fn fail(e: &str) -> u8 {
     1
 }
 
+/// Forgets the integrated energy of the mapped devices of `services` (unique ids
+/// `mqtt_<id>`) in `mapped-energy.json`, with the daemon not running; whether there was any.
+async fn forget_energy(config: &Config, services: &[String]) -> Result<bool, String> {
+    use crate::mapped::runtime::energy_file;
+    let dir = config.data_dir.clone();
+    let ids: Vec<String> = services
+        .iter()
+        .filter_map(|u| u.strip_prefix(inventory::UNIQUE_PREFIX))
+        .map(str::to_owned)
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut energies = energy_file::load(&dir);
+        let before = energies.len();
+        energies.retain(|id, _| !ids.contains(id));
+        if energies.len() == before {
+            return Ok(false);
+        }
+        energy_file::save(&dir, &energies).map(|()| true)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// One removal with the daemon not running.
 async fn remove_here(config: &Config, r: &Removal, broker: Option<&mut Broker>) -> Outcome {
     let mut o = Outcome {
         client_id: r.client_id.clone(),
         services: r.services.clone(),
+        mapped: r.mapped,
         ..Outcome::default()
     };
     if r.connected {
@@ -432,6 +456,12 @@ async fn remove_here(config: &Config, r: &Removal, broker: Option<&mut Broker>) 
             Err(e) => o.problems.push(e.to_string()),
         }
     }
+    if r.mapped {
+        match forget_energy(config, &r.services).await {
+            Ok(forgotten) => o.energy_forgotten = forgotten,
+            Err(e) => o.problems.push(e),
+        }
+    }
     let bus = crate::app::bus_address(&config.bus);
     match bus.connect().await {
         Ok(conn) => match super::bus::remove_settings(&conn, &r.settings).await {
@@ -478,6 +508,11 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
                     ""
                 },
             );
+            let line = if p["mapped"] == json!(true) {
+                format!("{line}; a mapped device: its retained declaration, if any, is cleared and its integrated energy forgotten")
+            } else {
+                line
+            };
             for l in wrap(&line, WIDTH, 4) {
                 println!("{l}");
             }
@@ -509,6 +544,12 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
         if o["stateFileUpdated"] == json!(true) {
             done.push("forgotten in the state file".into());
         }
+        if let Some(topic) = o["declarationCleared"].as_str() {
+            done.push(format!("its declaration on {topic} cleared"));
+        }
+        if o["energyForgotten"] == json!(true) {
+            done.push("its integrated energy forgotten".into());
+        }
         let line = format!(
             "Removed {}: {}.",
             o["clientId"].as_str().unwrap_or("?"),
@@ -523,7 +564,8 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
             }
         }
     }
-    if !removed.is_empty() {
+    // A mapped device does not come back by itself: only a declaration brings it.
+    if removed.iter().any(|o| o["mapped"] != json!(true)) {
         for l in wrap(remove::STILL_POWERED, WIDTH, 0) {
             println!("{l}");
         }

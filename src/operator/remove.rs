@@ -57,6 +57,9 @@ pub struct Outcome {
     pub retained_status_cleared: bool,
     /// The device is no longer in the state file.
     pub state_file_updated: bool,
+    /// A mapped device (or what was left of one).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mapped: bool,
     /// A mapped device's retained declaration topic, cleared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub declaration_cleared: Option<String>,

@@ -383,6 +383,7 @@ impl Task {
                 services: r.services.clone(),
                 ..Outcome::default()
             };
+            o.mapped = r.mapped;
             if r.mapped {
                 // Its declaration first, so that nothing brings it back.
                 let before = on_bus(&conn, &r.services).await;

@@ -319,3 +319,57 @@ async fn remove_clears_a_topic_declaration_for_good_and_refuses_a_file_declarati
         "{listing:#}"
     );
 }
+
+#[tokio::test]
+async fn remove_with_the_daemon_down_forgets_a_mapped_devices_settings_and_energy() {
+    let mut world = world_declaring(
+        r#"[[device]]
+id = "old_heater"
+service = "acload"
+availability = { topic = "heater/status" }
+[[device.source]]
+topic = "heater/power"
+"/Ac/Power" = "$"
+"/Ac/Energy/Forward" = { integrate = "/Ac/Power" }
+"#,
+    )
+    .await;
+    world.start_daemon().await;
+    let feed = feeder(&world).await;
+    let heater = svc("acload", "old_heater");
+    feed.publish_retained("heater/status", "online").await;
+    expect_connected(&world, &heater, true).await;
+    feed.publish("heater/power", "3600000").await;
+    expect_f64(&world, &heater, "/Ac/Power", 3_600_000.0).await;
+    feed.publish("heater/power", "3600000.5").await;
+    wait_for_value(&world.conn, &heater, "/Ac/Energy/Forward", |v| {
+        f64::try_from(v.try_clone().expect("clone")).is_ok_and(|x| x > 0.0)
+    })
+    .await;
+    // Stopped, the energy is saved; then the user deletes the declaration.
+    world.stop_daemon().await;
+    let energy = world.data_dir().join("mapped-energy.json");
+    assert!(std::fs::read_to_string(&energy)
+        .unwrap()
+        .contains("old_heater"));
+    std::fs::remove_file(world.data_dir().join("devices.toml")).unwrap();
+
+    // Its id, though its settings alone (`mqtt_old_heater`) cannot tell it.
+    let done = run(&world, &["remove", "old_heater", "--yes", "--json"]).await;
+    assert_eq!(done.code, Some(0), "{}\n{}", done.stdout, done.stderr);
+    let removed = &done.json()["removed"][0];
+    assert_eq!(removed["services"], json!(["mqtt_old_heater"]), "{removed}");
+    assert_eq!(removed["energyForgotten"], true, "{removed}");
+    assert!(
+        removed["settingsRemoved"].as_u64().unwrap() >= 1,
+        "{removed}"
+    );
+    assert!(!std::fs::read_to_string(&energy)
+        .unwrap()
+        .contains("old_heater"));
+    let listing = run(&world, &["list", "--json"]).await.json();
+    assert!(
+        !listing.to_string().contains("mqtt_old_heater"),
+        "{listing:#}"
+    );
+}
