@@ -182,6 +182,29 @@ impl MappedActivity {
         });
     }
 
+    /// The device is served anew (declared, or declared as another service): what came
+    /// before is of the earlier declaration. Its declaration is kept.
+    pub fn serving(&self, id: &str) {
+        self.with(id, |s| {
+            let fresh = MappedStatus {
+                declaration: s.declaration.clone(),
+                ..MappedStatus::default()
+            };
+            let changed = *s != fresh;
+            *s = fresh;
+            changed
+        });
+    }
+
+    /// The declaration changed: only the paths it still maps keep their last values.
+    pub fn keep_paths(&self, id: &str, mapped: &std::collections::BTreeSet<String>) {
+        self.with(id, |s| {
+            let before = s.paths.len();
+            s.paths.retain(|p, _| mapped.contains(p));
+            s.paths.len() != before
+        });
+    }
+
     /// The service went on D-Bus (`true`) or left it.
     pub fn registered(&self, id: &str, on_bus: bool) {
         self.with(id, |s| {
@@ -288,6 +311,21 @@ mod tests {
         m.registered("a", false);
         m.declarations(vec![], vec![]);
         assert!(m.snapshot().is_empty());
+    }
+
+    #[test]
+    fn a_new_declaration_starts_afresh() {
+        let m = MappedActivity::default();
+        m.declarations(vec![note("a", true)], vec![]);
+        let values = vec![("/Ac/Power".into(), json!(1)), ("/Ac/L1/Power".into(), json!(1))];
+        m.message("a", "a/x", b"1", values);
+        m.keep_paths("a", &std::collections::BTreeSet::from(["/Ac/Power".to_string()]));
+        let s = m.snapshot();
+        assert_eq!(s["a"].paths.keys().collect::<Vec<_>>(), ["/Ac/Power"]);
+        m.serving("a");
+        let s = m.snapshot();
+        assert_eq!(s["a"].messages, 0);
+        assert!(s["a"].paths.is_empty() && s["a"].declaration.is_some());
     }
 
     #[test]

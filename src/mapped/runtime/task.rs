@@ -96,6 +96,7 @@ pub fn spawn(
         if let Some(previous) = previous {
             finish(previous).await;
         }
+        ctx.activity.mapped.serving(id.as_str());
         let mut device = MappedDevice::new(declaration.clone(), &service_type);
         if let Some(energy) = &energy {
             device.restore_energy(energy);
@@ -289,6 +290,7 @@ impl MappedTask {
         let mut device = MappedDevice::new(declaration, &self.service_type);
         device.restore_energy(&energy);
         let after = declared_paths(device.declaration());
+        self.ctx.activity.mapped.keep_paths(self.id.as_str(), &after);
         self.device = device;
         let unmapped: Vec<(String, Value)> = before
             .difference(&after)
