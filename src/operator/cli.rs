@@ -157,22 +157,57 @@ async fn local_listing(
         .map_err(|e| format!("D-Bus ({bus}): {e}"))?;
     let file = read_state(&config.data_dir)?;
     let settings = super::bus::our_settings(&conn).await?;
+    let dir = config.data_dir.clone();
+    let (mapped, declaration_errors) = tokio::task::spawn_blocking(move || declared_in_files(&dir))
+        .await
+        .unwrap_or_default();
     let sources = Sources {
         services: super::bus::our_services(&conn).await?,
         settings: settings.clone(),
         saved: file.devices,
         last_seen: file.last_seen,
         activity: None,
-        mapped: Default::default(),
+        mapped,
     };
     let listing = Listing {
         format: REPORT_FORMAT,
         generated_at: unix_now(),
         from_daemon: false,
         devices: inventory::build(&sources),
-        declaration_errors: Vec::new(),
+        declaration_errors,
     };
     Ok((listing, settings))
+}
+
+/// The mapped devices the declaration files declare, read as the daemon reads them (with
+/// the daemon stopped none is served; declarations on topics are the daemon's to know), and
+/// the mistakes that name no device.
+fn declared_in_files(
+    dir: &Path,
+) -> (
+    std::collections::BTreeMap<String, super::mapped_activity::MappedStatus>,
+    Vec<String>,
+) {
+    let catalog_file = dir.join(crate::data_dir::CATALOG_FILE);
+    let (catalog, _) = crate::catalog::Catalog::load(Some(&catalog_file));
+    let (_, loaded) = crate::mapped::load::load_data_dir(dir, &catalog);
+    let (notes, unattributed) = crate::mapped::runtime::declaration_notes(
+        &loaded.devices,
+        loaded.diagnostics.iter(),
+        false,
+    );
+    let statuses = notes
+        .into_iter()
+        .map(|n| {
+            let id = n.id.clone();
+            let status = super::mapped_activity::MappedStatus {
+                declaration: Some(n),
+                ..Default::default()
+            };
+            (id, status)
+        })
+        .collect();
+    (statuses, unattributed)
 }
 
 fn read_state(dir: &Path) -> Result<persist::StateFile, String> {

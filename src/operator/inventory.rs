@@ -187,14 +187,14 @@ fn fill_mapped(e: &mut Entry, m: &MappedStatus) {
     let r = &mut e.report;
     if !e.on_bus {
         r.state = match (declaration, &m.refusal) {
-            (Some(d), _) if !d.served => ServiceState::Refused,
+            (Some(d), _) if !d.valid && !d.served => ServiceState::Refused,
             (Some(_), Some(_)) => ServiceState::Refused,
             _ => ServiceState::Offline,
         };
     }
     r.last_value_at = m.last_value;
     r.last_error = match declaration {
-        Some(d) if !served => d.diagnostics.first().cloned(),
+        Some(d) if !d.valid && !served => d.diagnostics.first().cloned(),
         _ => m
             .refusal
             .clone()

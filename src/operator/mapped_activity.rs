@@ -43,7 +43,8 @@ pub struct DeclarationNote {
     pub topics: Vec<String>,
     /// What is wrong with it (and warnings), each with file, line and column.
     pub diagnostics: Vec<String>,
-    /// Served (possibly as declared before, if the file has a mistake now); false: refused.
+    /// Served by the running daemon (possibly as declared before, if the file has a mistake
+    /// now). False: refused, or read by the command line with the daemon stopped.
     pub served: bool,
     /// No error in its declaration now (warnings aside).
     pub valid: bool,

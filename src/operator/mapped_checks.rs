@@ -35,8 +35,17 @@ pub fn checks(
         return checks;
     };
     checks.push(declaration(id, origin, m));
-    checks.push(registered(id, s, Some(m)));
-    if m.topics.is_empty() {
+    if !from_daemon && s.state == ServiceState::Offline {
+        checks.push(Check::fail(
+            "registered",
+            "not on D-Bus: the daemon is not running",
+            "start it (svc -u /service/dbus-mqtt-devices)",
+        ));
+    } else {
+        checks.push(registered(id, s, Some(m)));
+    }
+    // What came on its topics: known to the daemon serving it only.
+    if m.topics.is_empty() || m.messages.is_none() {
         return checks;
     }
     let topics = m.topics.join(", ");

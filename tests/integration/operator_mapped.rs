@@ -331,6 +331,11 @@ availability = { topic = "heater/status" }
 topic = "heater/power"
 "/Ac/Power" = "$"
 "/Ac/Energy/Forward" = { integrate = "/Ac/Power" }
+
+[[device]]
+id = "typo"
+service = "acload"
+preset = "no_such_preset"
 "#,
     )
     .await;
@@ -352,6 +357,30 @@ topic = "heater/power"
     assert!(std::fs::read_to_string(&energy)
         .unwrap()
         .contains("old_heater"));
+
+    // Without the daemon, `list` reads the declarations itself.
+    let listing = run(&world, &["list", "--json"]).await.json();
+    assert_eq!(listing["fromDaemon"], false);
+    let h = device(&listing, "old_heater");
+    assert_eq!(h["kind"], "mapped");
+    assert_eq!(h["connected"], false);
+    assert_eq!(h["services"][0]["state"], "offline", "{h:#}");
+    assert!(h["services"][0]["instance"].is_u64(), "{h:#}");
+    let origin = h["services"][0]["mapped"]["origin"].as_str().unwrap();
+    assert!(origin.ends_with("/devices.toml:1:1"), "{origin}");
+    let typo = device(&listing, "typo");
+    assert_eq!(typo["services"][0]["state"], "refused", "{typo:#}");
+    let why = typo["services"][0]["lastError"].as_str().unwrap();
+    assert!(why.contains("/devices.toml:13:"), "{why}");
+    // Declared in the file: not removed.
+    let refused = run(&world, &["remove", "old_heater", "--yes"]).await;
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("devices.toml:1:1"),
+        "{}",
+        refused.stderr
+    );
+
     std::fs::remove_file(world.data_dir().join("devices.toml")).unwrap();
 
     // Its id, though its settings alone (`mqtt_old_heater`) cannot tell it.

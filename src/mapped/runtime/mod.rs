@@ -446,53 +446,9 @@ impl Runtime {
     /// Tells the operator tools which declarations are served and which are
     /// refused, with every diagnostic about each.
     fn tell_operator(&self, wanted: &[LoadedDevice], conflicts: &[Diagnostic]) {
-        let mut by_id: BTreeMap<&str, Vec<&Diagnostic>> = BTreeMap::new();
-        let mut unattributed = Vec::new();
         let topics = self.topic_refusals.values().flatten();
-        for d in self.file_diagnostics.iter().chain(topics).chain(conflicts) {
-            match &d.device {
-                Some(id) => by_id.entry(id.as_str()).or_default().push(d),
-                None if d.is_error() => unattributed.push(d.to_string()),
-                None => {}
-            }
-        }
-        let text = |ds: Vec<&Diagnostic>| ds.iter().map(ToString::to_string).collect();
-        let mut notes = Vec::with_capacity(wanted.len());
-        let valid = |ds: &[&Diagnostic]| !ds.iter().any(|d| d.is_error());
-        for d in wanted {
-            let id = d.declaration.id.as_str();
-            let ds = by_id.remove(id).unwrap_or_default();
-            let topics = Routes::new(std::iter::once(&d.declaration))
-                .filters()
-                .map(|f| f.as_str().to_owned())
-                .collect();
-            notes.push(DeclarationNote {
-                id: id.to_owned(),
-                origin: d.origin.clone(),
-                by_topic: d.origin.starts_with(DECLARATION_TOPIC_PREFIX),
-                service_type: Some(d.declaration.service.clone()),
-                topics,
-                valid: valid(&ds),
-                diagnostics: text(ds),
-                served: true,
-            });
-        }
-        // Not served: declarations with an error, under the id they give.
-        for (id, ds) in by_id {
-            let Some(first) = ds.iter().find(|d| d.is_error()) else {
-                continue;
-            };
-            notes.push(DeclarationNote {
-                id: id.to_owned(),
-                origin: first.place.clone(),
-                by_topic: first.place.starts_with(DECLARATION_TOPIC_PREFIX),
-                service_type: None,
-                topics: Vec::new(),
-                diagnostics: text(ds),
-                served: false,
-                valid: false,
-            });
-        }
+        let diagnostics = self.file_diagnostics.iter().chain(topics).chain(conflicts);
+        let (notes, unattributed) = declaration_notes(wanted, diagnostics, true);
         self.ctx.activity.mapped.declarations(notes, unattributed);
     }
 
@@ -568,6 +524,63 @@ impl Runtime {
             Err(e) => warn!(error = %e, "saving the integrated energy counters"),
         }
     }
+}
+
+/// What the operator tools are told of declarations: one note per device in
+/// `wanted` (`served` by a running daemon), one per device refused for an
+/// error in `diagnostics`, and the errors that name no device.
+pub fn declaration_notes<'a>(
+    wanted: &[LoadedDevice],
+    diagnostics: impl Iterator<Item = &'a Diagnostic>,
+    served: bool,
+) -> (Vec<DeclarationNote>, Vec<String>) {
+    let mut by_id: BTreeMap<&str, Vec<&Diagnostic>> = BTreeMap::new();
+    let mut unattributed = Vec::new();
+    for d in diagnostics {
+        match &d.device {
+            Some(id) => by_id.entry(id.as_str()).or_default().push(d),
+            None if d.is_error() => unattributed.push(d.to_string()),
+            None => {}
+        }
+    }
+    let text = |ds: Vec<&Diagnostic>| ds.iter().map(ToString::to_string).collect();
+    let valid = |ds: &[&Diagnostic]| !ds.iter().any(|d| d.is_error());
+    let mut notes = Vec::with_capacity(wanted.len());
+    for d in wanted {
+        let id = d.declaration.id.as_str();
+        let ds = by_id.remove(id).unwrap_or_default();
+        let topics = Routes::new(std::iter::once(&d.declaration))
+            .filters()
+            .map(|f| f.as_str().to_owned())
+            .collect();
+        notes.push(DeclarationNote {
+            id: id.to_owned(),
+            origin: d.origin.clone(),
+            by_topic: d.origin.starts_with(DECLARATION_TOPIC_PREFIX),
+            service_type: Some(d.declaration.service.clone()),
+            topics,
+            valid: valid(&ds),
+            diagnostics: text(ds),
+            served,
+        });
+    }
+    // Not served: declarations with an error, under the id they give.
+    for (id, ds) in by_id {
+        let Some(first) = ds.iter().find(|d| d.is_error()) else {
+            continue;
+        };
+        notes.push(DeclarationNote {
+            id: id.to_owned(),
+            origin: first.place.clone(),
+            by_topic: first.place.starts_with(DECLARATION_TOPIC_PREFIX),
+            service_type: None,
+            topics: Vec::new(),
+            diagnostics: text(ds),
+            served: false,
+            valid: false,
+        });
+    }
+    (notes, unattributed)
 }
 
 /// Logs what was found wrong in declarations, with the device's id.
