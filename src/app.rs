@@ -168,6 +168,7 @@ pub async fn run_with(
     let (failures_tx, mut failures) = mpsc::unbounded_channel();
     let activity = Arc::new(operator::activity::Activity::default());
     let (takedown_tx, mut takedowns) = mpsc::channel(8);
+    let (retire_tx, retire_rx) = mpsc::channel(8);
     let operator = Operator::start(OperatorContext {
         bus: bus.clone(),
         mqtt: mqtt.clone(),
@@ -176,6 +177,7 @@ pub async fn run_with(
         data_dir: config.data_dir.clone(),
         max_services: config.limits.max_services,
         takedown: takedown_tx,
+        retire: retire_tx,
         portal: portal_rx.clone(),
     });
     let ctx = Arc::new(DeviceContext {
@@ -195,7 +197,12 @@ pub async fn run_with(
         activity,
     });
     let budget = ctx.budget.clone();
-    let mapped = crate::mapped::runtime::start(ctx.clone(), config.data_dir.clone(), hangup);
+    let mapped = crate::mapped::runtime::start(
+        ctx.clone(),
+        config.data_dir.clone(),
+        hangup,
+        retire_rx,
+    );
     let mut registry = Registry::new(ctx, config.limits.max_devices);
     for entry in &newly_set_aside {
         warn!(

@@ -54,6 +54,8 @@ pub struct Activity {
     devices: Mutex<HashMap<String, DeviceActivity>>,
     /// Woken when something a listing shows has changed.
     changed: Notify,
+    /// What the mapped-device runtime reports of its devices.
+    pub mapped: super::mapped_activity::MappedActivity,
 }
 
 impl Activity {
@@ -170,9 +172,12 @@ impl Activity {
     }
 
     /// Completes at the next change a listing shows (a device or service heard from for
-    /// the first time, a refusal, a removal).
+    /// the first time, a refusal, a removal; a mapped device's declaration or state).
     pub async fn changed(&self) {
-        self.changed.notified().await;
+        tokio::select! {
+            _ = self.changed.notified() => {}
+            _ = self.mapped.changed() => {}
+        }
     }
 
     /// Wakes whoever waits in [`Activity::changed`] (a device registered or left).

@@ -157,20 +157,57 @@ async fn local_listing(
         .map_err(|e| format!("D-Bus ({bus}): {e}"))?;
     let file = read_state(&config.data_dir)?;
     let settings = super::bus::our_settings(&conn).await?;
+    let dir = config.data_dir.clone();
+    let (mapped, declaration_errors) = tokio::task::spawn_blocking(move || declared_in_files(&dir))
+        .await
+        .unwrap_or_default();
     let sources = Sources {
         services: super::bus::our_services(&conn).await?,
         settings: settings.clone(),
         saved: file.devices,
         last_seen: file.last_seen,
         activity: None,
+        mapped,
     };
     let listing = Listing {
         format: REPORT_FORMAT,
         generated_at: unix_now(),
         from_daemon: false,
         devices: inventory::build(&sources),
+        declaration_errors,
     };
     Ok((listing, settings))
+}
+
+/// The mapped devices the declaration files declare, read as the daemon reads them (with
+/// the daemon stopped none is served; declarations on topics are the daemon's to know), and
+/// the mistakes that name no device.
+fn declared_in_files(
+    dir: &Path,
+) -> (
+    std::collections::BTreeMap<String, super::mapped_activity::MappedStatus>,
+    Vec<String>,
+) {
+    let catalog_file = dir.join(crate::data_dir::CATALOG_FILE);
+    let (catalog, _) = crate::catalog::Catalog::load(Some(&catalog_file));
+    let (_, loaded) = crate::mapped::load::load_data_dir(dir, &catalog);
+    let (notes, unattributed) = crate::mapped::runtime::declaration_notes(
+        &loaded.devices,
+        loaded.diagnostics.iter(),
+        false,
+    );
+    let statuses = notes
+        .into_iter()
+        .map(|n| {
+            let id = n.id.clone();
+            let status = super::mapped_activity::MappedStatus {
+                declaration: Some(n),
+                ..Default::default()
+            };
+            (id, status)
+        })
+        .collect();
+    (statuses, unattributed)
 }
 
 fn read_state(dir: &Path) -> Result<persist::StateFile, String> {
@@ -226,6 +263,10 @@ pub fn table(listing: &Listing) -> String {
         "{:<26} {:<11} {:>4} {:<18} {:<8} {:<9} {}\n",
         "DEVICE/SERVICE", "TYPE", "INST", "NAME", "STATE", "LAST", "ERROR"
     );
+    for e in &listing.declaration_errors {
+        out.push_str(&fit(&format!("declaration not read: {e}"), WIDTH));
+        out.push('\n');
+    }
     if listing.devices.is_empty() {
         out.push_str("(no MQTT devices known on this GX)\n");
         return out;
@@ -235,6 +276,7 @@ pub fn table(listing: &Listing) -> String {
         for s in &d.services {
             let who = match &s.service_id {
                 Some(id) => format!("{}/{id}", d.client_id),
+                None if d.kind == "mapped" => format!("{} (mapped)", d.client_id),
                 None => s.unique_id.clone(),
             };
             let last = match (s.last_value_at, s.state) {
@@ -262,12 +304,49 @@ pub fn table(listing: &Listing) -> String {
             out.push_str(line.as_str());
             out.push_str(&fit(error, room));
             out.push('\n');
+            for line in s.mapped.as_ref().map(|m| mapped_lines(m, now)).unwrap_or_default() {
+                out.push_str(&fit(&line, WIDTH));
+                out.push('\n');
+            }
         }
         if d.services.is_empty() {
             out.push_str(&format!("{}  (no services)\n", fit(&d.client_id, 80)));
         }
     }
     out
+}
+
+/// Under a mapped device's row: what is wrong with its declaration, in full (a path does
+/// not fit the ERROR column), and its last message: `  <topic> → <value> (<age> ago):
+/// <payload>`, or that none came.
+fn mapped_lines(m: &super::report::MappedDetail, now: u64) -> Vec<String> {
+    let mut lines = Vec::new();
+    if m.declaration_valid == Some(false) {
+        for d in &m.diagnostics {
+            lines.extend(wrap(&format!("  {d}"), WIDTH, 4));
+        }
+    }
+    lines.extend(mapped_line(m, now));
+    lines
+}
+
+fn mapped_line(m: &super::report::MappedDetail, now: u64) -> Option<String> {
+    match (&m.last_topic, m.messages) {
+        // The payload last: it is cut to the width, the value is not.
+        (Some(topic), _) => Some(format!(
+            "  {topic} → {} ({} ago): {}",
+            m.converted_value
+                .as_ref()
+                .map_or("-".into(), |v| v.to_string()),
+            human(now.saturating_sub(m.at.unwrap_or(now))),
+            m.raw_payload.as_deref().unwrap_or(""),
+        )),
+        (None, Some(0)) => Some(format!(
+            "  no message yet on {}",
+            m.topics.join(", ")
+        )),
+        _ => None,
+    }
 }
 
 /// `remove`.
@@ -328,11 +407,35 @@ fn fail(e: &str) -> u8 {
     1
 }
 
+/// Forgets the integrated energy of the mapped devices of `services` (unique ids
+/// `mqtt_<id>`) in `mapped-energy.json`, with the daemon not running; whether there was any.
+async fn forget_energy(config: &Config, services: &[String]) -> Result<bool, String> {
+    use crate::mapped::runtime::energy_file;
+    let dir = config.data_dir.clone();
+    let ids: Vec<String> = services
+        .iter()
+        .filter_map(|u| u.strip_prefix(inventory::UNIQUE_PREFIX))
+        .map(str::to_owned)
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut energies = energy_file::load(&dir);
+        let before = energies.len();
+        energies.retain(|id, _| !ids.contains(id));
+        if energies.len() == before {
+            return Ok(false);
+        }
+        energy_file::save(&dir, &energies).map(|()| true)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// One removal with the daemon not running.
 async fn remove_here(config: &Config, r: &Removal, broker: Option<&mut Broker>) -> Outcome {
     let mut o = Outcome {
         client_id: r.client_id.clone(),
         services: r.services.clone(),
+        mapped: r.mapped,
         ..Outcome::default()
     };
     if r.connected {
@@ -388,6 +491,12 @@ async fn remove_here(config: &Config, r: &Removal, broker: Option<&mut Broker>) 
             Err(e) => o.problems.push(e.to_string()),
         }
     }
+    if r.mapped {
+        match forget_energy(config, &r.services).await {
+            Ok(forgotten) => o.energy_forgotten = forgotten,
+            Err(e) => o.problems.push(e),
+        }
+    }
     let bus = crate::app::bus_address(&config.bus);
     match bus.connect().await {
         Ok(conn) => match super::bus::remove_settings(&conn, &r.settings).await {
@@ -434,6 +543,11 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
                     ""
                 },
             );
+            let line = if p["mapped"] == json!(true) {
+                format!("{line}; a mapped device: its retained declaration, if any, is cleared and its integrated energy forgotten")
+            } else {
+                line
+            };
             for l in wrap(&line, WIDTH, 4) {
                 println!("{l}");
             }
@@ -465,6 +579,12 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
         if o["stateFileUpdated"] == json!(true) {
             done.push("forgotten in the state file".into());
         }
+        if let Some(topic) = o["declarationCleared"].as_str() {
+            done.push(format!("its declaration on {topic} cleared"));
+        }
+        if o["energyForgotten"] == json!(true) {
+            done.push("its integrated energy forgotten".into());
+        }
         let line = format!(
             "Removed {}: {}.",
             o["clientId"].as_str().unwrap_or("?"),
@@ -479,7 +599,8 @@ fn report_removal(answer: &Json, args: &RemoveArgs) -> u8 {
             }
         }
     }
-    if !removed.is_empty() {
+    // A mapped device does not come back by itself: only a declaration brings it.
+    if removed.iter().any(|o| o["mapped"] != json!(true)) {
         for l in wrap(remove::STILL_POWERED, WIDTH, 0) {
             println!("{l}");
         }
@@ -759,6 +880,7 @@ mod tests {
                     mapped: None,
                 }],
             }],
+            declaration_errors: vec!["y".repeat(150)],
         };
         let t = table(&listing);
         assert!(t.lines().all(|l| l.chars().count() <= WIDTH), "{t}");

@@ -332,6 +332,16 @@ pub async fn device_checks(
     target: Option<&Target>,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
+    if target.is_none() {
+        for e in &listing.declaration_errors {
+            checks.push(Check::fail(
+                "declarations",
+                format!("a declaration file is not read: {e}"),
+                "correct it; `dbus-mqtt-devices check-config` shows every mistake with file, \
+                 line and column",
+            ));
+        }
+    }
     let devices: Vec<&DeviceReport> = listing
         .devices
         .iter()
@@ -346,7 +356,8 @@ pub async fn device_checks(
                     "registered",
                     "no device with this client id is known on this GX",
                     "check the client id in the device's topics (device/<client id>/Status) and \
-                     that it publishes a Status with \"connected\": 1",
+                     that it publishes a Status with \"connected\": 1; for a mapped device, the \
+                     id of its declaration (`dbus-mqtt-devices check-config` lists them)",
                 )
                 .about(t.client.raw()),
             );
@@ -392,6 +403,14 @@ async fn service_checks(
     device: &DeviceReport,
     s: &super::report::ServiceReport,
 ) -> Vec<Check> {
+    if let Some(m) = &s.mapped {
+        let mut checks = super::mapped_checks::checks(&device.client_id, now, from_daemon, s, m);
+        if let Some(name) = s.dbus_name.as_deref().filter(|_| s.state != ServiceState::Offline) {
+            let kind = s.service_type.as_deref().unwrap_or("?");
+            checks.extend(type_checks(conn, name, kind, s.instance).await);
+        }
+        return checks;
+    }
     let mut checks = Vec::new();
     let instance = s
         .instance
@@ -453,19 +472,6 @@ async fn service_checks(
         }
     }
 
-    if let Some(m) = &s.mapped {
-        checks.push(Check::pass(
-            "mapped",
-            format!(
-                "last topic {}, payload {}, value {}",
-                m.last_topic.as_deref().unwrap_or("-"),
-                m.raw_payload.as_deref().unwrap_or("-"),
-                m.converted_value
-                    .as_ref()
-                    .map_or("-".into(), Json::to_string)
-            ),
-        ));
-    }
     let Some(name) = s
         .dbus_name
         .as_deref()

@@ -5,7 +5,8 @@
 //! prefixes it, else to a device guessed from the unique id itself.
 
 use super::activity::{DeviceActivity, ErrorNote};
-use super::report::{DeviceReport, ServiceReport, ServiceState};
+use super::mapped_activity::MappedStatus;
+use super::report::{DeviceReport, MappedDetail, ServiceReport, ServiceState};
 use crate::ids::{ClientId, ServiceId, UniqueId};
 use crate::persist::{LastSeen, SavedDevice};
 use crate::protocol::Status;
@@ -31,6 +32,8 @@ pub struct Sources {
     pub last_seen: LastSeen,
     /// The running daemon's knowledge; `None` when the CLI lists on its own.
     pub activity: Option<BTreeMap<String, DeviceActivity>>,
+    /// The running daemon's mapped devices, by declaration id (served or refused).
+    pub mapped: BTreeMap<String, MappedStatus>,
 }
 
 /// The prefix of every unique id of ours.
@@ -177,6 +180,43 @@ fn note(n: &Option<ErrorNote>) -> Option<String> {
     n.as_ref().map(|n| n.message.clone())
 }
 
+/// A mapped device's service: its state and what the daemon knows of it.
+fn fill_mapped(e: &mut Entry, m: &MappedStatus) {
+    let declaration = m.declaration.as_ref();
+    let served = declaration.is_some_and(|d| d.served);
+    let r = &mut e.report;
+    if !e.on_bus {
+        r.state = match (declaration, &m.refusal) {
+            (Some(d), _) if !d.valid && !d.served => ServiceState::Refused,
+            (Some(_), Some(_)) => ServiceState::Refused,
+            _ => ServiceState::Offline,
+        };
+    }
+    r.last_value_at = m.last_value;
+    r.last_error = match declaration {
+        Some(d) if !d.valid && !served => d.diagnostics.first().cloned(),
+        _ => m
+            .refusal
+            .clone()
+            .or_else(|| m.last_error.as_ref().map(|n| n.message.clone())),
+    };
+    let last = m.last.as_ref();
+    r.mapped = Some(MappedDetail {
+        last_topic: last.map(|l| l.topic.clone()),
+        raw_payload: last.map(|l| l.raw_payload.clone()),
+        converted_value: last.map(|l| l.converted_value.clone()),
+        at: last.map(|l| l.at),
+        origin: declaration.map(|d| d.origin.clone()),
+        declared_by: declaration.map(|d| if d.by_topic { "topic" } else { "file" }.to_owned()),
+        declaration_valid: declaration.map(|d| d.valid),
+        diagnostics: declaration.map(|d| d.diagnostics.clone()).unwrap_or_default(),
+        topics: declaration.map(|d| d.topics.clone()).unwrap_or_default(),
+        messages: served.then_some(m.messages),
+        available: m.available,
+        paths: m.paths.clone(),
+    });
+}
+
 /// The reports, one per device, sorted by client id; services in declaration order for
 /// devices the state file knows, else by unique id.
 pub fn build(src: &Sources) -> Vec<DeviceReport> {
@@ -216,6 +256,22 @@ pub fn build(src: &Sources) -> Vec<DeviceReport> {
             }
         }
         order.insert(raw, ids);
+    }
+    // 1b. The mapped devices the daemon knows, by the id of their declaration.
+    for (id, status) in &src.mapped {
+        let unique = format!("{UNIQUE_PREFIX}{id}");
+        {
+            let device = b.devices.entry(id.clone()).or_default();
+            device.legal = id.clone();
+            device.mapped = true;
+            device.served |= status.declaration.as_ref().is_some_and(|d| d.served);
+        }
+        let entry = b.entry(id, &unique, None);
+        entry.declared = true;
+        entry.report.service_type = status
+            .declaration
+            .as_ref()
+            .and_then(|d| d.service_type.clone());
     }
     // 2. D-Bus: what is there now.
     for service in &src.services {
@@ -278,7 +334,14 @@ pub fn build(src: &Sources) -> Vec<DeviceReport> {
     // 4. Activity and the states that follow from it.
     let mut reports = Vec::with_capacity(b.devices.len());
     for (raw, device) in b.devices {
-        let activity = src.activity.as_ref().and_then(|a| a.get(&raw));
+        // A mapped device's activity is its own (a device of the protocol may have its id).
+        let activity = src
+            .activity
+            .as_ref()
+            .filter(|_| !device.mapped)
+            .and_then(|a| a.get(&raw));
+        let mapped = src.mapped.get(&raw).filter(|_| device.mapped);
+        let mapped_unique = format!("{UNIQUE_PREFIX}{raw}");
         let connected = device.served || device.services.values().any(|e| e.on_bus);
         let ids = order.remove(&raw).unwrap_or_default();
         let mut entries: Vec<Entry> = Vec::with_capacity(device.services.len());
@@ -292,6 +355,10 @@ pub fn build(src: &Sources) -> Vec<DeviceReport> {
         let services = entries
             .into_iter()
             .map(|mut e| {
+                if let Some(m) = mapped.filter(|_| e.report.unique_id == mapped_unique) {
+                    fill_mapped(&mut e, m);
+                    return e.report;
+                }
                 if !e.on_bus && e.declared && connected {
                     e.report.state = ServiceState::Refused;
                 }
@@ -362,6 +429,7 @@ mod tests {
             }],
             last_seen: LastSeen::from([("old".to_string(), 5)]),
             activity: None,
+            mapped: BTreeMap::new(),
         };
         let reports = build(&src);
         let ids: Vec<&str> = reports.iter().map(|r| r.client_id.as_str()).collect();
@@ -389,6 +457,90 @@ mod tests {
         assert_eq!(old.last_seen, Some(5));
         assert_eq!(old.services[0].state, ServiceState::Offline);
         assert_eq!(old.services[0].service_type.as_deref(), Some("temperature"));
+    }
+
+    #[test]
+    fn the_daemon_lists_mapped_devices_by_their_declaration_served_or_refused() {
+        use crate::operator::mapped_activity::{DeclarationNote, MappedStatus, PathSample};
+        let note = |id: &str, served: bool| DeclarationNote {
+            id: id.into(),
+            origin: "devices.toml:1:1".into(),
+            by_topic: false,
+            service_type: served.then(|| "grid".into()),
+            topics: vec!["em/#".into()],
+            diagnostics: if served {
+                vec![]
+            } else {
+                vec!["devices.toml:9:11: device 'bad_one': unknown service type".into()]
+            },
+            served,
+            valid: served,
+        };
+        let sample = PathSample {
+            topic: "em/status".into(),
+            raw_payload: "{\"p\":5}".into(),
+            converted_value: json!(5.0),
+            at: 7,
+        };
+        let served = MappedStatus {
+            declaration: Some(note("grid_shelly", true)),
+            messages: 1,
+            last: Some(sample.clone()),
+            paths: BTreeMap::from([("/Ac/Power".to_string(), sample)]),
+            last_value: Some(7),
+            registered: true,
+            ..MappedStatus::default()
+        };
+        // Served but its registration refused: the name is held by another service.
+        let blocked = MappedStatus {
+            declaration: Some(note("blocked", true)),
+            refusal: Some("not registered: name taken".into()),
+            ..MappedStatus::default()
+        };
+        let src = Sources {
+            services: vec![bus(
+                "com.victronenergy.grid.mqtt_grid_shelly",
+                json!({"/DeviceInstance": 30, "/Connected": 1, "/Mgmt/Connection": "MQTT x"}),
+            )],
+            settings: serde_json::from_value(json!({
+                "/Settings/Devices/mqtt_grid_shelly/ClassAndVrmInstance": "grid:30",
+                "/Settings/Devices/mqtt_bad_one/ClassAndVrmInstance": "grid:31",
+            }))
+            .unwrap(),
+            activity: Some(BTreeMap::new()),
+            mapped: BTreeMap::from([
+                ("grid_shelly".to_string(), served),
+                ("bad_one".to_string(), MappedStatus {
+                    declaration: Some(note("bad_one", false)),
+                    ..MappedStatus::default()
+                }),
+                ("blocked".to_string(), blocked),
+            ]),
+            ..Sources::default()
+        };
+        let reports = build(&src);
+        let ids: Vec<&str> = reports.iter().map(|r| r.client_id.as_str()).collect();
+        // By the declaration's ids, not guesses from `mqtt_bad_one` and `mqtt_grid_shelly`.
+        assert_eq!(ids, ["bad_one", "blocked", "grid_shelly"]);
+        assert!(reports.iter().all(|r| r.kind == "mapped" && !r.client_id_guessed));
+        let [bad, blocked, grid] = &reports[..] else {
+            panic!("{reports:?}")
+        };
+        assert!(!bad.connected);
+        assert_eq!(bad.services[0].state, ServiceState::Refused);
+        assert_eq!(bad.services[0].instance, Some(31));
+        assert!(bad.services[0].last_error.as_deref().unwrap().starts_with("devices.toml:9:11"));
+        assert_eq!(blocked.services[0].state, ServiceState::Refused);
+        assert!(blocked.services[0].last_error.as_deref().unwrap().contains("name taken"));
+        let g = &grid.services[0];
+        assert_eq!(grid.services.len(), 1);
+        assert_eq!(g.state, ServiceState::Online);
+        assert_eq!(g.last_value_at, Some(7));
+        let m = g.mapped.as_ref().unwrap();
+        assert_eq!(m.last_topic.as_deref(), Some("em/status"));
+        assert_eq!(m.converted_value, Some(json!(5.0)));
+        assert_eq!(m.paths["/Ac/Power"].raw_payload, "{\"p\":5}");
+        assert_eq!(m.declared_by.as_deref(), Some("file"));
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //!   daemon's [`activity`].
 //! - [`activity`]: what the running daemon knows beyond D-Bus (last seen, last value, last
 //!   refusal), updated from the device paths.
+//! - [`mapped_activity`]: what the mapped-device runtime reports of its devices.
 //! - [`bus`]: the D-Bus reads and `RemoveSettings`.
 //! - [`remove`]: what a removal selects and what it did.
-//! - [`doctor`]: the checks.
+//! - [`doctor`]: the checks; [`mapped_checks`]: those of a mapped device.
 //! - [`request`]: MQTT requests (`dbus-mqtt-devices/request/<verb>`), parsed.
 //! - [`duration`]: `30d`, `12h` as an operator types them.
 //! - [`service`]: the daemon's side: answers requests, keeps the retained device states.
@@ -21,6 +22,8 @@ pub mod client;
 pub mod doctor;
 pub mod duration;
 pub mod inventory;
+pub mod mapped_activity;
+pub mod mapped_checks;
 pub mod remove;
 pub mod report;
 pub mod request;

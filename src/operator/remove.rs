@@ -37,6 +37,10 @@ pub struct Removal {
     pub settings: Vec<String>,
     /// Whether services of it were on D-Bus (taken off first).
     pub connected: bool,
+    /// A mapped device, or what is left of one: its declaration topic, if any, is cleared
+    /// and its integrated energy forgotten (by the running daemon).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mapped: bool,
 }
 
 /// What was done, as answered and printed.
@@ -53,6 +57,15 @@ pub struct Outcome {
     pub retained_status_cleared: bool,
     /// The device is no longer in the state file.
     pub state_file_updated: bool,
+    /// A mapped device (or what was left of one).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mapped: bool,
+    /// A mapped device's retained declaration topic, cleared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declaration_cleared: Option<String>,
+    /// A mapped device's integrated energy was forgotten.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub energy_forgotten: bool,
     /// What went wrong, if anything (the rest was still done).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
@@ -106,13 +119,9 @@ pub fn plan(
                 continue;
             }
         }
-        if report.kind == "mapped" && report.connected {
-            return Err(format!(
-                "{} is a mapped device: remove its declaration (devices.toml, devices.d/ or its \
-                 retained dbus-mqtt-devices/mapped/ topic) first, then remove it here to free \
-                 its instance",
-                report.client_id
-            ));
+        let mapped = report.kind == "mapped";
+        if mapped {
+            check_mapped(report)?;
         }
         let service = selection.target.as_ref().and_then(|t| t.service.as_ref());
         let services: Vec<_> = report
@@ -141,14 +150,70 @@ pub fn plan(
                 .flat_map(|s| settings_of(settings, &s.unique_id))
                 .collect(),
             connected: report.connected,
+            mapped: mapped && report.services.iter().any(|s| s.mapped.is_some()),
         });
     }
     if removals.is_empty() {
         if let Some(target) = &selection.target {
+            if let Some(r) = by_unique_id(reports, settings, target) {
+                return Ok(vec![r]);
+            }
             return Err(format!("no device {target} is known on this GX"));
         }
     }
     Ok(removals)
+}
+
+/// Whether a mapped device can be removed here: not while a file declares it (the file
+/// would bring it back), nor while it is on D-Bus and no running daemon says where it is
+/// declared.
+fn check_mapped(report: &DeviceReport) -> Result<(), String> {
+    let id = &report.client_id;
+    let detail = report.services.iter().find_map(|s| s.mapped.as_ref());
+    let declared = detail.and_then(|m| Some((m.declared_by.as_deref()?, m.origin.as_deref()?)));
+    match declared {
+        Some(("file", origin)) => Err(format!(
+            "{id} is a mapped device declared in {origin}: delete its declaration there first \
+             (the daemon notices within a few seconds), then remove {id} here to free its instance"
+        )),
+        // Declared by a retained topic: the removal clears it.
+        Some(_) => Ok(()),
+        None if report.connected => Err(format!(
+            "{id} is a mapped device on D-Bus, and the daemon that serves it does not answer: \
+             start it (or delete the declaration) and try again"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A device whose only trace is the settings of unique id `mqtt_<target>` (a mapped device
+/// whose declaration is gone: its id cannot be told from its unique id alone). Removed as a
+/// mapped device's leftovers: its integrated energy, if any, is forgotten too.
+fn by_unique_id(
+    reports: &[DeviceReport],
+    settings: &BTreeMap<String, Json>,
+    target: &Target,
+) -> Option<Removal> {
+    if target.service.is_some() {
+        return None;
+    }
+    let unique = format!("{}{}", super::inventory::UNIQUE_PREFIX, target.client.legal());
+    let (report, service) = reports.iter().find_map(|r| {
+        let s = r.services.iter().find(|s| s.unique_id == unique)?;
+        Some((r, s))
+    })?;
+    // Only a service that is nowhere now: one on D-Bus belongs to something running.
+    if service.state != ServiceState::Offline {
+        return None;
+    }
+    Some(Removal {
+        client_id: report.client_id.clone(),
+        whole_device: false,
+        services: vec![unique.clone()],
+        settings: settings_of(settings, &unique),
+        connected: false,
+        mapped: true,
+    })
 }
 
 #[cfg(test)]
@@ -182,6 +247,60 @@ mod tests {
                 mapped: None,
             }],
         }
+    }
+
+    #[test]
+    fn a_mapped_device_declared_in_a_file_is_not_removed() {
+        let mut d = device("grid_shelly", true, None);
+        d.kind = "mapped".into();
+        let settings = BTreeMap::new();
+        let target = Selection {
+            target: Some(Target::parse("grid_shelly").unwrap()),
+            not_seen_for: None,
+        };
+        // Unknown to a running daemon and on D-Bus: refused.
+        assert!(plan(std::slice::from_ref(&d), &settings, &target, 0).is_err());
+        let mut detail = crate::operator::report::MappedDetail {
+            last_topic: None,
+            raw_payload: None,
+            converted_value: None,
+            at: None,
+            origin: Some("devices.toml:3:1".into()),
+            declared_by: Some("file".into()),
+            declaration_valid: Some(true),
+            diagnostics: vec![],
+            topics: vec![],
+            messages: None,
+            available: None,
+            paths: BTreeMap::new(),
+        };
+        d.services[0].mapped = Some(detail.clone());
+        let e = plan(std::slice::from_ref(&d), &settings, &target, 0).unwrap_err();
+        assert!(e.contains("devices.toml:3:1"), "{e}");
+        detail.declared_by = Some("topic".into());
+        d.services[0].mapped = Some(detail);
+        let p = plan(std::slice::from_ref(&d), &settings, &target, 0).unwrap();
+        assert!(p[0].mapped && p[0].whole_device);
+    }
+
+    #[test]
+    fn settings_left_by_a_mapped_device_are_found_by_its_id() {
+        // `mqtt_grid_shelly` alone is read as client `grid`, service `shelly`.
+        let mut d = device("grid", false, None);
+        d.services[0].service_id = Some("shelly".into());
+        d.services[0].unique_id = "mqtt_grid_shelly".into();
+        let settings: BTreeMap<String, Json> = serde_json::from_value(json!({
+            "/Settings/Devices/mqtt_grid_shelly/ClassAndVrmInstance": "grid:40",
+        }))
+        .unwrap();
+        let target = Selection {
+            target: Some(Target::parse("grid_shelly").unwrap()),
+            not_seen_for: None,
+        };
+        let p = plan(&[d], &settings, &target, 0).unwrap();
+        assert_eq!(p[0].services, ["mqtt_grid_shelly"]);
+        assert_eq!(p[0].settings.len(), 1);
+        assert!(!p[0].whole_device && p[0].mapped);
     }
 
     #[test]

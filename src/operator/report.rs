@@ -3,7 +3,9 @@
 //! documented interface (docs/protocol.md, "Operator tools"): fields are only ever added;
 //! optional fields are left out when unknown.
 
+use super::mapped_activity::PathSample;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Version of the report's JSON; raised only for a change that is not an addition.
 pub const REPORT_FORMAT: u32 = 1;
@@ -34,8 +36,9 @@ impl ServiceState {
     }
 }
 
-/// What a mapped device (a device described by a file, not by its own Status) adds to a
-/// service: present only for mapped devices.
+/// What a mapped device (a device described by a declaration, not by its own Status) adds
+/// to its service: present only for mapped devices, filled by a running daemon. `lastTopic`,
+/// `rawPayload`, `convertedValue` and `at` are of the last message that fed a path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MappedDetail {
@@ -51,6 +54,33 @@ pub struct MappedDetail {
     /// Unix seconds of that value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<u64>,
+    /// Where it is declared: `file:line:column`, or the retained topic
+    /// `dbus-mqtt-devices/mapped/<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// `file` or `topic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_by: Option<String>,
+    /// The declaration has no error now (it may have warnings). A declaration with an
+    /// error is not served, unless it was served before the mistake was made (then it is
+    /// served as declared before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declaration_valid: Option<bool>,
+    /// What is wrong with the declaration (or worth knowing), each with its place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<String>,
+    /// The topic filters the daemon subscribed to for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    /// Messages received on them since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
+    /// What its availability (or its silence) says: its `/Connected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<bool>,
+    /// Per D-Bus path: the last topic, raw payload, converted value and its time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub paths: BTreeMap<String, PathSample>,
 }
 
 /// One service of a device.
@@ -120,4 +150,8 @@ pub struct Listing {
     /// and the state file; no last values or errors).
     pub from_daemon: bool,
     pub devices: Vec<DeviceReport>,
+    /// Mistakes in mapped-device declaration files that name no device (a file that is
+    /// not TOML): none of its devices is served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub declaration_errors: Vec<String>,
 }

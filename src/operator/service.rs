@@ -70,6 +70,8 @@ pub struct OperatorContext {
     pub data_dir: PathBuf,
     pub max_services: usize,
     pub takedown: mpsc::Sender<Takedown>,
+    /// The mapped-device runtime's part of a removal.
+    pub retire: mpsc::Sender<crate::mapped::runtime::Retire>,
     /// The portal id the daemon uses (none while it waits for one).
     pub portal: tokio::sync::watch::Receiver<Option<crate::ids::PortalId>>,
 }
@@ -323,12 +325,14 @@ impl Task {
             saved: self.ctx.state.devices().await,
             last_seen: self.ctx.state.last_seen().await,
             activity: Some(self.ctx.activity.snapshot()),
+            mapped: self.ctx.activity.mapped.snapshot(),
         };
         Ok(Listing {
             format: REPORT_FORMAT,
             generated_at: unix_now(),
             from_daemon: true,
             devices: inventory::build(&sources),
+            declaration_errors: self.ctx.activity.mapped.unattributed(),
         })
     }
 
@@ -379,7 +383,23 @@ impl Task {
                 services: r.services.clone(),
                 ..Outcome::default()
             };
-            if r.whole_device {
+            o.mapped = r.mapped;
+            if r.mapped {
+                // Its declaration first, so that nothing brings it back.
+                let before = on_bus(&conn, &r.services).await;
+                match self.retire(&r.client_id).await {
+                    Ok(done) => {
+                        o.declaration_cleared = done.declaration_cleared;
+                        o.energy_forgotten = done.energy_forgotten;
+                    }
+                    Err(e) => {
+                        o.problems.push(e);
+                        outcomes.push(o);
+                        continue;
+                    }
+                }
+                o.taken_off_dbus = before.saturating_sub(on_bus(&conn, &r.services).await);
+            } else if r.whole_device {
                 // First, so that nothing brings it back: the retained Status.
                 self.ctx
                     .mqtt
@@ -404,7 +424,12 @@ impl Task {
                 self.published.remove(&r.client_id);
                 // A device still powered may have sent a Status in between: then it is on
                 // D-Bus again, and the settings just removed were its new ones.
-                if on_bus(&conn, &r.services).await > 0 {
+                if r.mapped && on_bus(&conn, &r.services).await > 0 {
+                    o.problems.push(
+                        "it is on D-Bus again: something declared it again while it was removed"
+                            .into(),
+                    );
+                } else if on_bus(&conn, &r.services).await > 0 {
                     o.problems.push(
                         "the device registered again while it was removed (it is still powered): \
                          remove it again once it is off"
@@ -416,6 +441,19 @@ impl Task {
             outcomes.push(o);
         }
         Ok(outcomes)
+    }
+
+    /// Asks the mapped-device runtime to retire device `id` (see
+    /// [`crate::mapped::runtime::Retire`]).
+    async fn retire(&self, id: &str) -> Result<crate::mapped::runtime::Retired, String> {
+        let (done, answer) = oneshot::channel();
+        let retire = crate::mapped::runtime::Retire {
+            id: id.to_owned(),
+            done,
+        };
+        let gone = || "the daemon is stopping; nothing removed".to_string();
+        self.ctx.retire.send(retire).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     /// Asks the registry to disconnect the device and waits until its services are gone;

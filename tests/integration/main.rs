@@ -19,6 +19,7 @@ mod mapped;
 mod mapped_demo;
 mod mapped_lifecycle;
 mod operator;
+mod operator_mapped;
 mod proxy;
 mod registration;
 mod regression;

@@ -10,14 +10,14 @@ use std::path::Path;
 const BINARY: &str = env!("CARGO_BIN_EXE_dbus-mqtt-devices");
 
 /// What a command printed, and how it exited.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(super) struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Json {
+    pub fn json(&self) -> Json {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
     }
@@ -42,7 +42,7 @@ async fn run_in(world: &World, port: u16, data_dir: &Path, args: &[&str]) -> Run
     }
 }
 
-async fn run(world: &World, args: &[&str]) -> Run {
+pub(super) async fn run(world: &World, args: &[&str]) -> Run {
     run_in(world, world.port(), &world.data_dir(), args).await
 }
 
@@ -56,7 +56,7 @@ fn service<'a>(listing: &'a Json, client: &str, service: &str) -> &'a Json {
 }
 
 /// A listing asked for over MQTT, as a tool without SSH would.
-async fn ask(world: &World, verb: &str, body: Json) -> Json {
+pub(super) async fn ask(world: &World, verb: &str, body: Json) -> Json {
     let mut tool = TestDevice::connect_with(world.port(), "tool", None, &["tools/answer"]).await;
     let mut body = body;
     body["response_topic"] = json!("tools/answer");
@@ -306,7 +306,7 @@ async fn not_seen_for_selects_only_devices_silent_that_long() {
 }
 
 /// The checks of a doctor run, by (device, check).
-fn checks(run: &Run) -> Vec<(String, String, bool)> {
+pub(super) fn checks(run: &Run) -> Vec<(String, String, bool)> {
     run.json()["checks"]
         .as_array()
         .unwrap_or_else(|| panic!("{}", run.stdout))
@@ -321,7 +321,7 @@ fn checks(run: &Run) -> Vec<(String, String, bool)> {
         .collect()
 }
 
-fn outcome(checks: &[(String, String, bool)], device: &str, check: &str) -> bool {
+pub(super) fn outcome(checks: &[(String, String, bool)], device: &str, check: &str) -> bool {
     checks
         .iter()
         .find(|(d, c, _)| d == device && c == check)

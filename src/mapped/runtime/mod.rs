@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -29,12 +30,13 @@ use super::declaration::{Declaration, MappedId};
 use super::diagnostic::Diagnostic;
 use super::load::{
     self, combine, declaration_topic_id, parse_topic_declaration, LoadedDevice, TopicDeclaration,
-    DECLARATION_TOPIC_FILTER,
+    DECLARATION_TOPIC_FILTER, DECLARATION_TOPIC_PREFIX,
 };
 use super::preset::Presets;
 use super::routes::Routes;
 use crate::device::DeviceContext;
 use crate::mqtt::{Message, MqttHandle, Owner};
+use crate::operator::mapped_activity::DeclarationNote;
 use crate::protocol::DeviceTopic;
 
 /// How often the declaration files are looked at for changes.
@@ -85,10 +87,35 @@ impl MappedHandle {
     }
 }
 
+/// The operator's `remove` of a mapped device: its topic declaration is
+/// cleared, it leaves D-Bus, its integrated energy is forgotten. Refused for
+/// a device declared in a file (the file would bring it back).
+#[derive(Debug)]
+pub struct Retire {
+    pub id: String,
+    pub done: oneshot::Sender<Result<Retired, String>>,
+}
+
+/// What a [`Retire`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retired {
+    /// The retained declaration topic cleared, if the device was declared there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declaration_cleared: Option<String>,
+    /// Its integrated energy was forgotten (`mapped-energy.json`).
+    pub energy_forgotten: bool,
+}
+
 /// Starts serving the declarations of the data directory and of the
 /// declaration topics; `hangup` (from [`catch_hangup`]) makes it read the
-/// files again.
-pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> MappedHandle {
+/// files again; `retire` brings the operator's removals.
+pub fn start(
+    ctx: Arc<DeviceContext>,
+    data_dir: PathBuf,
+    hangup: Hangup,
+    retire: mpsc::Receiver<Retire>,
+) -> MappedHandle {
     let (routes_tx, routes) = watch::channel(Arc::new(Routes::default()));
     let (tx, rx) = mpsc::channel(INBOX);
     let stop = tokio_util::sync::CancellationToken::new();
@@ -99,7 +126,9 @@ pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> Mapp
         data_dir,
         presets: Presets::default(),
         file_devices: Vec::new(),
+        file_diagnostics: Vec::new(),
         topic_devices: BTreeMap::new(),
+        topic_refusals: BTreeMap::new(),
         devices: BTreeMap::new(),
         closing: BTreeMap::new(),
         routes: Arc::new(Routes::default()),
@@ -109,7 +138,7 @@ pub fn start(ctx: Arc<DeviceContext>, data_dir: PathBuf, hangup: Hangup) -> Mapp
         energies_dirty: false,
         saves_tx,
     };
-    let task = tokio::spawn(runtime.run(rx, saves, hangup, stop.clone()));
+    let task = tokio::spawn(runtime.run(rx, saves, hangup, retire, stop.clone()));
     MappedHandle {
         routes,
         tx,
@@ -133,7 +162,11 @@ struct Runtime {
     data_dir: PathBuf,
     presets: Presets,
     file_devices: Vec<LoadedDevice>,
+    /// What the last reading of the files found wrong (shown by the operator tools).
+    file_diagnostics: Vec<Diagnostic>,
     topic_devices: BTreeMap<MappedId, Declaration>,
+    /// Declaration topics whose last message was refused, with why.
+    topic_refusals: BTreeMap<String, Vec<Diagnostic>>,
     devices: BTreeMap<MappedId, Running>,
     /// Tasks of devices leaving D-Bus, so a new declaration of the same id
     /// waits for its bus name.
@@ -154,6 +187,7 @@ impl Runtime {
         mut inbox: mpsc::Receiver<Message>,
         mut saves: mpsc::UnboundedReceiver<EnergySave>,
         mut hangup: Hangup,
+        mut retire: mpsc::Receiver<Retire>,
         stop: tokio_util::sync::CancellationToken,
     ) {
         let dir = self.data_dir.clone();
@@ -170,6 +204,10 @@ impl Runtime {
                 _ = stop.cancelled() => break,
                 Some(message) = inbox.recv() => self.on_message(message).await,
                 Some(save) = saves.recv() => self.save(save).await,
+                Some(r) = retire.recv() => {
+                    let done = self.retire(&r.id, &mut saves).await;
+                    let _ = r.done.send(done);
+                }
                 Some(()) = hangup.next() => {
                     fingerprint = self.fingerprint().await;
                     self.reload("SIGHUP").await;
@@ -229,6 +267,7 @@ impl Runtime {
             "mapped device declarations read"
         );
         self.presets = presets;
+        self.file_diagnostics = loaded.diagnostics;
         self.file_devices = loaded.devices;
         self.file_devices.extend(kept);
         self.reconcile();
@@ -274,13 +313,15 @@ impl Runtime {
         );
         match parsed {
             TopicDeclaration::Withdrawn(id) => {
-                if self.topic_devices.remove(&id).is_none() {
+                let refused = self.topic_refusals.remove(&message.topic).is_some();
+                if self.topic_devices.remove(&id).is_none() && !refused {
                     return;
                 }
                 info!(mapped_id = %id, topic = %message.topic, "declaration withdrawn");
             }
             TopicDeclaration::Declared(declaration) => {
-                if self.topic_devices.get(&declaration.id) == Some(&declaration) {
+                let refused = self.topic_refusals.remove(&message.topic).is_some();
+                if self.topic_devices.get(&declaration.id) == Some(&declaration) && !refused {
                     return;
                 }
                 info!(mapped_id = %declaration.id, topic = %message.topic, "declaration received");
@@ -289,10 +330,18 @@ impl Runtime {
             }
             TopicDeclaration::Refused(id, diagnostics) => {
                 report(&diagnostics);
+                let diagnostics = match &id {
+                    Some(id) => diagnostics
+                        .into_iter()
+                        .map(|d| d.for_device(id.as_str()))
+                        .collect(),
+                    None => diagnostics,
+                };
+                self.topic_refusals
+                    .insert(message.topic.clone(), diagnostics);
                 if let Some(id) = id.filter(|id| self.topic_devices.contains_key(id)) {
                     warn!(mapped_id = %id, topic = %message.topic, "the device keeps its earlier declaration from this topic");
                 }
-                return;
             }
         }
         self.reconcile();
@@ -306,6 +355,7 @@ impl Runtime {
     fn reconcile(&mut self) {
         let (wanted, conflicts) = combine(&self.file_devices, &self.topic_devices);
         report(&conflicts);
+        self.tell_operator(&wanted, &conflicts);
         let wanted: BTreeMap<MappedId, Declaration> = wanted
             .into_iter()
             .map(|d| (d.declaration.id.clone(), d.declaration))
@@ -393,6 +443,72 @@ impl Runtime {
         }
     }
 
+    /// Tells the operator tools which declarations are served and which are
+    /// refused, with every diagnostic about each.
+    fn tell_operator(&self, wanted: &[LoadedDevice], conflicts: &[Diagnostic]) {
+        let topics = self.topic_refusals.values().flatten();
+        let diagnostics = self.file_diagnostics.iter().chain(topics).chain(conflicts);
+        let (notes, unattributed) = declaration_notes(wanted, diagnostics, true);
+        self.ctx.activity.mapped.declarations(notes, unattributed);
+    }
+
+    /// The operator removes device `id` (see [`Retire`]).
+    async fn retire(
+        &mut self,
+        id: &str,
+        saves: &mut mpsc::UnboundedReceiver<EnergySave>,
+    ) -> Result<Retired, String> {
+        let in_file = self
+            .file_devices
+            .iter()
+            .find(|d| d.declaration.id.as_str() == id)
+            .map(|d| d.origin.clone())
+            .or_else(|| {
+                self.file_diagnostics
+                    .iter()
+                    .find(|d| d.is_error() && d.device.as_deref() == Some(id))
+                    .map(|d| d.place.clone())
+            });
+        if let Some(origin) = in_file {
+            return Err(format!(
+                "{id} is declared in {origin}: delete its declaration there first (the daemon \
+                 notices within a few seconds), then remove it here to free its instance"
+            ));
+        }
+        let mapped_id = MappedId::parse(id).map_err(|e| format!("{id}: {e}"))?;
+        let topic = format!("{DECLARATION_TOPIC_PREFIX}{id}");
+        let mut retired = Retired::default();
+        let declared = self.topic_devices.remove(&mapped_id).is_some();
+        let refused = self.topic_refusals.remove(&topic).is_some();
+        if declared || refused {
+            // Cleared first, so that nothing brings it back at the next start.
+            self.ctx.mqtt.publish(&topic, "", true);
+            info!(mapped_id = %id, topic, "declaration cleared by the operator");
+            retired.declaration_cleared = Some(topic);
+            self.reconcile();
+        }
+        if let Some(task) = self.closing.remove(&mapped_id) {
+            task::finish(task).await;
+        }
+        // The last save of its task, if it just ended, is forgotten with the rest.
+        let mut forgotten = false;
+        while let Ok(save) = saves.try_recv() {
+            if save.id == mapped_id {
+                forgotten = true;
+            } else {
+                self.energies.insert(save.id.to_string(), save.state);
+                self.energies_dirty = true;
+            }
+        }
+        forgotten |= self.energies.remove(id).is_some();
+        if forgotten || self.energies_dirty {
+            self.write_energies().await;
+        }
+        retired.energy_forgotten = forgotten;
+        self.ctx.activity.mapped.forget(id);
+        Ok(retired)
+    }
+
     async fn save(&mut self, save: EnergySave) {
         self.energies.insert(save.id.to_string(), save.state);
         self.write_energies().await;
@@ -408,6 +524,63 @@ impl Runtime {
             Err(e) => warn!(error = %e, "saving the integrated energy counters"),
         }
     }
+}
+
+/// What the operator tools are told of declarations: one note per device in
+/// `wanted` (`served` by a running daemon), one per device refused for an
+/// error in `diagnostics`, and the errors that name no device.
+pub fn declaration_notes<'a>(
+    wanted: &[LoadedDevice],
+    diagnostics: impl Iterator<Item = &'a Diagnostic>,
+    served: bool,
+) -> (Vec<DeclarationNote>, Vec<String>) {
+    let mut by_id: BTreeMap<&str, Vec<&Diagnostic>> = BTreeMap::new();
+    let mut unattributed = Vec::new();
+    for d in diagnostics {
+        match &d.device {
+            Some(id) => by_id.entry(id.as_str()).or_default().push(d),
+            None if d.is_error() => unattributed.push(d.to_string()),
+            None => {}
+        }
+    }
+    let text = |ds: Vec<&Diagnostic>| ds.iter().map(ToString::to_string).collect();
+    let valid = |ds: &[&Diagnostic]| !ds.iter().any(|d| d.is_error());
+    let mut notes = Vec::with_capacity(wanted.len());
+    for d in wanted {
+        let id = d.declaration.id.as_str();
+        let ds = by_id.remove(id).unwrap_or_default();
+        let topics = Routes::new(std::iter::once(&d.declaration))
+            .filters()
+            .map(|f| f.as_str().to_owned())
+            .collect();
+        notes.push(DeclarationNote {
+            id: id.to_owned(),
+            origin: d.origin.clone(),
+            by_topic: d.origin.starts_with(DECLARATION_TOPIC_PREFIX),
+            service_type: Some(d.declaration.service.clone()),
+            topics,
+            valid: valid(&ds),
+            diagnostics: text(ds),
+            served,
+        });
+    }
+    // Not served: declarations with an error, under the id they give.
+    for (id, ds) in by_id {
+        let Some(first) = ds.iter().find(|d| d.is_error()) else {
+            continue;
+        };
+        notes.push(DeclarationNote {
+            id: id.to_owned(),
+            origin: first.place.clone(),
+            by_topic: first.place.starts_with(DECLARATION_TOPIC_PREFIX),
+            service_type: None,
+            topics: Vec::new(),
+            diagnostics: text(ds),
+            served: false,
+            valid: false,
+        });
+    }
+    (notes, unattributed)
 }
 
 /// Logs what was found wrong in declarations, with the device's id.

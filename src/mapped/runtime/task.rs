@@ -96,17 +96,24 @@ pub fn spawn(
         if let Some(previous) = previous {
             finish(previous).await;
         }
+        ctx.activity.mapped.serving(id.as_str());
         let mut device = MappedDevice::new(declaration.clone(), &service_type);
         if let Some(energy) = &energy {
             device.restore_energy(energy);
         }
+        let activity = ctx.activity.clone();
         let task = match MappedTask::new(ctx, declaration, service_type, device, saves) {
             Ok(t) => t,
-            Err(e) => return error!(mapped_id = %id, error = %e, "not served"),
+            Err(e) => {
+                activity.mapped.refused(id.as_str(), format!("not served: {e}"));
+                return error!(mapped_id = %id, error = %e, "not served");
+            }
         };
         if let Err(panic) = failure::contain(task.run(rx, task_stop)).await {
             // Its service was dropped while unwinding, which took it off the bus.
             error!(mapped_id = %id, reason = %panic.0, "internal error while serving this mapped device; it is removed from D-Bus, other devices are not affected");
+            activity.mapped.registered(id.as_str(), false);
+            activity.mapped.refused(id.as_str(), format!("internal error: {}", panic.0));
         }
     });
     TaskHandle { tx, stop, task }
@@ -176,6 +183,8 @@ impl MappedTask {
                     Some(Command::Message { input, topic, payload, retained }) => {
                         let now = Instant::now().into_std();
                         let effects = self.device.on_message(input, &topic, &payload, retained, now);
+                        let values = self.values_from(&input);
+                        self.ctx.activity.mapped.message(self.id.as_str(), &topic, &payload, values);
                         self.apply(effects).await;
                     }
                     Some(Command::Redeclare(declaration)) => self.redeclare(*declaration).await,
@@ -225,13 +234,17 @@ impl MappedTask {
                 }
                 Effect::Set(changes) => self.set(changes).await,
                 Effect::Connected(c) => {
+                    self.ctx.activity.mapped.available(self.id.as_str(), c);
                     self.set(vec![("/Connected".into(), Value::I32(i32::from(c)))])
                         .await
                 }
                 Effect::Publish(p) => self.ctx.mqtt.publish(&p.topic, p.payload, p.retain),
                 Effect::Log(log) => match log.level {
                     LogLevel::Info => info!(mapped_id = %self.id, "{}", log.message),
-                    LogLevel::Warn => warn!(mapped_id = %self.id, "{}", log.message),
+                    LogLevel::Warn => {
+                        warn!(mapped_id = %self.id, "{}", log.message);
+                        self.ctx.activity.mapped.error(self.id.as_str(), log.message);
+                    }
                 },
                 Effect::SaveEnergy(state) => {
                     let _ = self.saves.send(EnergySave {
@@ -277,6 +290,7 @@ impl MappedTask {
         let mut device = MappedDevice::new(declaration, &self.service_type);
         device.restore_energy(&energy);
         let after = declared_paths(device.declaration());
+        self.ctx.activity.mapped.keep_paths(self.id.as_str(), &after);
         self.device = device;
         let unmapped: Vec<(String, Value)> = before
             .difference(&after)
@@ -313,6 +327,23 @@ impl MappedTask {
         if let Err(e) = self.ctx.settings.set_value(setting, default(new)).await {
             warn!(mapped_id = %self.id, path = %setting, error = %e, "storing the declared name");
         }
+    }
+
+    /// The paths a message on `input` feeds, with their values now (for the
+    /// operator tools).
+    fn values_from(&self, input: &SourceInput) -> Vec<(String, serde_json::Value)> {
+        let SourceInput::Source(i) = input else {
+            return Vec::new();
+        };
+        let source = self.device.declaration().sources.get(*i);
+        source
+            .into_iter()
+            .flat_map(|s| &s.mappings)
+            .filter_map(|m| {
+                let value = self.device.value(&m.path)?;
+                Some((m.path.clone(), value.to_json()))
+            })
+            .collect()
     }
 
     /// Registers the service with every value the device knows now.
@@ -359,6 +390,7 @@ impl MappedTask {
                 self.retry_at = None;
                 self.failures = 0;
                 self.service = Some(registered);
+                self.ctx.activity.mapped.registered(self.id.as_str(), true);
             }
             Err(e) => self.retry_later(&error_chain(&e)),
         }
@@ -371,6 +403,8 @@ impl MappedTask {
             .saturating_mul(1u32.checked_shl(self.failures).unwrap_or(u32::MAX))
             .min(REGISTER_RETRY_MAX);
         self.failures = self.failures.saturating_add(1);
+        let note = format!("not registered: {why} (tried again in {} s)", wait.as_secs());
+        self.ctx.activity.mapped.refused(self.id.as_str(), note);
         warn!(mapped_id = %self.id, reason = why, retry_in_s = wait.as_secs(), "not registered; tried again later");
         self.retry_at = Some(Instant::now() + wait);
     }
@@ -483,6 +517,7 @@ impl MappedTask {
     async fn close(&mut self) {
         if let Some((service, _)) = self.service.take() {
             service.close().await;
+            self.ctx.activity.mapped.registered(self.id.as_str(), false);
         }
     }
 }
