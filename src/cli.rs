@@ -190,7 +190,9 @@ pub struct SimArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Also run a built-in demo device (client id `demo`: a fridge thermometer and a water tank)
+    /// Also run built-in demo devices: `demo` (protocol v3: a fridge thermometer and a water
+    /// tank), and a Shelly Pro 3EM grid meter and an OpenDTU inverter as mapped devices
+    /// (declared in `devices.d/demo.toml` of the data dir)
     #[arg(long)]
     pub demo: bool,
 

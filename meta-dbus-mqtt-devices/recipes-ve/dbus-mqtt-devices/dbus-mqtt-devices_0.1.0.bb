@@ -13,7 +13,7 @@ LIC_FILES_CHKSUM = "file://LICENSE;md5=87d4da1ff692d3a293693a66e3653172"
 # sources are in DL_DIR. Its Cargo.lock is the one the crate list below was
 # made from (scripts/update-crates-inc pins it and checks it).
 SRC_URI = "git://github.com/dbus-mqtt-devices/dbus-mqtt-devices.git;protocol=https;nobranch=1"
-SRCREV = "e68cdbf8028d58b9f9082924f08fa36203a2153b"
+SRCREV = "1a540632b07a45c35a0b0af2bf12ab4f2abbaf56"
 S = "${WORKDIR}/git"
 
 require ${BPN}-crates.inc
