@@ -383,13 +383,13 @@ fn energy_counters_only_go_forward() {
             t,
         )
     };
+    energy(&mut d, "2852055.81", t0);
+    assert_eq!(d.value("/Ac/Energy/Forward"), Some(&Value::F64(2852.05581)));
     let e = energy(&mut d, "0", t0);
     assert!(
         !sets(&e).contains_key("/Ac/Energy/Forward"),
-        "0 while booting is not applied"
+        "0 after a real value (a reboot) is not applied"
     );
-    energy(&mut d, "2852055.81", t0);
-    assert_eq!(d.value("/Ac/Energy/Forward"), Some(&Value::F64(2852.05581)));
     let e = energy(&mut d, "1000", secs(t0, 1));
     assert_eq!(warnings(&e).len(), 1, "{e:?}");
     assert!(
@@ -406,6 +406,30 @@ fn energy_counters_only_go_forward() {
         matches!(&e[1], Effect::Log(l) if l.level == LogLevel::Info && l.message.contains("accepted as a reset")),
         "{e:?}"
     );
+}
+
+#[test]
+fn a_counter_that_starts_at_zero_takes_it_and_its_sum_is_valid() {
+    // Shelly Gen1 3EM: an unused clamp reports `total 0.0` for good, and a
+    // phase that never exported reports `total_returned 0.0`.
+    let t0 = Instant::now();
+    let mut d = device(
+        r#"
+[[device]]
+id = "em3"
+service = "grid"
+[[device.source]]
+topic = "e/+"
+"/Ac/L1/Energy/Forward" = { path = "a", unit = "Wh" }
+"/Ac/L2/Energy/Forward" = { path = "b", unit = "Wh" }
+"/Ac/L3/Energy/Forward" = { path = "c", unit = "Wh" }
+"/Ac/Energy/Forward" = { sum = ["/Ac/L1/Energy/Forward", "/Ac/L2/Energy/Forward", "/Ac/L3/Energy/Forward"] }
+"#,
+    );
+    d.start(t0);
+    let e = d.on_message(SRC, "e/x", br#"{"a": 1000, "b": 2000, "c": 0.0}"#, false, t0);
+    assert_eq!(sets(&e).get("/Ac/L3/Energy/Forward"), Some(&Value::F64(0.0)));
+    assert_eq!(sets(&e).get("/Ac/Energy/Forward"), Some(&Value::F64(3.0)));
 }
 
 #[test]
