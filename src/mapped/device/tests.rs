@@ -459,6 +459,39 @@ topic = "p/+"
 }
 
 #[test]
+fn a_silent_device_stops_integrating_despite_the_clock_ticks() {
+    // No stale_after: the held power stands for 15 minutes at most, however
+    // often the clock ticks in between.
+    let t0 = Instant::now();
+    let mut d = device(
+        r#"
+[[device]]
+id = "plug"
+service = "acload"
+[[device.source]]
+topic = "plug"
+"/Ac/Power" = "$"
+"/Ac/Energy/Forward" = { integrate = "/Ac/Power" }
+"#,
+    );
+    d.start(t0);
+    d.on_message(SRC, "plug", b"1000", false, t0);
+    let mut t = t0;
+    while let Some(next) = d.next_tick().filter(|n| *n <= secs(t0, 7200)) {
+        t = next.max(t);
+        d.on_tick(t);
+        if d.next_tick() == Some(t) {
+            break;
+        }
+    }
+    let kwh = d
+        .value("/Ac/Energy/Forward")
+        .and_then(Value::as_f64)
+        .unwrap();
+    assert!((kwh - 0.25).abs() < 1e-9, "{kwh}");
+}
+
+#[test]
 fn energy_is_integrated_from_power_saved_and_restored() {
     let t0 = Instant::now();
     let text = r#"
