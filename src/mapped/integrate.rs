@@ -86,6 +86,13 @@ impl Integrator {
         }
     }
 
+    /// Takes over the total and the held power of the same counter under
+    /// an earlier declaration (the gap limit stays this one's).
+    pub fn continue_from(&mut self, old: &Integrator) {
+        self.total = old.total;
+        self.last = old.last;
+    }
+
     /// A new power value (`None`: invalid, or the device stopped being
     /// alive). Returns `true` when the total grew.
     pub fn power(&mut self, power: Option<f64>, now: Instant) -> bool {

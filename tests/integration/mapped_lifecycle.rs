@@ -492,3 +492,30 @@ async fn a_topic_a_device_of_the_protocol_follows_too_stays_subscribed_until_nei
     feed.publish("shelly1/online", "false").await;
     wait_name_gone(&world.conn, native).await;
 }
+
+#[tokio::test]
+async fn renaming_a_device_in_its_file_keeps_it_connected() {
+    const METER: &str = "[[device]]\nid = \"meter\"\nservice = \"acload\"\n[[device.source]]\ntopic = \"meter/power\"\n\"/Ac/Power\" = \"$\"\n";
+    let mut world = world_declaring(METER).await;
+    world.start_daemon().await;
+    let s = svc("acload", "meter");
+    wait_name_owned(&world.conn, &s).await;
+    let feed = feeder(&world).await;
+    // Retained: the subscription is there once it is shown.
+    feed.publish_retained("meter/power", "10").await;
+    expect_f64(&world, &s, "/Ac/Power", 10.0).await;
+    feed.publish("meter/power", "12").await;
+    expect_connected(&world, &s, true).await;
+    std::fs::write(
+        world.data_dir().join("devices.toml"),
+        METER.replace(
+            "service = \"acload\"",
+            "service = \"acload\"\nname = \"Boat\"",
+        ),
+    )
+    .expect("devices.toml");
+    expect_text(&world, &s, "/CustomName", "Boat").await;
+    // No message since, and none needed: still connected.
+    let connected = get_value(&world.conn, &s, "/Connected").await;
+    assert_eq!(i32::try_from(connected).ok(), Some(1));
+}

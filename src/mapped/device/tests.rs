@@ -628,3 +628,58 @@ fn refused_values_are_warned_once_until_the_device_gets_it_right() {
     let e = d.on_message(SRC, "g", &[0xff, 0xfe], false, t0);
     assert_eq!(warnings(&e), ["g: the payload is not UTF-8 text"]);
 }
+
+#[test]
+fn a_changed_declaration_keeps_liveness_and_the_state_of_the_paths_it_still_maps() {
+    let t0 = Instant::now();
+    let mut d = device(METER);
+    d.start(t0);
+    d.on_message(SRC, "m/status", br#"{"power": 5, "energy": 2000}"#, false, t0);
+    assert!(d.is_alive());
+    // Only the name changed, and `/Ac/L1/Voltage` is no longer mapped.
+    let changed = METER
+        .replace("stale_after", "name = \"Boat meter\"\nstale_after")
+        .replace("\"/Ac/L1/Voltage\" = \"voltage\"\n", "");
+    let loaded = load(&changed);
+    let declaration = loaded.devices.into_iter().next().unwrap().declaration;
+    let service = catalog().get(&declaration.service).unwrap();
+    let e = d.redeclare(declaration, service);
+    assert!(d.is_alive());
+    assert_eq!(connected(&e), None, "/Connected stays as it was: {e:?}");
+    assert!(!e.contains(&Effect::Register), "{e:?}");
+    assert_eq!(d.value("/Ac/Power"), Some(&Value::F64(5.0)));
+    assert_eq!(d.value("/Ac/L1/Voltage"), None);
+    // The counter guard still knows the last value: a 0 is held back.
+    let e = d.on_message(SRC, "m/status", br#"{"energy": 0}"#, false, secs(t0, 1));
+    assert!(!sets(&e).contains_key("/Ac/Energy/Forward"), "{e:?}");
+    assert_eq!(d.value("/Ac/Energy/Forward"), Some(&Value::F64(2.0)));
+    // Still stale after `stale_after` since the last sign of life.
+    let e = d.on_tick(secs(t0, 31));
+    assert_eq!(connected(&e), Some(false));
+}
+
+#[test]
+fn a_changed_declaration_continues_the_integrated_counters() {
+    let t0 = Instant::now();
+    let text = r#"
+[[device]]
+id = "plug"
+service = "acload"
+[[device.source]]
+topic = "plug"
+"/Ac/Power" = "$"
+"/Ac/Energy/Forward" = { integrate = "/Ac/Power" }
+"#;
+    let mut d = device(text);
+    d.start(t0);
+    d.on_message(SRC, "plug", b"3600", false, t0);
+    d.on_message(SRC, "plug", b"3600", false, secs(t0, 60));
+    let loaded = load(&text.replace("service = \"acload\"", "service = \"acload\"\nname = \"Plug\""));
+    let declaration = loaded.devices.into_iter().next().unwrap().declaration;
+    let service = catalog().get(&declaration.service).unwrap();
+    d.redeclare(declaration, service);
+    // 3600 W for 120 s = 0.12 kWh, the held power counted on.
+    d.on_message(SRC, "plug", b"0", false, secs(t0, 120));
+    let kwh = d.value("/Ac/Energy/Forward").and_then(Value::as_f64).unwrap();
+    assert!((kwh - 0.12).abs() < 1e-9, "{kwh}");
+}

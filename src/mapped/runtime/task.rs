@@ -285,19 +285,15 @@ impl MappedTask {
                 .await;
         }
 
-        let energy = self.device.energy_state();
         let before = declared_paths(self.device.declaration());
-        let mut device = MappedDevice::new(declaration, &self.service_type);
-        device.restore_energy(&energy);
-        let after = declared_paths(device.declaration());
+        let after = declared_paths(&declaration);
         self.ctx.activity.mapped.keep_paths(self.id.as_str(), &after);
-        self.device = device;
         let unmapped: Vec<(String, Value)> = before
             .difference(&after)
             .map(|p| (p.clone(), Value::Invalid))
             .collect();
         self.set(unmapped).await;
-        let mut effects = self.device.start(Instant::now().into_std());
+        let mut effects = self.device.redeclare(declaration, &self.service_type);
         if self.service.is_some() {
             effects.retain(|e| *e != Effect::Register);
         }
