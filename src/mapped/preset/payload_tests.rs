@@ -392,6 +392,15 @@ fn opendtu() -> Bench {
 }
 
 #[test]
+fn opendtu_base_topic_as_opendtu_writes_it_with_its_trailing_slash() {
+    let mut b = Bench::new(
+        "[[device]]\nid = \"hm800\"\nservice = \"pvinverter\"\npreset = \"opendtu\"\ntopic = \"solar/\"\nserial = \"116181234567\"\n",
+    );
+    b.send("solar/116181234567/0/power", "612.4");
+    close(b.float("/Ac/Power"), 612.4);
+}
+
+#[test]
 fn opendtu_inverter_by_day() {
     let mut b = opendtu();
     b.retained("solar/dtu/status", "online");
