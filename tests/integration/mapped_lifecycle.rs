@@ -127,10 +127,14 @@ async fn a_restart_keeps_instance_the_users_name_and_the_integrated_energy() {
     // Declared again with another default name, then the daemon restarts.
     std::fs::write(
         world.data_dir().join("devices.toml"),
-        PLUG_AND_HEATER.replace("Fridge plug", "Plug"),
+        PLUG_AND_HEATER
+            .replace("Fridge plug", "Plug")
+            .replace("name = \"Heater\"", "name = \"Water heater\""),
     )
     .expect("devices.toml");
     world.start_daemon().await;
+    // Not renamed on the GX: the new declared name, as on a reload.
+    expect_text(&world, &heater, "/CustomName", "Water heater").await;
     expect_text(&world, &plug, "/CustomName", "Galley fridge").await;
     expect_f64(&world, &plug, "/DeviceInstance", 33.0).await;
     // The counter continues from what was saved (no power since: no growth).

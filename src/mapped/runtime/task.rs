@@ -301,6 +301,37 @@ impl MappedTask {
         self.apply(effects).await;
     }
 
+    /// The stored name and the declared name it was stored under (the
+    /// setting's default), before registering updates that default; `None`
+    /// when the device has no stored name yet.
+    async fn stored_name(&self) -> Option<(Value, Value)> {
+        let setting = self.identity.unique.setting_path("CustomName");
+        let value = self.ctx.settings.get_value(&setting).await.ok()?;
+        let default = self.ctx.settings.get_default(&setting).await.ok()?;
+        Some((value, default))
+    }
+
+    /// After a restart, as on a reload: a name declared anew while the
+    /// daemon was stopped is taken unless the user named the device on the
+    /// GX (its stored name is not the declared name it was stored under).
+    async fn apply_declared_name(&mut self, value: Value, old_default: Value) {
+        let declared = self.device.declaration().name.clone();
+        let new_default = Value::Str(declared.unwrap_or_else(|| self.service_type.custom_name.clone()));
+        if value != old_default || old_default == new_default {
+            return;
+        }
+        let Some((_, registered)) = &self.service else {
+            return;
+        };
+        let Some(setting) = registered.setting_of("/CustomName") else {
+            return;
+        };
+        info!(mapped_id = %self.id, "the declared name changed while stopped; the service takes it");
+        if let Err(e) = self.ctx.settings.set_value(setting, new_default).await {
+            warn!(mapped_id = %self.id, path = %setting, error = %e, "storing the declared name");
+        }
+    }
+
     /// The declared name changed: the service takes it unless the user
     /// named it on the GX (its name is not the old default any more).
     async fn rename(&mut self, old: Option<&str>, new: Option<&str>) {
@@ -355,6 +386,7 @@ impl MappedTask {
             return self.retry_later(&why);
         };
         let initial = self.current_values();
+        let stored_name = self.stored_name().await;
         // The semaphore is never closed, so acquiring only fails if it were.
         let _permit = self.ctx.registrations.clone().acquire_owned().await.ok();
         // In the device room's logs: client "mapped", service the device's id.
@@ -387,6 +419,9 @@ impl MappedTask {
                 self.failures = 0;
                 self.service = Some(registered);
                 self.ctx.activity.mapped.registered(self.id.as_str(), true);
+                if let Some((value, old_default)) = stored_name {
+                    self.apply_declared_name(value, old_default).await;
+                }
             }
             Err(e) => self.retry_later(&error_chain(&e)),
         }
