@@ -133,6 +133,8 @@ struct MappedTask {
     retry_at: Option<Instant>,
     /// Registrations failed in a row.
     failures: u32,
+    /// The name conflict was logged (once, not at every retry).
+    name_conflict_logged: bool,
     bus_tx: mpsc::Sender<DeviceEvent>,
     bus_rx: mpsc::Receiver<DeviceEvent>,
     saves: mpsc::UnboundedSender<EnergySave>,
@@ -159,6 +161,7 @@ impl MappedTask {
             wanted: false,
             retry_at: None,
             failures: 0,
+            name_conflict_logged: false,
             bus_tx,
             bus_rx,
             saves,
@@ -417,13 +420,22 @@ impl MappedTask {
             Ok(registered) => {
                 self.retry_at = None;
                 self.failures = 0;
+                self.name_conflict_logged = false;
                 self.service = Some(registered);
                 self.ctx.activity.mapped.registered(self.id.as_str(), true);
                 if let Some((value, old_default)) = stored_name {
                     self.apply_declared_name(value, old_default).await;
                 }
             }
-            Err(e) => self.retry_later(&error_chain(&e)),
+            Err(e) => {
+                if let Some(name) = name_taken(&e) {
+                    if !self.name_conflict_logged {
+                        self.name_conflict_logged = true;
+                        error!(mapped_id = %self.id, "{}", name_conflict(&self.id, name));
+                    }
+                }
+                self.retry_later(&error_chain(&e))
+            }
         }
     }
 
@@ -568,6 +580,29 @@ fn identity_of(declaration: &Declaration) -> Identity {
     }
 }
 
+/// The bus name another service already owns, when that is why a
+/// registration failed.
+fn name_taken(e: &crate::device::venus_service::Error) -> Option<&str> {
+    match e {
+        crate::device::venus_service::Error::Dbus {
+            source: crate::dbus::Error::NameTaken { name },
+            ..
+        } => Some(name),
+        _ => None,
+    }
+}
+
+/// What to tell the user when a mapped device's bus name is taken: most
+/// likely a device of the MQTT protocol whose `<client>_<service>` equals
+/// the mapped id, and which also shares its settings.
+fn name_conflict(id: &MappedId, name: &str) -> String {
+    format!(
+        "{name} is owned by another service: most likely a device of the MQTT protocol whose \
+         <client>_<service> is '{id}', which also shares the settings /Settings/MqttDevices/mqtt_{id}/ \
+         and /Settings/Devices/mqtt_{id}/; give the mapped device another id (tried again by itself)"
+    )
+}
+
 /// The D-Bus paths a declaration gives values to.
 fn declared_paths(d: &Declaration) -> BTreeSet<String> {
     d.constants
@@ -615,5 +650,31 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::venus_service::Error;
+
+    #[test]
+    fn a_taken_bus_name_is_explained_as_a_conflict_with_a_protocol_device() {
+        let name = "com.victronenergy.temperature.mqtt_fe_t1";
+        let taken = Error::Dbus {
+            name: name.into(),
+            source: crate::dbus::Error::NameTaken { name: name.into() },
+        };
+        assert_eq!(name_taken(&taken), Some(name));
+        let other = Error::BadInstance {
+            path: "/Settings/Devices/mqtt_fe_t1/ClassAndVrmInstance".into(),
+            value: "x".into(),
+        };
+        assert_eq!(name_taken(&other), None);
+        let id = MappedId::parse("fe_t1").unwrap();
+        let message = name_conflict(&id, name);
+        assert!(message.starts_with(&format!("{name} is owned by another service")), "{message}");
+        assert!(message.contains("<client>_<service> is 'fe_t1'"), "{message}");
+        assert!(message.contains("/Settings/MqttDevices/mqtt_fe_t1/"), "{message}");
     }
 }
