@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::declaration::print::to_toml;
 use super::diagnostic::{Diagnostic, Severity};
-use super::load::load_data_dir;
+use super::load::{load_data_dir, LoadedDevice};
 use crate::catalog::Catalog;
 
 /// What `check-config` found.
@@ -58,6 +58,9 @@ pub fn check_config(data_dir: &Path) -> CheckReport {
         .collect();
     let (_presets, loaded) = load_data_dir(data_dir, &catalog);
     diagnostics.extend(loaded.diagnostics);
+    for device in &loaded.devices {
+        diagnostics.extend(empty_topic_levels(device));
+    }
     let mut expanded = String::new();
     for (i, device) in loaded.devices.iter().enumerate() {
         if i > 0 {
@@ -71,6 +74,28 @@ pub fn check_config(data_dir: &Path) -> CheckReport {
         diagnostics,
         devices: loaded.devices.len(),
     }
+}
+
+/// A source topic with an empty level (`solar//x`, a leading or trailing
+/// '/') is a valid MQTT filter, but almost always a typo that never
+/// matches what the device publishes: warned.
+fn empty_topic_levels(device: &LoadedDevice) -> Vec<Diagnostic> {
+    device
+        .declaration
+        .sources
+        .iter()
+        .filter_map(|s| s.topic.as_ref())
+        .filter(|t| t.as_str().split('/').any(str::is_empty))
+        .map(|t| Diagnostic {
+            severity: Severity::Warning,
+            place: device.origin.clone(),
+            device: Some(device.declaration.id.to_string()),
+            message: format!(
+                "topic '{}' has an empty level (a '/' doubled, leading or trailing); it matches only topics written the same way",
+                t.as_str()
+            ),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -126,5 +151,21 @@ mod tests {
         );
         assert_eq!(d[1], format!("{b}:1:1: device 'x': has no 'service' (a service type such as grid, pvinverter or temperature)"));
         assert_eq!(report.summary(), "1 device, 2 errors, 0 warnings");
+    }
+
+    #[test]
+    fn an_empty_level_in_a_source_topic_is_warned() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(DEVICES_FILE),
+            "[[device]]\nid = \"m\"\nservice = \"acload\"\n[[device.source]]\ntopic = \"solar//power\"\n\"/Ac/Power\" = \"$\"\n",
+        )
+        .unwrap();
+        let report = check_config(dir.path());
+        assert!(report.ok());
+        let d: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert!(d[0].contains("device 'm': topic 'solar//power' has an empty level"), "{}", d[0]);
+        assert_eq!(report.summary(), "1 device, 0 errors, 1 warning");
     }
 }

@@ -1,7 +1,10 @@
 //! Energy counters only go forward. Devices send 0 while booting, OpenDTU
 //! zeroes its total when an inverter sleeps, and counters drop after a power
-//! loss: a 0 or a step backwards is not applied, but a lower value that
-//! persists for [`RESET_CONFIRMATION`] is a real reset and is accepted.
+//! loss: after a real value, a 0 or a step backwards is not applied, but a
+//! lower value that persists for [`RESET_CONFIRMATION`] is a real reset and
+//! is accepted. A counter that has never had a value takes its first one, 0
+//! included: an unused clamp or a phase that never exported reports 0 for
+//! good, and a sum over it must not stay invalid.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +27,8 @@ pub enum Verdict {
     Apply,
     /// Apply it: it stayed below the previous value long enough to be a reset.
     Reset { previous: f64 },
-    /// A 0 (or less): not applied.
+    /// A 0 (or less) after a real value, or a negative first value: not
+    /// applied.
     HoldZero,
     /// Lower than the last value applied: not applied (yet).
     HoldBackwards { last: f64 },
@@ -33,13 +37,16 @@ pub enum Verdict {
 impl CounterGuard {
     /// Judges a new value at `now`.
     pub fn check(&mut self, value: f64, now: Instant) -> Verdict {
-        if value <= 0.0 {
-            return Verdict::HoldZero;
-        }
         let Some(last) = self.last else {
+            if value < 0.0 {
+                return Verdict::HoldZero;
+            }
             self.last = Some(value);
             return Verdict::Apply;
         };
+        if value <= 0.0 && last > 0.0 || value < 0.0 {
+            return Verdict::HoldZero;
+        }
         if value >= last {
             self.last = Some(value);
             self.lower_since = None;
@@ -70,10 +77,21 @@ mod tests {
     }
 
     #[test]
+    fn the_first_value_is_taken_even_when_it_is_zero() {
+        let t0 = Instant::now();
+        let mut g = CounterGuard::default();
+        assert_eq!(g.check(0.0, t0), Verdict::Apply);
+        assert_eq!(g.check(0.0, minutes(t0, 1)), Verdict::Apply);
+        assert_eq!(g.check(0.01, minutes(t0, 2)), Verdict::Apply);
+        assert_eq!(g.check(0.0, minutes(t0, 3)), Verdict::HoldZero);
+        let mut g = CounterGuard::default();
+        assert_eq!(g.check(-1.0, t0), Verdict::HoldZero);
+    }
+
+    #[test]
     fn zero_and_backwards_steps_are_not_applied() {
         let t0 = Instant::now();
         let mut g = CounterGuard::default();
-        assert_eq!(g.check(0.0, t0), Verdict::HoldZero);
         assert_eq!(g.check(2852.05, t0), Verdict::Apply);
         assert_eq!(g.check(0.0, t0), Verdict::HoldZero);
         assert_eq!(g.check(2852.06, t0), Verdict::Apply);
@@ -123,8 +141,9 @@ mod tests {
                 t += Duration::from_secs(dt);
                 match g.check(v, t) {
                     Verdict::Apply => {
-                        prop_assert!(v > 0.0);
+                        prop_assert!(v >= 0.0);
                         prop_assert!(applied.is_none_or(|a| v >= a));
+                        prop_assert!(v > 0.0 || applied.is_none_or(|a| a <= 0.0));
                         applied = Some(v);
                     }
                     Verdict::Reset { previous } => {
@@ -132,7 +151,9 @@ mod tests {
                         prop_assert!(v < previous && v > 0.0);
                         applied = Some(v);
                     }
-                    Verdict::HoldZero => prop_assert!(v <= 0.0),
+                    Verdict::HoldZero => {
+                        prop_assert!(v < 0.0 || (v == 0.0 && applied.is_some_and(|a| a > 0.0)));
+                    }
                     Verdict::HoldBackwards { last } => prop_assert_eq!(Some(last), applied),
                 }
             }

@@ -1,9 +1,9 @@
 //! Energy integrated from power, for a device that reports power but no
 //! counter: `/Ac/Energy/Forward` counts positive power, `…/Reverse` negative
 //! power. The last power is held until the next one arrives (devices report
-//! on change), but never across a gap longer than the device's
-//! `stale_after` (else [`DEFAULT_MAX_GAP`]): a device that went quiet does
-//! not produce energy. The totals are kept across restarts as an
+//! on change), but never longer than the device's `stale_after` (else
+//! [`DEFAULT_MAX_GAP`]) after it was received, however often the counter is
+//! advanced in between: a device that went quiet does not produce energy. The totals are kept across restarts as an
 //! [`EnergyState`] that the executor saves.
 
 use std::collections::BTreeMap;
@@ -37,8 +37,18 @@ pub struct Integrator {
     per_joule: f64,
     max_gap: Duration,
     total: f64,
-    /// The power held and since when.
-    last: Option<(Instant, f64)>,
+    /// The power held, if any.
+    last: Option<Held>,
+}
+
+/// A power value held for integration.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    power: f64,
+    /// When it was received: it stands for at most `max_gap` from here.
+    received: Instant,
+    /// Up to when it has been counted.
+    counted_to: Instant,
 }
 
 impl Integrator {
@@ -76,26 +86,40 @@ impl Integrator {
         }
     }
 
+    /// Takes over the total and the held power of the same counter under
+    /// an earlier declaration (the gap limit stays this one's).
+    pub fn continue_from(&mut self, old: &Integrator) {
+        self.total = old.total;
+        self.last = old.last;
+    }
+
     /// A new power value (`None`: invalid, or the device stopped being
     /// alive). Returns `true` when the total grew.
     pub fn power(&mut self, power: Option<f64>, now: Instant) -> bool {
         let grew = self.advance(now);
-        self.last = power.filter(|p| p.is_finite()).map(|p| (now, p));
+        self.last = power.filter(|p| p.is_finite()).map(|power| Held {
+            power,
+            received: now,
+            counted_to: now,
+        });
         grew
     }
 
-    /// Counts the held power up to `now`. Returns `true` when the total grew.
+    /// Counts the held power up to `now`, but not past `max_gap` after it
+    /// was received. Returns `true` when the total grew.
     pub fn advance(&mut self, now: Instant) -> bool {
-        let Some((since, p)) = self.last else {
+        let Some(held) = self.last.as_mut() else {
             return false;
         };
-        let dt = now.saturating_duration_since(since);
-        if dt > self.max_gap {
-            // The held value is too old to stand for this span.
+        let expires = held.received + self.max_gap;
+        let until = now.min(expires);
+        let dt = until.saturating_duration_since(held.counted_to);
+        held.counted_to = held.counted_to.max(until);
+        let p = held.power;
+        if now >= expires {
+            // The held value is too old to stand for any longer.
             self.last = None;
-            return false;
         }
-        self.last = Some((now, p));
         let part = if self.reverse { -p } else { p };
         if part <= 0.0 || dt.is_zero() {
             return false;
@@ -136,7 +160,11 @@ mod tests {
         let mut f = kwh("/Ac/Energy/Forward");
         f.power(Some(1000.0), t0);
         for s in 1..=3600 {
-            f.advance(t0 + Duration::from_secs(s));
+            let t = t0 + Duration::from_secs(s);
+            f.advance(t);
+            if s % 30 == 0 {
+                f.power(Some(1000.0), t);
+            }
         }
         assert!((f.total() - 1.0).abs() < 1e-9, "{}", f.total());
     }
@@ -157,17 +185,32 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_longer_than_allowed_counts_nothing() {
+    fn a_power_value_is_held_no_longer_than_the_gap_limit() {
         let t0 = Instant::now();
         let mut f = kwh("/Ac/Energy/Forward");
-        f.power(Some(1000.0), t0);
-        assert!(!f.power(Some(1000.0), t0 + Duration::from_secs(3600)));
-        assert_eq!(f.total(), 0.0);
+        f.power(Some(3600.0), t0);
+        // 3600 W for the 60 s limit = 0.06 kWh, not for the hour.
+        assert!(f.power(Some(1000.0), t0 + Duration::from_secs(3600)));
+        assert!((f.total() - 0.06).abs() < 1e-12, "{}", f.total());
         // Counting resumes from the new value.
         assert!(f.advance(t0 + Duration::from_secs(3630)));
         f.power(None, t0 + Duration::from_secs(3630));
         assert!(!f.is_running());
         assert!(!f.advance(t0 + Duration::from_secs(3640)));
+    }
+
+    #[test]
+    fn frequent_advances_do_not_stretch_the_gap_limit() {
+        // The device's clock advances every counter once a minute: a
+        // device that went silent must still stop counting after the limit.
+        let t0 = Instant::now();
+        let mut f = kwh("/Ac/Energy/Forward");
+        f.power(Some(3600.0), t0);
+        for s in (10..=7200).step_by(10) {
+            f.advance(t0 + Duration::from_secs(s));
+        }
+        assert!((f.total() - 0.06).abs() < 1e-12, "{}", f.total());
+        assert!(!f.is_running());
     }
 
     #[test]

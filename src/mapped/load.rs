@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::declaration::parse::device_tables;
+use super::declaration::parse::{device_id, device_tables};
 use super::declaration::{Declaration, MappedId};
 use super::diagnostic::Diagnostic;
 use super::preset::{expand, Presets};
@@ -60,9 +60,12 @@ impl Loaded {
 }
 
 /// Loads declaration files, in the order given. A device whose id an earlier
-/// one already has is refused (the first stays).
+/// one already has is refused (the first stays), even when the earlier one
+/// is broken: a fixed copy elsewhere never silently takes its place.
 pub fn load_files(files: &[DeclarationFile], presets: &Presets, catalog: &Catalog) -> Loaded {
     let mut loaded = Loaded::default();
+    // Every id declared so far, loaded or not, and where.
+    let mut declared: BTreeMap<String, At> = BTreeMap::new();
     for file in files {
         let text = Arc::new(SourceText {
             name: file.label.clone(),
@@ -82,26 +85,22 @@ pub fn load_files(files: &[DeclarationFile], presets: &Presets, catalog: &Catalo
         let (tables, errors) = device_tables(&root);
         loaded.diagnostics.extend(errors);
         for (table, at) in tables {
+            if let Some(id) = device_id(&table) {
+                if let Some(first) = declared.get(&id) {
+                    let id_at = table.get("id").map_or(at, |e| e.node.at.clone());
+                    loaded.diagnostics.push(
+                        Diagnostic::error(
+                            &id_at,
+                            format!("the id is already declared at {first}; this one is not loaded"),
+                        )
+                        .for_device(&id),
+                    );
+                    continue;
+                }
+                declared.insert(id, at.clone());
+            }
             match expand(&table, &at, presets, catalog) {
                 Ok(declaration) => {
-                    let duplicate = loaded
-                        .devices
-                        .iter()
-                        .find(|d| d.declaration.id == declaration.id);
-                    if let Some(first) = duplicate {
-                        let id_at = table.get("id").map(|e| e.node.at.clone()).unwrap_or(at);
-                        loaded.diagnostics.push(
-                            Diagnostic::error(
-                                &id_at,
-                                format!(
-                                    "the id is already declared at {}; this one is not loaded",
-                                    first.origin
-                                ),
-                            )
-                            .for_device(declaration.id.as_str()),
-                        );
-                        continue;
-                    }
                     loaded.devices.push(LoadedDevice {
                         declaration,
                         origin: at.to_string(),

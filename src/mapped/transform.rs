@@ -86,6 +86,9 @@ impl Transform {
             if let Some(o) = self.offset {
                 *x += o;
             }
+            if self.convert.is_some() || self.scale.is_some() || self.offset.is_some() {
+                *x = significant(*x);
+            }
             if self.invert {
                 *x = -*x;
             }
@@ -192,6 +195,21 @@ fn whole(x: f64) -> Result<Value, String> {
     }
 }
 
+/// Significant digits kept of a converted value: Wh → kWh turns
+/// 3264143.34 into 3264.1433399999996, shown as such on D-Bus and in N/.
+const SIGNIFICANT_DIGITS: usize = 12;
+
+/// `x` to [`SIGNIFICANT_DIGITS`] significant digits (the nearest f64 to
+/// that decimal).
+fn significant(x: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    format!("{x:.*e}", SIGNIFICANT_DIGITS - 1)
+        .parse()
+        .unwrap_or(x)
+}
+
 fn round_to(x: f64, decimals: u8) -> f64 {
     let p = 10f64.powi(i32::from(decimals.min(15)));
     (x * p).round() / p
@@ -266,6 +284,25 @@ mod tests {
         assert!(t().apply(&json!("warm"), ValueKind::Float).is_err());
         assert!(t().apply(&json!([1]), ValueKind::Float).is_err());
         assert!(t().apply(&json!({"a": 1}), ValueKind::Float).is_err());
+    }
+
+    #[test]
+    fn a_unit_conversion_leaves_no_float_noise() {
+        let kwh = Transform {
+            convert: Some(Unit::parse("Wh").conversion_to(Some("kWh")).unwrap()),
+            unit: Some(Unit::parse("Wh")),
+            ..t()
+        };
+        assert_eq!(3264143.34 / 1000.0, 3264.1433399999996);
+        assert_eq!(
+            kwh.apply(&json!(3264143.34), ValueKind::Float),
+            Ok(Value::F64(3264.14334))
+        );
+        // Small values keep their digits (significant, not decimal places).
+        assert_eq!(
+            kwh.apply(&json!(0.01), ValueKind::Float),
+            Ok(Value::F64(0.00001))
+        );
     }
 
     #[test]

@@ -366,6 +366,22 @@ impl SettingsClient {
         })
     }
 
+    /// `GetDefault` of a setting.
+    pub async fn get_default(&self, path: &str) -> Result<Value, Error> {
+        let reply = self
+            .call(path, BUSITEM_INTERFACE, "GetDefault", &())
+            .await?;
+        let v: OwnedVariant = reply.body().deserialize().map_err(|source| Error::Call {
+            method: "GetDefault",
+            path: path.to_string(),
+            source,
+        })?;
+        Value::from_variant(&v).map_err(|source| Error::Value {
+            path: path.to_string(),
+            source,
+        })
+    }
+
     /// `RemoveSettings` on `/` with absolute paths: 0 removed, -1 not there, per path.
     pub async fn remove_settings(&self, paths: &[String]) -> Result<Vec<i32>, Error> {
         let reply = self

@@ -127,10 +127,14 @@ async fn a_restart_keeps_instance_the_users_name_and_the_integrated_energy() {
     // Declared again with another default name, then the daemon restarts.
     std::fs::write(
         world.data_dir().join("devices.toml"),
-        PLUG_AND_HEATER.replace("Fridge plug", "Plug"),
+        PLUG_AND_HEATER
+            .replace("Fridge plug", "Plug")
+            .replace("name = \"Heater\"", "name = \"Water heater\""),
     )
     .expect("devices.toml");
     world.start_daemon().await;
+    // Not renamed on the GX: the new declared name, as on a reload.
+    expect_text(&world, &heater, "/CustomName", "Water heater").await;
     expect_text(&world, &plug, "/CustomName", "Galley fridge").await;
     expect_f64(&world, &plug, "/DeviceInstance", 33.0).await;
     // The counter continues from what was saved (no power since: no growth).
@@ -491,4 +495,31 @@ async fn a_topic_a_device_of_the_protocol_follows_too_stays_subscribed_until_nei
     // The last will of the device of the protocol still arrives.
     feed.publish("shelly1/online", "false").await;
     wait_name_gone(&world.conn, native).await;
+}
+
+#[tokio::test]
+async fn renaming_a_device_in_its_file_keeps_it_connected() {
+    const METER: &str = "[[device]]\nid = \"meter\"\nservice = \"acload\"\n[[device.source]]\ntopic = \"meter/power\"\n\"/Ac/Power\" = \"$\"\n";
+    let mut world = world_declaring(METER).await;
+    world.start_daemon().await;
+    let s = svc("acload", "meter");
+    wait_name_owned(&world.conn, &s).await;
+    let feed = feeder(&world).await;
+    // Retained: the subscription is there once it is shown.
+    feed.publish_retained("meter/power", "10").await;
+    expect_f64(&world, &s, "/Ac/Power", 10.0).await;
+    feed.publish("meter/power", "12").await;
+    expect_connected(&world, &s, true).await;
+    std::fs::write(
+        world.data_dir().join("devices.toml"),
+        METER.replace(
+            "service = \"acload\"",
+            "service = \"acload\"\nname = \"Boat\"",
+        ),
+    )
+    .expect("devices.toml");
+    expect_text(&world, &s, "/CustomName", "Boat").await;
+    // No message since, and none needed: still connected.
+    let connected = get_value(&world.conn, &s, "/Connected").await;
+    assert_eq!(i32::try_from(connected).ok(), Some(1));
 }

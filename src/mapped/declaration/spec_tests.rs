@@ -305,6 +305,30 @@ fn ids_are_unique_the_first_declaration_stays() {
 }
 
 #[test]
+fn a_broken_declaration_still_holds_its_id() {
+    // Broken first: the later copy does not silently take its place.
+    let good = "[[device]]\nid = \"a\"\nservice = \"temperature\"\n[[device.source]]\ntopic = \"x\"\n\"/Temperature\" = \"$\"\n";
+    let broken = "[[device]]\nid = \"a\"\nservice = \"temperature\"\npreset = \"nope\"\n";
+    let loaded = load(&format!("{broken}{good}"));
+    assert!(loaded.devices.is_empty());
+    let d: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(d.len(), 2, "{d:#?}");
+    assert!(d[0].contains("unknown preset 'nope'"), "{}", d[0]);
+    assert_eq!(
+        d[1],
+        "devices.toml:6:6: device 'a': the id is already declared at devices.toml:1:1; this one is not loaded"
+    );
+    // Broken second: reported as a duplicate too; the first stays.
+    let loaded = load(&format!("{good}{broken}"));
+    assert_eq!(loaded.devices.len(), 1);
+    let d: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        d,
+        ["devices.toml:8:6: device 'a': the id is already declared at devices.toml:1:1; this one is not loaded"]
+    );
+}
+
+#[test]
 fn broken_toml_loses_that_file_only() {
     let loaded = load_files(
         &[

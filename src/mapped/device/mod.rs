@@ -192,6 +192,55 @@ impl MappedDevice {
         )
     }
 
+    /// Serves a changed declaration of the same service in place: liveness,
+    /// and the values, counter guards and integrated counters of the paths
+    /// it still maps, carry over (a renamed device does not blink to
+    /// `/Connected` 0). Returns the effects: the service if it must appear,
+    /// and what changed on it.
+    pub fn redeclare(&mut self, declaration: Declaration, service: &ServiceType) -> Vec<Effect> {
+        let mut next = MappedDevice::new(declaration, service);
+        let kept = |path: &String| next.paths.contains_key(path);
+        next.values = std::mem::take(&mut self.values)
+            .into_iter()
+            .filter(|(path, _)| kept(path))
+            .collect();
+        next.counters = std::mem::take(&mut self.counters)
+            .into_iter()
+            .filter(|(path, _)| kept(path))
+            .collect();
+        for i in &mut next.integrators {
+            if let Some(old) = self
+                .integrators
+                .iter()
+                .find(|o| o.target == i.target && o.input == i.input)
+            {
+                i.continue_from(old);
+            }
+        }
+        if next.declaration.availability == self.declaration.availability
+            && next.declaration.availability_mode == self.declaration.availability_mode
+        {
+            next.availability = self.availability.clone();
+        }
+        next.alive = self.alive;
+        next.policy_active = self.policy_active;
+        next.last_sign_of_life = self.last_sign_of_life;
+        next.energy_dirty = self.energy_dirty;
+        next.energy_offered = self.energy_offered;
+        let was_present = self.present;
+        next.present = was_present || next.present;
+        if was_present {
+            next.on_dbus = std::mem::take(&mut self.on_dbus);
+            next.connected_on_dbus = self.connected_on_dbus;
+        }
+        *self = next;
+        let mut effects = Vec::new();
+        if self.present && !was_present {
+            effects.push(Effect::Register);
+        }
+        self.finish(effects)
+    }
+
     /// The first effects: the service on D-Bus with its fixed values, not yet
     /// connected (nothing is known to be live). A device that leaves D-Bus
     /// when stale only appears once it is alive.

@@ -383,13 +383,13 @@ fn energy_counters_only_go_forward() {
             t,
         )
     };
+    energy(&mut d, "2852055.81", t0);
+    assert_eq!(d.value("/Ac/Energy/Forward"), Some(&Value::F64(2852.05581)));
     let e = energy(&mut d, "0", t0);
     assert!(
         !sets(&e).contains_key("/Ac/Energy/Forward"),
-        "0 while booting is not applied"
+        "0 after a real value (a reboot) is not applied"
     );
-    energy(&mut d, "2852055.81", t0);
-    assert_eq!(d.value("/Ac/Energy/Forward"), Some(&Value::F64(2852.05581)));
     let e = energy(&mut d, "1000", secs(t0, 1));
     assert_eq!(warnings(&e).len(), 1, "{e:?}");
     assert!(
@@ -406,6 +406,30 @@ fn energy_counters_only_go_forward() {
         matches!(&e[1], Effect::Log(l) if l.level == LogLevel::Info && l.message.contains("accepted as a reset")),
         "{e:?}"
     );
+}
+
+#[test]
+fn a_counter_that_starts_at_zero_takes_it_and_its_sum_is_valid() {
+    // Shelly Gen1 3EM: an unused clamp reports `total 0.0` for good, and a
+    // phase that never exported reports `total_returned 0.0`.
+    let t0 = Instant::now();
+    let mut d = device(
+        r#"
+[[device]]
+id = "em3"
+service = "grid"
+[[device.source]]
+topic = "e/+"
+"/Ac/L1/Energy/Forward" = { path = "a", unit = "Wh" }
+"/Ac/L2/Energy/Forward" = { path = "b", unit = "Wh" }
+"/Ac/L3/Energy/Forward" = { path = "c", unit = "Wh" }
+"/Ac/Energy/Forward" = { sum = ["/Ac/L1/Energy/Forward", "/Ac/L2/Energy/Forward", "/Ac/L3/Energy/Forward"] }
+"#,
+    );
+    d.start(t0);
+    let e = d.on_message(SRC, "e/x", br#"{"a": 1000, "b": 2000, "c": 0.0}"#, false, t0);
+    assert_eq!(sets(&e).get("/Ac/L3/Energy/Forward"), Some(&Value::F64(0.0)));
+    assert_eq!(sets(&e).get("/Ac/Energy/Forward"), Some(&Value::F64(3.0)));
 }
 
 #[test]
@@ -432,6 +456,39 @@ topic = "p/+"
     assert!((p - 1300.3).abs() < 1e-9, "{p}");
     let e = d.on_message(SRC, "p/x", br#"{"b": null}"#, false, t0);
     assert_eq!(sets(&e).get("/Ac/Power"), Some(&Value::Invalid));
+}
+
+#[test]
+fn a_silent_device_stops_integrating_despite_the_clock_ticks() {
+    // No stale_after: the held power stands for 15 minutes at most, however
+    // often the clock ticks in between.
+    let t0 = Instant::now();
+    let mut d = device(
+        r#"
+[[device]]
+id = "plug"
+service = "acload"
+[[device.source]]
+topic = "plug"
+"/Ac/Power" = "$"
+"/Ac/Energy/Forward" = { integrate = "/Ac/Power" }
+"#,
+    );
+    d.start(t0);
+    d.on_message(SRC, "plug", b"1000", false, t0);
+    let mut t = t0;
+    while let Some(next) = d.next_tick().filter(|n| *n <= secs(t0, 7200)) {
+        t = next.max(t);
+        d.on_tick(t);
+        if d.next_tick() == Some(t) {
+            break;
+        }
+    }
+    let kwh = d
+        .value("/Ac/Energy/Forward")
+        .and_then(Value::as_f64)
+        .unwrap();
+    assert!((kwh - 0.25).abs() < 1e-9, "{kwh}");
 }
 
 #[test]
@@ -570,4 +627,59 @@ fn refused_values_are_warned_once_until_the_device_gets_it_right() {
     d.on_message(SRC, "g", br#"{"p": 1}"#, false, t0);
     let e = d.on_message(SRC, "g", &[0xff, 0xfe], false, t0);
     assert_eq!(warnings(&e), ["g: the payload is not UTF-8 text"]);
+}
+
+#[test]
+fn a_changed_declaration_keeps_liveness_and_the_state_of_the_paths_it_still_maps() {
+    let t0 = Instant::now();
+    let mut d = device(METER);
+    d.start(t0);
+    d.on_message(SRC, "m/status", br#"{"power": 5, "energy": 2000}"#, false, t0);
+    assert!(d.is_alive());
+    // Only the name changed, and `/Ac/L1/Voltage` is no longer mapped.
+    let changed = METER
+        .replace("stale_after", "name = \"Boat meter\"\nstale_after")
+        .replace("\"/Ac/L1/Voltage\" = \"voltage\"\n", "");
+    let loaded = load(&changed);
+    let declaration = loaded.devices.into_iter().next().unwrap().declaration;
+    let service = catalog().get(&declaration.service).unwrap();
+    let e = d.redeclare(declaration, service);
+    assert!(d.is_alive());
+    assert_eq!(connected(&e), None, "/Connected stays as it was: {e:?}");
+    assert!(!e.contains(&Effect::Register), "{e:?}");
+    assert_eq!(d.value("/Ac/Power"), Some(&Value::F64(5.0)));
+    assert_eq!(d.value("/Ac/L1/Voltage"), None);
+    // The counter guard still knows the last value: a 0 is held back.
+    let e = d.on_message(SRC, "m/status", br#"{"energy": 0}"#, false, secs(t0, 1));
+    assert!(!sets(&e).contains_key("/Ac/Energy/Forward"), "{e:?}");
+    assert_eq!(d.value("/Ac/Energy/Forward"), Some(&Value::F64(2.0)));
+    // Still stale after `stale_after` since the last sign of life.
+    let e = d.on_tick(secs(t0, 31));
+    assert_eq!(connected(&e), Some(false));
+}
+
+#[test]
+fn a_changed_declaration_continues_the_integrated_counters() {
+    let t0 = Instant::now();
+    let text = r#"
+[[device]]
+id = "plug"
+service = "acload"
+[[device.source]]
+topic = "plug"
+"/Ac/Power" = "$"
+"/Ac/Energy/Forward" = { integrate = "/Ac/Power" }
+"#;
+    let mut d = device(text);
+    d.start(t0);
+    d.on_message(SRC, "plug", b"3600", false, t0);
+    d.on_message(SRC, "plug", b"3600", false, secs(t0, 60));
+    let loaded = load(&text.replace("service = \"acload\"", "service = \"acload\"\nname = \"Plug\""));
+    let declaration = loaded.devices.into_iter().next().unwrap().declaration;
+    let service = catalog().get(&declaration.service).unwrap();
+    d.redeclare(declaration, service);
+    // 3600 W for 120 s = 0.12 kWh, the held power counted on.
+    d.on_message(SRC, "plug", b"0", false, secs(t0, 120));
+    let kwh = d.value("/Ac/Energy/Forward").and_then(Value::as_f64).unwrap();
+    assert!((kwh - 0.12).abs() < 1e-9, "{kwh}");
 }

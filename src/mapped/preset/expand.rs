@@ -134,6 +134,14 @@ fn instantiate(
             },
             (Some(e), false) => match text_like(&e.node) {
                 Some(v) => {
+                    // OpenDTU's own setting is "solar/": a trailing '/'
+                    // would make an empty topic level that never matches.
+                    let v = match v.strip_suffix('/') {
+                        Some(trimmed) if p.name == "topic" && !trimmed.is_empty() => {
+                            trimmed.to_string()
+                        }
+                        _ => v,
+                    };
                     used.push((p.name.clone(), v.clone()));
                     bindings.push(Binding {
                         name: p.name.clone(),

@@ -133,6 +133,8 @@ struct MappedTask {
     retry_at: Option<Instant>,
     /// Registrations failed in a row.
     failures: u32,
+    /// The name conflict was logged (once, not at every retry).
+    name_conflict_logged: bool,
     bus_tx: mpsc::Sender<DeviceEvent>,
     bus_rx: mpsc::Receiver<DeviceEvent>,
     saves: mpsc::UnboundedSender<EnergySave>,
@@ -159,6 +161,7 @@ impl MappedTask {
             wanted: false,
             retry_at: None,
             failures: 0,
+            name_conflict_logged: false,
             bus_tx,
             bus_rx,
             saves,
@@ -285,24 +288,51 @@ impl MappedTask {
                 .await;
         }
 
-        let energy = self.device.energy_state();
         let before = declared_paths(self.device.declaration());
-        let mut device = MappedDevice::new(declaration, &self.service_type);
-        device.restore_energy(&energy);
-        let after = declared_paths(device.declaration());
+        let after = declared_paths(&declaration);
         self.ctx.activity.mapped.keep_paths(self.id.as_str(), &after);
-        self.device = device;
         let unmapped: Vec<(String, Value)> = before
             .difference(&after)
             .map(|p| (p.clone(), Value::Invalid))
             .collect();
         self.set(unmapped).await;
-        let mut effects = self.device.start(Instant::now().into_std());
+        let mut effects = self.device.redeclare(declaration, &self.service_type);
         if self.service.is_some() {
             effects.retain(|e| *e != Effect::Register);
         }
         info!(mapped_id = %self.id, "declaration changed; served by the same service");
         self.apply(effects).await;
+    }
+
+    /// The stored name and the declared name it was stored under (the
+    /// setting's default), before registering updates that default; `None`
+    /// when the device has no stored name yet.
+    async fn stored_name(&self) -> Option<(Value, Value)> {
+        let setting = self.identity.unique.setting_path("CustomName");
+        let value = self.ctx.settings.get_value(&setting).await.ok()?;
+        let default = self.ctx.settings.get_default(&setting).await.ok()?;
+        Some((value, default))
+    }
+
+    /// After a restart, as on a reload: a name declared anew while the
+    /// daemon was stopped is taken unless the user named the device on the
+    /// GX (its stored name is not the declared name it was stored under).
+    async fn apply_declared_name(&mut self, value: Value, old_default: Value) {
+        let declared = self.device.declaration().name.clone();
+        let new_default = Value::Str(declared.unwrap_or_else(|| self.service_type.custom_name.clone()));
+        if value != old_default || old_default == new_default {
+            return;
+        }
+        let Some((_, registered)) = &self.service else {
+            return;
+        };
+        let Some(setting) = registered.setting_of("/CustomName") else {
+            return;
+        };
+        info!(mapped_id = %self.id, "the declared name changed while stopped; the service takes it");
+        if let Err(e) = self.ctx.settings.set_value(setting, new_default).await {
+            warn!(mapped_id = %self.id, path = %setting, error = %e, "storing the declared name");
+        }
     }
 
     /// The declared name changed: the service takes it unless the user
@@ -359,6 +389,7 @@ impl MappedTask {
             return self.retry_later(&why);
         };
         let initial = self.current_values();
+        let stored_name = self.stored_name().await;
         // The semaphore is never closed, so acquiring only fails if it were.
         let _permit = self.ctx.registrations.clone().acquire_owned().await.ok();
         // In the device room's logs: client "mapped", service the device's id.
@@ -389,10 +420,22 @@ impl MappedTask {
             Ok(registered) => {
                 self.retry_at = None;
                 self.failures = 0;
+                self.name_conflict_logged = false;
                 self.service = Some(registered);
                 self.ctx.activity.mapped.registered(self.id.as_str(), true);
+                if let Some((value, old_default)) = stored_name {
+                    self.apply_declared_name(value, old_default).await;
+                }
             }
-            Err(e) => self.retry_later(&error_chain(&e)),
+            Err(e) => {
+                if let Some(name) = name_taken(&e) {
+                    if !self.name_conflict_logged {
+                        self.name_conflict_logged = true;
+                        error!(mapped_id = %self.id, "{}", name_conflict(&self.id, name));
+                    }
+                }
+                self.retry_later(&error_chain(&e))
+            }
         }
     }
 
@@ -537,6 +580,29 @@ fn identity_of(declaration: &Declaration) -> Identity {
     }
 }
 
+/// The bus name another service already owns, when that is why a
+/// registration failed.
+fn name_taken(e: &crate::device::venus_service::Error) -> Option<&str> {
+    match e {
+        crate::device::venus_service::Error::Dbus {
+            source: crate::dbus::Error::NameTaken { name },
+            ..
+        } => Some(name),
+        _ => None,
+    }
+}
+
+/// What to tell the user when a mapped device's bus name is taken: most
+/// likely a device of the MQTT protocol whose `<client>_<service>` equals
+/// the mapped id, and which also shares its settings.
+fn name_conflict(id: &MappedId, name: &str) -> String {
+    format!(
+        "{name} is owned by another service: most likely a device of the MQTT protocol whose \
+         <client>_<service> is '{id}', which also shares the settings /Settings/MqttDevices/mqtt_{id}/ \
+         and /Settings/Devices/mqtt_{id}/; give the mapped device another id (tried again by itself)"
+    )
+}
+
 /// The D-Bus paths a declaration gives values to.
 fn declared_paths(d: &Declaration) -> BTreeSet<String> {
     d.constants
@@ -584,5 +650,31 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::venus_service::Error;
+
+    #[test]
+    fn a_taken_bus_name_is_explained_as_a_conflict_with_a_protocol_device() {
+        let name = "com.victronenergy.temperature.mqtt_fe_t1";
+        let taken = Error::Dbus {
+            name: name.into(),
+            source: crate::dbus::Error::NameTaken { name: name.into() },
+        };
+        assert_eq!(name_taken(&taken), Some(name));
+        let other = Error::BadInstance {
+            path: "/Settings/Devices/mqtt_fe_t1/ClassAndVrmInstance".into(),
+            value: "x".into(),
+        };
+        assert_eq!(name_taken(&other), None);
+        let id = MappedId::parse("fe_t1").unwrap();
+        let message = name_conflict(&id, name);
+        assert!(message.starts_with(&format!("{name} is owned by another service")), "{message}");
+        assert!(message.contains("<client>_<service> is 'fe_t1'"), "{message}");
+        assert!(message.contains("/Settings/MqttDevices/mqtt_fe_t1/"), "{message}");
     }
 }
