@@ -1,8 +1,8 @@
 //! Builds the device reports from what can be read: our services on D-Bus, the settings in
 //! localsettings, the state file, and (in the daemon) the devices' activity. Pure: the
 //! reading is done by [`super::bus`] and the callers. One device per client id; services
-//! known only by a unique id in localsettings are attached to the device whose legal id
-//! prefixes it, else to a device guessed from the unique id itself.
+//! known only by a unique id in localsettings are attached to a device only when the unique
+//! id cannot be another device's, else listed on their own under the unique id.
 
 use super::activity::{DeviceActivity, ErrorNote};
 use super::mapped_activity::MappedStatus;
@@ -112,8 +112,8 @@ impl Builder {
             .or_insert_with(|| Entry::new(unique, service_id))
     }
 
-    /// The device a unique id belongs to: its known owner, the device whose legal id
-    /// prefixes it (the longest), or one guessed from the unique id.
+    /// The device a unique id belongs to: its known owner, the one device it can belong to
+    /// by its only split into client and service ids, or else the unique id on its own.
     fn owner_of(&mut self, unique: &str, hint: Option<(&str, &str)>) -> (String, Option<String>) {
         if let Some(owner) = self.owners.get(unique) {
             if self.devices.get(owner).is_some_and(|d| d.mapped) {
@@ -132,25 +132,38 @@ impl Builder {
                 }
             }
         }
-        let best = self
-            .devices
-            .iter()
-            .filter_map(|(raw, d)| service_part(unique, &d.legal).map(|s| (raw, &d.legal, s)))
-            .max_by_key(|(_, legal, _)| legal.len())
-            .map(|(raw, _, s)| (raw.clone(), s.to_owned()));
-        if let Some((raw, service)) = best {
-            return (raw, Some(service));
-        }
-        // Unknown: mqtt_<client>_<service>, split at the last '_' (a guess: both may hold '_').
+        // Not known: `mqtt_<legal client id>_<service id>`, where both may hold '_'. Only a
+        // unique id that splits one way alone is given to a device; any other could be
+        // another device's (`fe` + `001_t1` or `fe_001` + `t1`) and is listed on its own, so
+        // that removing one device never takes another's instance and name.
         let bare = unique.strip_prefix(UNIQUE_PREFIX).unwrap_or(unique);
-        let (client, service) = match bare.rsplit_once('_') {
-            Some((c, s)) if !c.is_empty() && !s.is_empty() => (c.to_owned(), Some(s.to_owned())),
-            _ => (bare.to_owned(), None),
-        };
-        let device = self.devices.entry(client.clone()).or_default();
-        device.legal = client.clone();
+        let splits: Vec<(&str, &str)> = bare
+            .match_indices('_')
+            .filter_map(|(i, _)| Some((bare.get(..i)?, bare.get(i + 1..)?)))
+            .filter(|(c, s)| !c.is_empty() && ServiceId::parse(s).is_ok())
+            .collect();
+        if let [(legal, service)] = splits[..] {
+            let known: Vec<&String> = self
+                .devices
+                .iter()
+                .filter(|(_, d)| !d.mapped && d.legal == legal)
+                .map(|(raw, _)| raw)
+                .collect();
+            match known[..] {
+                [raw] => return (raw.clone(), Some(service.to_owned())),
+                [] if !self.devices.contains_key(legal) => {
+                    let device = self.devices.entry(legal.to_owned()).or_default();
+                    device.legal = legal.to_owned();
+                    device.guessed = true;
+                    return (legal.to_owned(), Some(service.to_owned()));
+                }
+                _ => {}
+            }
+        }
+        let device = self.devices.entry(unique.to_owned()).or_default();
+        device.legal = unique.to_owned();
         device.guessed = true;
-        (client, service)
+        (unique.to_owned(), None)
     }
 }
 
@@ -591,5 +604,35 @@ mod tests {
         assert_eq!(reports[0].services.len(), 1);
         assert_eq!(reports[0].services[0].instance, Some(1));
         assert_eq!(reports[1].services[0].instance, Some(2));
+    }
+
+    #[test]
+    fn a_unique_id_that_may_be_another_devices_is_listed_on_its_own() {
+        // `fe` is connected; `fe_001` ("Freezer", instance 5) is not, known by its settings.
+        let src = Sources {
+            settings: serde_json::from_value(json!({
+                "/Settings/Devices/mqtt_fe_t1/ClassAndVrmInstance": "temperature:1",
+                "/Settings/Devices/mqtt_fe_001_t1/ClassAndVrmInstance": "temperature:5",
+                "/Settings/MqttDevices/mqtt_fe_001_t1/CustomName": "Freezer",
+                "/Settings/Devices/mqtt_fe_t2/ClassAndVrmInstance": "temperature:6",
+            }))
+            .unwrap(),
+            saved: vec![SavedDevice {
+                client_id: "fe".into(),
+                status: json!({"clientId": "fe", "connected": 1, "services": {"t1": "temperature"}}),
+            }],
+            ..Sources::default()
+        };
+        let reports = build(&src);
+        let ids: Vec<&str> = reports.iter().map(|r| r.client_id.as_str()).collect();
+        assert_eq!(ids, ["fe", "mqtt_fe_001_t1"]);
+        let fe: Vec<&str> = reports[0].services.iter().map(|s| s.unique_id.as_str()).collect();
+        // Its own old service (one way to split) stays with it; the freezer does not.
+        assert_eq!(fe, ["mqtt_fe_t1", "mqtt_fe_t2"]);
+        let alone = &reports[1];
+        assert!(alone.client_id_guessed);
+        assert_eq!(alone.services[0].service_id, None);
+        assert_eq!(alone.services[0].custom_name.as_deref(), Some("Freezer"));
+        assert_eq!(alone.services[0].instance, Some(5));
     }
 }
