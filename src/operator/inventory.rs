@@ -8,7 +8,7 @@ use super::activity::{DeviceActivity, ErrorNote};
 use super::mapped_activity::MappedStatus;
 use super::report::{DeviceReport, MappedDetail, ServiceReport, ServiceState};
 use crate::ids::{ClientId, ServiceId, UniqueId};
-use crate::persist::{LastSeen, SavedDevice};
+use crate::persist::{Known, LastSeen, SavedDevice};
 use crate::protocol::Status;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -30,6 +30,8 @@ pub struct Sources {
     /// The state file's devices.
     pub saved: Vec<SavedDevice>,
     pub last_seen: LastSeen,
+    /// The devices that registered and were not removed (state file), by raw client id.
+    pub known: Known,
     /// The running daemon's knowledge; `None` when the CLI lists on its own.
     pub activity: Option<BTreeMap<String, DeviceActivity>>,
     /// The running daemon's mapped devices, by declaration id (served or refused).
@@ -100,6 +102,9 @@ struct Builder {
     devices: BTreeMap<String, Device>,
     /// unique id → raw client id.
     owners: BTreeMap<String, String>,
+    /// unique id → (raw client id, service id) of every service a registered device
+    /// declared, also after it left.
+    registered: BTreeMap<String, (String, String)>,
 }
 
 impl Builder {
@@ -122,6 +127,13 @@ impl Builder {
             let legal = self.devices.get(owner).map(|d| d.legal.clone());
             let service = legal.and_then(|l| service_part(unique, &l).map(str::to_owned));
             return (owner.clone(), service);
+        }
+        if let Some((raw, service)) = self.registered.get(unique).cloned() {
+            let device = self.devices.entry(raw.clone()).or_default();
+            if let Ok(id) = ClientId::parse(&raw) {
+                device.legal = id.legal().to_owned();
+            }
+            return (raw, Some(service));
         }
         if let Some((client, service)) = hint {
             if let Ok(id) = ClientId::parse(client) {
@@ -236,7 +248,19 @@ pub fn build(src: &Sources) -> Vec<DeviceReport> {
     let mut b = Builder {
         devices: BTreeMap::new(),
         owners: BTreeMap::new(),
+        registered: BTreeMap::new(),
     };
+    for (raw, services) in &src.known {
+        let Ok(client) = ClientId::parse(raw) else {
+            continue;
+        };
+        for service in services {
+            if let Ok(id) = ServiceId::parse(service) {
+                let unique = UniqueId::new(&client, &id).to_string();
+                b.registered.insert(unique, (raw.clone(), service.clone()));
+            }
+        }
+    }
     let from_daemon = src.activity.is_some();
     let mut order: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // 1. The state file: what devices declared.
@@ -441,6 +465,7 @@ mod tests {
                                "services": {"t1": "temperature", "tk1": "tank", "x": "nope"}}),
             }],
             last_seen: LastSeen::from([("old".to_string(), 5)]),
+            known: Known::new(),
             activity: None,
             mapped: BTreeMap::new(),
         };
@@ -634,5 +659,27 @@ mod tests {
         assert_eq!(alone.services[0].service_id, None);
         assert_eq!(alone.services[0].custom_name.as_deref(), Some("Freezer"));
         assert_eq!(alone.services[0].instance, Some(5));
+    }
+
+    #[test]
+    fn a_device_that_left_is_listed_by_its_raw_id_and_its_services() {
+        // `ESP32-ABC` (legal `ESP32_ABC_x<hash>`) with service `t_1` left: only its
+        // settings remain, and their unique id splits three ways.
+        let client = ClientId::parse("ESP32-ABC").unwrap();
+        let unique = UniqueId::new(&client, &ServiceId::parse("t_1").unwrap());
+        let src = Sources {
+            settings: BTreeMap::from([(unique.instance_setting(), json!("temperature:7"))]),
+            known: Known::from([("ESP32-ABC".to_string(), vec!["t_1".to_string()])]),
+            last_seen: LastSeen::from([("ESP32-ABC".to_string(), 9)]),
+            ..Sources::default()
+        };
+        let reports = build(&src);
+        assert_eq!(reports.len(), 1);
+        let d = &reports[0];
+        assert_eq!(d.client_id, "ESP32-ABC");
+        assert!(!d.client_id_guessed && !d.connected);
+        assert_eq!(d.last_seen, Some(9));
+        assert_eq!(d.services[0].service_id.as_deref(), Some("t_1"));
+        assert_eq!(d.services[0].instance, Some(7));
     }
 }

@@ -324,6 +324,7 @@ impl Task {
             settings: super::bus::our_settings(&conn).await.unwrap_or_default(),
             saved: self.ctx.state.devices().await,
             last_seen: self.ctx.state.last_seen().await,
+            known: self.ctx.state.known().await,
             activity: Some(self.ctx.activity.snapshot()),
             mapped: self.ctx.activity.mapped.snapshot(),
         };
@@ -401,10 +402,14 @@ impl Task {
                 o.taken_off_dbus = before.saturating_sub(on_bus(&conn, &r.services).await);
             } else if r.whole_device {
                 // First, so that nothing brings it back: the retained Status.
-                self.ctx
-                    .mqtt
-                    .publish(&device_topic(&r.client_id, "Status"), "", true);
-                o.retained_status_cleared = true;
+                if r.client_id_known {
+                    self.ctx
+                        .mqtt
+                        .publish(&device_topic(&r.client_id, "Status"), "", true);
+                    o.retained_status_cleared = true;
+                } else {
+                    o.problems.push(remove::status_topic_unknown(&r.client_id));
+                }
                 if r.connected {
                     o.taken_off_dbus = self.take_off_dbus(&r.client_id, &conn, &r.services).await;
                 }

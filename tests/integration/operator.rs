@@ -229,6 +229,55 @@ async fn a_device_removed_over_mqtt_with_a_retained_status_stays_removed_after_a
 }
 
 #[tokio::test]
+async fn a_device_that_left_is_removed_by_its_own_client_id_and_stays_removed() {
+    // Neither its client id (`-`) nor its service id (`_`) splits back from the unique id.
+    let mut world = World::start().await;
+    let mut d = world.device("ESP32-ABC").await;
+    d.publish_retained(
+        "device/ESP32-ABC/Status",
+        r#"{"clientId": "ESP32-ABC", "connected": 1, "services": {"t_1": "temperature"}}"#,
+    )
+    .await;
+    d.expect("device/ESP32-ABC/DBus").await;
+    let names = device_services(&world.conn).await;
+    let name = names.iter().find(|n| n.contains("ESP32")).unwrap().clone();
+    // It leaves; its retained Status (connected) stays on the broker.
+    d.publish(
+        "device/ESP32-ABC/Status",
+        r#"{"clientId": "ESP32-ABC", "connected": 0}"#,
+    )
+    .await;
+    wait_name_gone(&world.conn, &name).await;
+    d.disconnect().await;
+
+    let listing = run(&world, &["list", "--json"]).await.json();
+    assert_eq!(service(&listing, "ESP32-ABC", "t_1")["state"], "offline");
+    let done = run(&world, &["remove", "ESP32-ABC", "--yes", "--json"]).await;
+    assert_eq!(done.code, Some(0), "{}\n{}", done.stdout, done.stderr);
+    let removed = &done.json()["removed"][0];
+    assert_eq!(removed["retainedStatusCleared"], true, "{removed}");
+    assert!(
+        removed["settingsRemoved"].as_u64().unwrap() >= 1,
+        "{removed}"
+    );
+
+    world.stop_daemon().await;
+    world.start_daemon().await;
+    let mut z = world.device("z").await;
+    z.register(r#"{"t1": "temperature"}"#).await;
+    assert!(!device_services(&world.conn).await.contains(&name));
+    let listing = run(&world, &["list", "--json"]).await.json();
+    assert!(
+        listing["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| !d["clientId"].as_str().unwrap().contains("ESP32")),
+        "{listing:#}"
+    );
+}
+
+#[tokio::test]
 async fn remove_with_the_daemon_down_clears_settings_state_and_retained_status() {
     let mut world = World::start().await;
     let mut d = world.device("down").await;
