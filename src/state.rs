@@ -34,6 +34,8 @@ enum Command {
     /// Later last-seen times (raw client id → unix seconds); earlier ones are ignored, and
     /// so are those of devices that never registered (anything may publish on `device/`).
     Seen(LastSeen),
+    /// First last-seen times of devices listed (known by their settings), kept as they are.
+    Listed(LastSeen),
     /// Forgets a device entirely: its Status and its last-seen time (`remove`).
     Purge(String),
     /// Answered with the last-seen times held now.
@@ -88,6 +90,14 @@ impl StateStore {
     pub fn seen(&self, times: LastSeen) {
         if !times.is_empty() {
             let _ = self.tx.send(Command::Seen(times));
+        }
+    }
+
+    /// Gives devices listed without a last-seen time (known only by their settings) the
+    /// time of that listing, so that `--not-seen-for` counts from there.
+    pub fn listed(&self, times: LastSeen) {
+        if !times.is_empty() {
+            let _ = self.tx.send(Command::Listed(times));
         }
     }
 
@@ -189,6 +199,16 @@ async fn write_through(
                             for (id, at) in times {
                                 if known.contains_key(&id) || devices.contains_key(&id) {
                                     dirty |= later(&mut last_seen, id, at);
+                                }
+                            }
+                        }
+                        Command::Listed(times) => {
+                            for (id, at) in times {
+                                if let std::collections::btree_map::Entry::Vacant(e) =
+                                    last_seen.entry(id)
+                                {
+                                    e.insert(at);
+                                    dirty = true;
                                 }
                             }
                         }
@@ -390,6 +410,11 @@ mod tests {
         let file = persist::load_file(dir.path()).unwrap();
         assert_eq!(file.devices, vec![device("here")]);
         assert!(file.last_seen["gone"] > 1_000_000_000);
+        // A device listed by its settings only gets the time of that listing.
+        store.listed(LastSeen::from([("old".to_string(), 7), ("here".to_string(), 7)]));
+        store.sync().await;
+        let file = persist::load_file(dir.path()).unwrap();
+        assert_eq!((file.last_seen["old"], file.last_seen["here"]), (7, 200));
         store.purge("gone");
         store.sync().await;
         let file = persist::load_file(dir.path()).unwrap();

@@ -504,7 +504,7 @@ impl Task {
             .filter(|d| d.last_seen.is_none())
             .map(|d| (d.client_id.clone(), listing.generated_at))
             .collect();
-        self.ctx.state.seen(unknown);
+        self.ctx.state.listed(unknown);
         let mut gone: Vec<String> = self.published.keys().cloned().collect();
         for device in &listing.devices {
             gone.retain(|g| g != &device.client_id);
