@@ -883,6 +883,7 @@ mod tests {
                     state: ServiceState::Refused,
                     last_value_at: Some(995),
                     last_error: Some(long),
+                    last_error_at: None,
                     mapped: None,
                 }],
             }],

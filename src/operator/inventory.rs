@@ -90,6 +90,7 @@ impl Entry {
                 state: ServiceState::Offline,
                 last_value_at: None,
                 last_error: None,
+                last_error_at: None,
                 mapped: None,
             },
             declared: false,
@@ -407,6 +408,7 @@ pub fn build(src: &Sources) -> Vec<DeviceReport> {
                 }) {
                     e.report.last_value_at = s.last_value;
                     e.report.last_error = note(&s.last_error);
+                    e.report.last_error_at = s.last_error.as_ref().map(|n| n.at);
                 }
                 e.report
             })

@@ -258,6 +258,7 @@ mod tests {
                 },
                 last_value_at: None,
                 last_error: None,
+                last_error_at: None,
                 mapped: None,
             }],
         }

@@ -395,6 +395,67 @@ async fn fake_gateway(port: u16, devices: Vec<String>) -> tokio::task::JoinHandl
 }
 
 #[tokio::test]
+async fn doctor_fails_values_refused_or_invalid_and_names_an_unknown_service() {
+    let world = World::start().await;
+    let name = "com.victronenergy.temperature.mqtt_v_t1";
+    // Asked over MQTT: the daemon's own checks, without waiting for a gateway.
+    let values = |answer: Json| {
+        answer["checks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .find(|c| c["device"] == "v/t1" && c["check"] == "values")
+            .cloned()
+            .unwrap_or_else(|| panic!("no values check in {answer}"))
+    };
+    let mut v = world.device("v").await;
+    v.register(r#"{"t1": "temperature"}"#).await;
+    v.send("Values", r#"{"t1": {"Temperature": 4.5}}"#).await;
+    wait_for_value(&world.conn, name, "/Temperature", |x| {
+        f64::try_from(x.clone()) == Ok(4.5)
+    })
+    .await;
+    let good = values(ask(&world, "doctor", json!({"target": "v"})).await);
+    assert_eq!(good["ok"], true, "{good}");
+
+    // Refused values are still values that arrived: the check is about what got through.
+    v.send("Values", r#"{"t1": {"Temperature": "hot"}}"#).await;
+    assert_eq!(v.expect_error().await["error"], "invalid_value");
+    let refused = values(ask(&world, "doctor", json!({"target": "v"})).await);
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("refused"),
+        "{refused}"
+    );
+
+    // Accepted again (the refusal's second is over: times are in seconds), but the main
+    // value is invalid: the GX shows ---.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    v.send("Values", r#"{"t1": {"Temperature": null}}"#).await;
+    wait_for_value(&world.conn, name, "/Temperature", |x| {
+        f64::try_from(x.clone()).is_err()
+    })
+    .await;
+    let invalid = values(ask(&world, "doctor", json!({"target": "v"})).await);
+    assert_eq!(invalid["ok"], false, "{invalid}");
+    assert!(
+        invalid["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/Temperature is invalid"),
+        "{invalid}"
+    );
+
+    let unknown = run(&world, &["doctor", "v/nope", "--json"]).await;
+    assert_eq!(unknown.code, Some(1), "{}", unknown.stdout);
+    assert!(
+        unknown.stdout.contains("no service nope"),
+        "{}",
+        unknown.stdout
+    );
+}
+
+#[tokio::test]
 async fn doctor_passes_on_a_healthy_gx_and_names_each_device_fault() {
     let world = World::start().await;
     let settings = SettingsClient::connect(&world.bus.bus()).await.unwrap();
