@@ -255,14 +255,18 @@ impl Task {
             }
             return;
         }
-        let Some(verb) = Verb::of_topic(&m.topic) else {
+        let Some(verb_text) = m.topic.strip_prefix(request::REQUEST_PREFIX) else {
             return;
         };
         if m.retained {
             info!(topic = %m.topic, "ignoring a retained request (clear it with an empty retained message)");
             return;
         }
-        match request::parse(verb, &m.payload) {
+        let parsed = match Verb::of_topic(&m.topic) {
+            Some(verb) => request::parse(verb, &m.payload),
+            None => Err(request::unknown_verb(verb_text, &m.payload)),
+        };
+        match parsed {
             Ok(r) => self.answer(r).await,
             Err(Refusal {
                 response_topic,

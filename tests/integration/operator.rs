@@ -456,6 +456,24 @@ async fn doctor_fails_values_refused_or_invalid_and_names_an_unknown_service() {
 }
 
 #[tokio::test]
+async fn an_unknown_request_verb_is_answered_with_an_error() {
+    let world = World::start().await;
+    let mut tool = TestDevice::connect_with(world.port(), "tool", None, &["tools/answer"]).await;
+    tool.publish(
+        "dbus-mqtt-devices/request/lsit",
+        r#"{"response_topic": "tools/answer", "request_id": "r9"}"#,
+    )
+    .await;
+    let answer: Json = serde_json::from_str(&tool.expect("tools/answer").await.payload).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["requestId"], "r9");
+    assert!(
+        answer["error"].as_str().unwrap().contains("lsit"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn doctor_passes_on_a_healthy_gx_and_names_each_device_fault() {
     let world = World::start().await;
     let settings = SettingsClient::connect(&world.bus.bus()).await.unwrap();
