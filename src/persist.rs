@@ -53,12 +53,30 @@ pub struct SavedDevice {
 /// written before it existed (read as empty); older daemons ignore it.
 pub type LastSeen = BTreeMap<String, u64>;
 
+/// Every device that registered and was not removed: raw client id → the service ids it
+/// ever declared. Its settings are known by these (the unique ids cannot be split back
+/// into client and service ids), also after it left; its retained Status is on the topic
+/// of the raw id. Absent from files written before it existed (read as empty).
+pub type Known = BTreeMap<String, Vec<String>>;
+
+/// The service ids a Status payload declares (accepted or refused alike: both may have
+/// settings), as written.
+pub fn declared_service_ids(status: &serde_json::Value) -> impl Iterator<Item = &str> {
+    status
+        .get("services")
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flat_map(|services| services.keys().map(String::as_str))
+}
+
 /// What is read (the format number is checked apart, see [`FormatOnly`]).
 #[derive(Debug, Default, Deserialize)]
 pub struct StateFile {
     pub devices: Vec<SavedDevice>,
     #[serde(default, rename = "lastSeen")]
     pub last_seen: LastSeen,
+    #[serde(default)]
+    pub known: Known,
 }
 
 /// What is written: the same shape, borrowing the devices.
@@ -69,6 +87,8 @@ struct StateFileRef<'a, I: Iterator<Item = &'a SavedDevice> + Clone> {
     devices: I,
     #[serde(rename = "lastSeen", skip_serializing_if = "BTreeMap::is_empty")]
     last_seen: &'a LastSeen,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    known: &'a Known,
 }
 
 fn serialize_devices<'a, I, S>(devices: &I, serializer: S) -> Result<S::Ok, S::Error>
@@ -79,16 +99,18 @@ where
     serializer.collect_seq(devices.clone())
 }
 
-/// The file's content for `devices` and the last-seen times.
+/// The file's content for `devices`, the last-seen times and the known devices.
 pub fn encode<'a>(
     devices: impl Iterator<Item = &'a SavedDevice> + Clone,
     last_seen: &'a LastSeen,
+    known: &'a Known,
 ) -> Vec<u8> {
     // Serialising plain JSON values cannot fail; an empty list is the fallback all the same.
     serde_json::to_vec_pretty(&StateFileRef {
         format: FORMAT,
         devices,
         last_seen,
+        known,
     })
     .unwrap_or_else(|_| format!("{{\"format\": {FORMAT}, \"devices\": []}}").into_bytes())
 }
@@ -155,13 +177,18 @@ pub fn set_aside(dir: &Path) -> Result<PathBuf, Error> {
 /// Writes the devices and syncs them to the disk: [`replace`], then [`sync`].
 #[cfg(test)]
 pub fn save(dir: &Path, devices: &[SavedDevice]) -> Result<(), Error> {
-    save_file(dir, devices, &LastSeen::new())
+    save_file(dir, devices, &LastSeen::new(), &Known::new())
 }
 
 /// Writes devices and last-seen times and syncs them to the disk (for `remove` while the
 /// daemon is not running; the daemon itself writes through [`crate::state`]).
-pub fn save_file(dir: &Path, devices: &[SavedDevice], last_seen: &LastSeen) -> Result<(), Error> {
-    replace(dir, &encode(devices.iter(), last_seen))?;
+pub fn save_file(
+    dir: &Path,
+    devices: &[SavedDevice],
+    last_seen: &LastSeen,
+    known: &Known,
+) -> Result<(), Error> {
+    replace(dir, &encode(devices.iter(), last_seen, known))?;
     sync(dir)
 }
 
@@ -216,12 +243,14 @@ mod tests {
         .unwrap();
         let old = load_file(dir.path()).unwrap();
         assert_eq!(old.devices.len(), 1);
-        assert!(old.last_seen.is_empty());
+        assert!(old.last_seen.is_empty() && old.known.is_empty());
         let seen = LastSeen::from([("gone".to_string(), 1_700_000_000)]);
-        save_file(dir.path(), &old.devices, &seen).unwrap();
+        let known = Known::from([("ESP32-ABC".to_string(), vec!["t_1".to_string()])]);
+        save_file(dir.path(), &old.devices, &seen, &known).unwrap();
         let new = load_file(dir.path()).unwrap();
         assert_eq!(new.devices, old.devices);
         assert_eq!(new.last_seen, seen);
+        assert_eq!(new.known, known);
     }
 
     #[test]

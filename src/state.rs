@@ -15,7 +15,7 @@
 //! A write that fails (read-only or full data directory) is retried with the next change,
 //! and logged at most once per [`WARN_INTERVAL`]: the daemon keeps serving without it.
 
-use crate::persist::{self, LastSeen, SavedDevice};
+use crate::persist::{self, Known, LastSeen, SavedDevice};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,13 +29,19 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 enum Command {
     Upsert(SavedDevice),
-    Remove(String),
-    /// Later last-seen times (raw client id → unix seconds); earlier ones are ignored.
+    /// The device left (raw client id, unix seconds): its last-seen time is written now.
+    Remove(String, u64),
+    /// Later last-seen times (raw client id → unix seconds); earlier ones are ignored, and
+    /// so are those of devices that never registered (anything may publish on `device/`).
     Seen(LastSeen),
+    /// First last-seen times of devices listed (known by their settings), kept as they are.
+    Listed(LastSeen),
     /// Forgets a device entirely: its Status and its last-seen time (`remove`).
     Purge(String),
     /// Answered with the last-seen times held now.
     LastSeen(oneshot::Sender<LastSeen>),
+    /// Answered with the devices that registered and were not removed.
+    Known(oneshot::Sender<Known>),
     /// Answered with the devices held now.
     Devices(oneshot::Sender<Vec<SavedDevice>>),
     /// Answered once everything queued before is in the file (or its write failed).
@@ -72,9 +78,11 @@ impl StateStore {
         let _ = self.tx.send(Command::Upsert(device));
     }
 
-    /// Forgets a device (by its raw client id).
+    /// Forgets a device's Status (by its raw client id): it left. Its last-seen time is
+    /// written with it, so that a crash later does not restart its silence.
     pub fn remove(&self, client_id: &str) {
-        let _ = self.tx.send(Command::Remove(client_id.to_owned()));
+        let now = crate::operator::activity::unix_now();
+        let _ = self.tx.send(Command::Remove(client_id.to_owned(), now));
     }
 
     /// Records when devices were last heard from (written with the next write, not
@@ -82,6 +90,14 @@ impl StateStore {
     pub fn seen(&self, times: LastSeen) {
         if !times.is_empty() {
             let _ = self.tx.send(Command::Seen(times));
+        }
+    }
+
+    /// Gives devices listed without a last-seen time (known only by their settings) the
+    /// time of that listing, so that `--not-seen-for` counts from there.
+    pub fn listed(&self, times: LastSeen) {
+        if !times.is_empty() {
+            let _ = self.tx.send(Command::Listed(times));
         }
     }
 
@@ -97,6 +113,15 @@ impl StateStore {
             return rx.await.unwrap_or_default();
         }
         LastSeen::new()
+    }
+
+    /// The devices that registered and were not removed, with their service ids.
+    pub async fn known(&self) -> Known {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Known(tx)).is_ok() {
+            return rx.await.unwrap_or_default();
+        }
+        Known::new()
     }
 
     /// The devices held now (connected, or restored and not yet timed out).
@@ -134,12 +159,17 @@ async fn write_through(
     let mut dirty = false;
     // The last-seen times of the file at start (devices that left are only there).
     let start_dir = dir.clone();
-    let mut last_seen = tokio::task::spawn_blocking(move || persist::load_file(&start_dir))
+    let file = tokio::task::spawn_blocking(move || persist::load_file(&start_dir))
         .await
         .ok()
         .and_then(Result::ok)
-        .map(|f| f.last_seen)
         .unwrap_or_default();
+    let mut last_seen = file.last_seen;
+    let mut known = file.known;
+    // Files written before `known` existed: their devices are known all the same.
+    for d in devices.values() {
+        dirty |= learn(&mut known, d);
+    }
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     // The fsync of the last write runs on its own, one at a time, off the replies' path.
     let mut syncing: Option<JoinHandle<Result<(), persist::Error>>> = None;
@@ -153,17 +183,31 @@ async fn write_through(
                 while let Some(command) = next {
                     match command {
                         Command::Upsert(d) => {
+                            dirty |= learn(&mut known, &d);
                             if devices.get(&d.client_id) != Some(&d) {
                                 devices.insert(d.client_id.clone(), d);
                                 dirty = true;
                             }
                         }
-                        Command::Remove(id) => dirty |= devices.remove(&id).is_some(),
+                        Command::Remove(id, at) => {
+                            if devices.remove(&id).is_some() {
+                                dirty = true;
+                                dirty |= later(&mut last_seen, id, at);
+                            }
+                        }
                         Command::Seen(times) => {
                             for (id, at) in times {
-                                let known = last_seen.entry(id).or_insert(0);
-                                if at > *known {
-                                    *known = at;
+                                if known.contains_key(&id) || devices.contains_key(&id) {
+                                    dirty |= later(&mut last_seen, id, at);
+                                }
+                            }
+                        }
+                        Command::Listed(times) => {
+                            for (id, at) in times {
+                                if let std::collections::btree_map::Entry::Vacant(e) =
+                                    last_seen.entry(id)
+                                {
+                                    e.insert(at);
                                     dirty = true;
                                 }
                             }
@@ -171,6 +215,10 @@ async fn write_through(
                         Command::Purge(id) => {
                             dirty |= devices.remove(&id).is_some();
                             dirty |= last_seen.remove(&id).is_some();
+                            dirty |= known.remove(&id).is_some();
+                        }
+                        Command::Known(reply) => {
+                            let _ = reply.send(known.clone());
                         }
                         Command::LastSeen(reply) => {
                             let _ = reply.send(last_seen.clone());
@@ -195,7 +243,7 @@ async fn write_through(
             }
         }
         if dirty {
-            let body = persist::encode(devices.values(), &last_seen);
+            let body = persist::encode(devices.values(), &last_seen, &known);
             let target = dir.clone();
             let replaced = tokio::task::spawn_blocking(move || persist::replace(&target, &body))
                 .await
@@ -221,6 +269,28 @@ async fn write_through(
     if let Some(job) = syncing {
         let _ = job.await;
     }
+}
+
+/// Adds a registered device's service ids to what is known of it; whether that changed.
+fn learn(known: &mut Known, device: &SavedDevice) -> bool {
+    let ids = known.entry(device.client_id.clone()).or_default();
+    let before = ids.len();
+    for id in persist::declared_service_ids(&device.status) {
+        if !ids.iter().any(|k| k == id) {
+            ids.push(id.to_owned());
+        }
+    }
+    before != ids.len() || before == 0
+}
+
+/// Sets a last-seen time if it is later than the one held; whether it was.
+fn later(last_seen: &mut LastSeen, id: String, at: u64) -> bool {
+    let held = last_seen.entry(id).or_insert(0);
+    let newer = at > *held;
+    if newer {
+        *held = at;
+    }
+    newer
 }
 
 fn start_sync(dir: &std::path::Path) -> JoinHandle<Result<(), persist::Error>> {
@@ -314,24 +384,59 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn last_seen_times_survive_and_a_purge_forgets_them() {
+    async fn last_seen_times_of_registered_devices_survive_and_a_purge_forgets_them() {
         let dir = tempfile::tempdir().unwrap();
         let earlier = LastSeen::from([("gone".to_string(), 100)]);
-        persist::save_file(dir.path(), &[device("gone")], &earlier).unwrap();
+        // A file written before `known` existed: its devices are known all the same.
+        persist::save_file(dir.path(), &[device("gone")], &earlier, &Known::new()).unwrap();
         let (store, _task) = StateStore::start(dir.path().to_path_buf(), vec![device("gone")]);
-        store.seen(LastSeen::from([("new".to_string(), 200), ("gone".to_string(), 50)]));
+        store.record(device("here")).await;
+        // Anything may publish: only devices that registered get a last-seen time.
+        store.seen(LastSeen::from([
+            ("stranger".to_string(), 200),
+            ("here".to_string(), 200),
+            ("gone".to_string(), 50),
+        ]));
+        store.sync().await;
+        let file = persist::load_file(dir.path()).unwrap();
+        assert_eq!(
+            file.last_seen,
+            LastSeen::from([("gone".to_string(), 100), ("here".to_string(), 200)])
+        );
+        assert_eq!(file.known.keys().collect::<Vec<_>>(), ["gone", "here"]);
+        // Leaving writes its last-seen time with it (no later flush is needed).
         store.remove("gone");
         store.sync().await;
         let file = persist::load_file(dir.path()).unwrap();
-        assert!(file.devices.is_empty());
-        assert_eq!(
-            file.last_seen,
-            LastSeen::from([("gone".to_string(), 100), ("new".to_string(), 200)])
-        );
+        assert_eq!(file.devices, vec![device("here")]);
+        assert!(file.last_seen["gone"] > 1_000_000_000);
+        // A device listed by its settings only gets the time of that listing.
+        store.listed(LastSeen::from([("old".to_string(), 7), ("here".to_string(), 7)]));
+        store.sync().await;
+        let file = persist::load_file(dir.path()).unwrap();
+        assert_eq!((file.last_seen["old"], file.last_seen["here"]), (7, 200));
         store.purge("gone");
         store.sync().await;
-        assert_eq!(store.last_seen().await.len(), 1);
-        assert!(!persist::load_file(dir.path()).unwrap().last_seen.contains_key("gone"));
+        let file = persist::load_file(dir.path()).unwrap();
+        assert!(!file.last_seen.contains_key("gone") && !file.known.contains_key("gone"));
+    }
+
+    #[tokio::test]
+    async fn a_device_is_known_by_its_raw_id_and_every_service_it_declared() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _task) = StateStore::start(dir.path().to_path_buf(), vec![]);
+        let status = |services| SavedDevice {
+            client_id: "ESP32-ABC".into(),
+            status: json!({"clientId": "ESP32-ABC", "connected": 1, "services": services}),
+        };
+        store.record(status(json!({"t_1": "temperature"}))).await;
+        store.record(status(json!({"tk": "tank"}))).await;
+        store.remove("ESP32-ABC");
+        store.sync().await;
+        let file = persist::load_file(dir.path()).unwrap();
+        assert!(file.devices.is_empty());
+        assert_eq!(file.known["ESP32-ABC"], ["t_1", "tk"]);
+        assert_eq!(store.known().await, file.known);
     }
 
     #[tokio::test]

@@ -225,13 +225,17 @@ impl DeviceTask {
         }
     }
 
-    /// Tells the operator tools that values arrived (Values, or a write through the gateway).
+    /// Tells the operator tools that values arrived (Values, or a write through the gateway),
+    /// for the device's registered services only: the others' ids are the device's words,
+    /// refused later, and each would take memory.
     fn note_activity(&self, input: &Input) {
         let activity = &self.ctx.activity;
         match input {
             Input::Event(DeviceEvent::Values(v)) => {
                 for (service, _) in &v.services {
-                    activity.value(self.client.raw(), service);
+                    if self.services.iter().any(|s| s.id.as_str() == service) {
+                        activity.value(self.client.raw(), service);
+                    }
                 }
             }
             Input::Event(DeviceEvent::RemoteWrite { service, .. }) => {

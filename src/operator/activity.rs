@@ -21,6 +21,11 @@ pub fn unix_now() -> u64 {
 /// client ids must not grow the daemon's memory). Well above `--max-devices`.
 pub const MAX_TRACKED: usize = 1024;
 
+/// Most services tracked per device: the ids of values and refusals are the device's own
+/// words, so made-up ones must not grow the daemon's memory. Room for every service a
+/// Status may declare (16, the protocol's limit) and as many refused ones.
+pub const MAX_SERVICES_TRACKED: usize = 32;
+
 /// A refusal, as the device was told it on `device/<id>/Error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorNote {
@@ -109,8 +114,10 @@ impl Activity {
             return;
         };
         device.last_seen = Some(now);
+        let full = device.services.len() >= MAX_SERVICES_TRACKED;
         match device.services.get_mut(service) {
             Some(s) => s.last_value = Some(now),
+            None if full => {}
             None => {
                 device.services.insert(
                     service.to_owned(),
@@ -133,6 +140,9 @@ impl Activity {
             let Some(device) = Self::entry(&mut devices, client) else {
                 return;
             };
+            // About a service not tracked when no more can be: told as the device's.
+            let room = device.services.len() < MAX_SERVICES_TRACKED;
+            let service = service.filter(|s| room || device.services.contains_key(*s));
             let slot = match service {
                 Some(s) => &mut device.services.entry(s.to_owned()).or_default().last_error,
                 None => &mut device.last_error,
@@ -208,5 +218,21 @@ mod tests {
         assert_eq!(a.last_seen().len(), 1);
         a.forget("fe001");
         assert!(a.snapshot().is_empty());
+    }
+
+    #[test]
+    fn made_up_service_ids_do_not_grow_a_device_without_limit() {
+        let a = Activity::default();
+        for i in 0..10 * MAX_SERVICES_TRACKED {
+            a.value("d", &format!("v{i}"));
+            a.error("d", Some(&format!("e{i}")), "unknown_service: x".into());
+        }
+        let snapshot = a.snapshot();
+        assert_eq!(snapshot["d"].services.len(), MAX_SERVICES_TRACKED);
+        // Those tracked are still updated, and a refusal past the limit is still told.
+        a.error("d", Some("v0"), "invalid_value: y".into());
+        let d = &a.snapshot()["d"];
+        assert_eq!(d.services["v0"].last_error.as_ref().unwrap().message, "invalid_value: y");
+        assert_eq!(d.last_error.as_ref().unwrap().message, "unknown_service: x");
     }
 }

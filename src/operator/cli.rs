@@ -166,6 +166,7 @@ async fn local_listing(
         settings: settings.clone(),
         saved: file.devices,
         last_seen: file.last_seen,
+        known: file.known,
         activity: None,
         mapped,
     };
@@ -449,12 +450,16 @@ async fn remove_here(config: &Config, r: &Removal, broker: Option<&mut Broker>) 
     if r.whole_device {
         match broker {
             Some(b) => {
-                match b
-                    .clear_retained(&device_topic(&r.client_id, "Status"))
-                    .await
-                {
-                    Ok(()) => o.retained_status_cleared = true,
-                    Err(e) => o.problems.push(e),
+                if r.client_id_known {
+                    match b
+                        .clear_retained(&device_topic(&r.client_id, "Status"))
+                        .await
+                    {
+                        Ok(()) => o.retained_status_cleared = true,
+                        Err(e) => o.problems.push(e),
+                    }
+                } else {
+                    o.problems.push(super::remove::status_topic_unknown(&r.client_id));
                 }
                 let _ = b
                     .clear_retained(&format!(
@@ -474,13 +479,14 @@ async fn remove_here(config: &Config, r: &Removal, broker: Option<&mut Broker>) 
         let client = r.client_id.clone();
         let edited = tokio::task::spawn_blocking(move || -> Result<bool, String> {
             let mut file = read_state(&dir)?;
-            let before = (file.devices.len(), file.last_seen.len());
+            let before = (file.devices.len(), file.last_seen.len(), file.known.len());
             file.devices.retain(|d| d.client_id != client);
             file.last_seen.remove(&client);
-            if before == (file.devices.len(), file.last_seen.len()) {
+            file.known.remove(&client);
+            if before == (file.devices.len(), file.last_seen.len(), file.known.len()) {
                 return Ok(true);
             }
-            persist::save_file(&dir, &file.devices, &file.last_seen)
+            persist::save_file(&dir, &file.devices, &file.last_seen, &file.known)
                 .map(|()| true)
                 .map_err(|e| crate::logging::error_chain(&e))
         })
@@ -877,6 +883,7 @@ mod tests {
                     state: ServiceState::Refused,
                     last_value_at: Some(995),
                     last_error: Some(long),
+                    last_error_at: None,
                     mapped: None,
                 }],
             }],

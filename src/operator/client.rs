@@ -144,7 +144,7 @@ impl Broker {
         verb: Verb,
         mut body: serde_json::Map<String, Json>,
     ) -> Result<Json, String> {
-        let response_topic = format!("dbus-mqtt-devices/response/{}", self.id);
+        let response_topic = format!("{}{}", super::request::RESPONSE_PREFIX, self.id);
         self.subscribe(&response_topic).await?;
         body.insert(
             "response_topic".into(),

@@ -364,6 +364,25 @@ pub async fn device_checks(
             return checks;
         }
     }
+    if let Some((t, id)) = target.and_then(|t| Some((t, t.service.as_ref()?))) {
+        let has = |d: &&DeviceReport| {
+            d.services
+                .iter()
+                .any(|s| s.service_id.as_deref() == Some(id.as_str()))
+        };
+        if !devices.iter().any(has) {
+            checks.push(
+                Check::fail(
+                    "registered",
+                    format!("no service {id} is known of {}", t.client.raw()),
+                    "check the service id in the device's Status (`dbus-mqtt-devices list` \
+                     shows its services)",
+                )
+                .about(format!("{}/{id}", t.client.raw())),
+            );
+            return checks;
+        }
+    }
     for device in devices {
         if let Some(e) = &device.last_error {
             checks.push(
@@ -454,21 +473,48 @@ async fn service_checks(
         }
     }
     if s.state == ServiceState::Online || s.state == ServiceState::Stale {
-        match s.last_value_at {
-            Some(t) => checks.push(Check::pass(
+        // A refused value is stamped as a value too: a refusal since the last value means
+        // the values are not getting through.
+        let refused = s
+            .last_error
+            .as_deref()
+            .zip(s.last_error_at)
+            .filter(|(_, at)| s.last_value_at.is_none_or(|v| *at >= v));
+        let invalid = match (s.service_type.as_deref(), s.dbus_name.as_deref()) {
+            (Some(kind), Some(name)) => main_value_invalid(conn, name, kind).await,
+            _ => None,
+        };
+        if let Some((e, at)) = refused {
+            checks.push(Check::fail(
                 "values",
-                format!("last value {} ago", human(now.saturating_sub(t))),
-            )),
-            None if from_daemon => checks.push(Check::fail(
+                format!("values refused {} ago: {e}", human(now.saturating_sub(at))),
+                "see the device's Error topic and fix what it sends",
+            ));
+        } else if s.last_value_at.is_none() && from_daemon {
+            checks.push(Check::fail(
                 "values",
                 "no value received since the daemon started: the GX shows ---",
                 "send values (device/<client id>/Values, or W/<portal \
                  id>/<type>/<instance>/<path>)",
-            )),
-            None => checks.push(Check::pass(
+            ));
+        } else if let Some(path) = invalid {
+            checks.push(Check::fail(
                 "values",
-                "the age of the last value is known to the running daemon only",
-            )),
+                format!("{path} is invalid on D-Bus: the GX shows ---"),
+                "send a valid value for it (device/<client id>/Values, or W/<portal \
+                 id>/<type>/<instance>/<path>)",
+            ));
+        } else {
+            checks.push(match s.last_value_at {
+                Some(t) => Check::pass(
+                    "values",
+                    format!("last value {} ago", human(now.saturating_sub(t))),
+                ),
+                None => Check::pass(
+                    "values",
+                    "the age of the last value is known to the running daemon only",
+                ),
+            });
         }
     }
 
@@ -481,6 +527,31 @@ async fn service_checks(
     };
     checks.extend(type_checks(conn, name, kind, s.instance).await);
     checks
+}
+
+/// The value a service of `kind` is shown by, where one path is it.
+fn main_path(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "temperature" => "/Temperature",
+        "tank" => "/Level",
+        "grid" | "acload" | "pvinverter" | "genset" => "/Ac/Power",
+        "battery" | "dcload" | "dcsource" | "dcsystem" => "/Dc/0/Voltage",
+        "meteo" => "/Irradiance",
+        _ => return None,
+    })
+}
+
+/// The main value's path if it is invalid on D-Bus (a path that is not there is not said
+/// invalid: a device may leave it out).
+async fn main_value_invalid(
+    conn: &zbus::Connection,
+    name: &str,
+    kind: &str,
+) -> Option<&'static str> {
+    let path = main_path(kind)?;
+    let value = bus::value(conn, name, path).await.ok()?;
+    let invalid = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
+    invalid.then_some(path)
 }
 
 const AC_INPUT_TYPES: [&str; 4] = ["not used", "grid", "generator", "shore"];

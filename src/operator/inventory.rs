@@ -1,14 +1,14 @@
 //! Builds the device reports from what can be read: our services on D-Bus, the settings in
 //! localsettings, the state file, and (in the daemon) the devices' activity. Pure: the
 //! reading is done by [`super::bus`] and the callers. One device per client id; services
-//! known only by a unique id in localsettings are attached to the device whose legal id
-//! prefixes it, else to a device guessed from the unique id itself.
+//! known only by a unique id in localsettings are attached to a device only when the unique
+//! id cannot be another device's, else listed on their own under the unique id.
 
 use super::activity::{DeviceActivity, ErrorNote};
 use super::mapped_activity::MappedStatus;
 use super::report::{DeviceReport, MappedDetail, ServiceReport, ServiceState};
 use crate::ids::{ClientId, ServiceId, UniqueId};
-use crate::persist::{LastSeen, SavedDevice};
+use crate::persist::{Known, LastSeen, SavedDevice};
 use crate::protocol::Status;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -30,6 +30,8 @@ pub struct Sources {
     /// The state file's devices.
     pub saved: Vec<SavedDevice>,
     pub last_seen: LastSeen,
+    /// The devices that registered and were not removed (state file), by raw client id.
+    pub known: Known,
     /// The running daemon's knowledge; `None` when the CLI lists on its own.
     pub activity: Option<BTreeMap<String, DeviceActivity>>,
     /// The running daemon's mapped devices, by declaration id (served or refused).
@@ -88,6 +90,7 @@ impl Entry {
                 state: ServiceState::Offline,
                 last_value_at: None,
                 last_error: None,
+                last_error_at: None,
                 mapped: None,
             },
             declared: false,
@@ -100,6 +103,9 @@ struct Builder {
     devices: BTreeMap<String, Device>,
     /// unique id → raw client id.
     owners: BTreeMap<String, String>,
+    /// unique id → (raw client id, service id) of every service a registered device
+    /// declared, also after it left.
+    registered: BTreeMap<String, (String, String)>,
 }
 
 impl Builder {
@@ -112,8 +118,8 @@ impl Builder {
             .or_insert_with(|| Entry::new(unique, service_id))
     }
 
-    /// The device a unique id belongs to: its known owner, the device whose legal id
-    /// prefixes it (the longest), or one guessed from the unique id.
+    /// The device a unique id belongs to: its known owner, the one device it can belong to
+    /// by its only split into client and service ids, or else the unique id on its own.
     fn owner_of(&mut self, unique: &str, hint: Option<(&str, &str)>) -> (String, Option<String>) {
         if let Some(owner) = self.owners.get(unique) {
             if self.devices.get(owner).is_some_and(|d| d.mapped) {
@@ -122,6 +128,13 @@ impl Builder {
             let legal = self.devices.get(owner).map(|d| d.legal.clone());
             let service = legal.and_then(|l| service_part(unique, &l).map(str::to_owned));
             return (owner.clone(), service);
+        }
+        if let Some((raw, service)) = self.registered.get(unique).cloned() {
+            let device = self.devices.entry(raw.clone()).or_default();
+            if let Ok(id) = ClientId::parse(&raw) {
+                device.legal = id.legal().to_owned();
+            }
+            return (raw, Some(service));
         }
         if let Some((client, service)) = hint {
             if let Ok(id) = ClientId::parse(client) {
@@ -132,25 +145,38 @@ impl Builder {
                 }
             }
         }
-        let best = self
-            .devices
-            .iter()
-            .filter_map(|(raw, d)| service_part(unique, &d.legal).map(|s| (raw, &d.legal, s)))
-            .max_by_key(|(_, legal, _)| legal.len())
-            .map(|(raw, _, s)| (raw.clone(), s.to_owned()));
-        if let Some((raw, service)) = best {
-            return (raw, Some(service));
-        }
-        // Unknown: mqtt_<client>_<service>, split at the last '_' (a guess: both may hold '_').
+        // Not known: `mqtt_<legal client id>_<service id>`, where both may hold '_'. Only a
+        // unique id that splits one way alone is given to a device; any other could be
+        // another device's (`fe` + `001_t1` or `fe_001` + `t1`) and is listed on its own, so
+        // that removing one device never takes another's instance and name.
         let bare = unique.strip_prefix(UNIQUE_PREFIX).unwrap_or(unique);
-        let (client, service) = match bare.rsplit_once('_') {
-            Some((c, s)) if !c.is_empty() && !s.is_empty() => (c.to_owned(), Some(s.to_owned())),
-            _ => (bare.to_owned(), None),
-        };
-        let device = self.devices.entry(client.clone()).or_default();
-        device.legal = client.clone();
+        let splits: Vec<(&str, &str)> = bare
+            .match_indices('_')
+            .filter_map(|(i, _)| Some((bare.get(..i)?, bare.get(i + 1..)?)))
+            .filter(|(c, s)| !c.is_empty() && ServiceId::parse(s).is_ok())
+            .collect();
+        if let [(legal, service)] = splits[..] {
+            let known: Vec<&String> = self
+                .devices
+                .iter()
+                .filter(|(_, d)| !d.mapped && d.legal == legal)
+                .map(|(raw, _)| raw)
+                .collect();
+            match known[..] {
+                [raw] => return (raw.clone(), Some(service.to_owned())),
+                [] if !self.devices.contains_key(legal) => {
+                    let device = self.devices.entry(legal.to_owned()).or_default();
+                    device.legal = legal.to_owned();
+                    device.guessed = true;
+                    return (legal.to_owned(), Some(service.to_owned()));
+                }
+                _ => {}
+            }
+        }
+        let device = self.devices.entry(unique.to_owned()).or_default();
+        device.legal = unique.to_owned();
         device.guessed = true;
-        (client, service)
+        (unique.to_owned(), None)
     }
 }
 
@@ -223,7 +249,19 @@ pub fn build(src: &Sources) -> Vec<DeviceReport> {
     let mut b = Builder {
         devices: BTreeMap::new(),
         owners: BTreeMap::new(),
+        registered: BTreeMap::new(),
     };
+    for (raw, services) in &src.known {
+        let Ok(client) = ClientId::parse(raw) else {
+            continue;
+        };
+        for service in services {
+            if let Ok(id) = ServiceId::parse(service) {
+                let unique = UniqueId::new(&client, &id).to_string();
+                b.registered.insert(unique, (raw.clone(), service.clone()));
+            }
+        }
+    }
     let from_daemon = src.activity.is_some();
     let mut order: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // 1. The state file: what devices declared.
@@ -370,6 +408,7 @@ pub fn build(src: &Sources) -> Vec<DeviceReport> {
                 }) {
                     e.report.last_value_at = s.last_value;
                     e.report.last_error = note(&s.last_error);
+                    e.report.last_error_at = s.last_error.as_ref().map(|n| n.at);
                 }
                 e.report
             })
@@ -428,6 +467,7 @@ mod tests {
                                "services": {"t1": "temperature", "tk1": "tank", "x": "nope"}}),
             }],
             last_seen: LastSeen::from([("old".to_string(), 5)]),
+            known: Known::new(),
             activity: None,
             mapped: BTreeMap::new(),
         };
@@ -591,5 +631,57 @@ mod tests {
         assert_eq!(reports[0].services.len(), 1);
         assert_eq!(reports[0].services[0].instance, Some(1));
         assert_eq!(reports[1].services[0].instance, Some(2));
+    }
+
+    #[test]
+    fn a_unique_id_that_may_be_another_devices_is_listed_on_its_own() {
+        // `fe` is connected; `fe_001` ("Freezer", instance 5) is not, known by its settings.
+        let src = Sources {
+            settings: serde_json::from_value(json!({
+                "/Settings/Devices/mqtt_fe_t1/ClassAndVrmInstance": "temperature:1",
+                "/Settings/Devices/mqtt_fe_001_t1/ClassAndVrmInstance": "temperature:5",
+                "/Settings/MqttDevices/mqtt_fe_001_t1/CustomName": "Freezer",
+                "/Settings/Devices/mqtt_fe_t2/ClassAndVrmInstance": "temperature:6",
+            }))
+            .unwrap(),
+            saved: vec![SavedDevice {
+                client_id: "fe".into(),
+                status: json!({"clientId": "fe", "connected": 1, "services": {"t1": "temperature"}}),
+            }],
+            ..Sources::default()
+        };
+        let reports = build(&src);
+        let ids: Vec<&str> = reports.iter().map(|r| r.client_id.as_str()).collect();
+        assert_eq!(ids, ["fe", "mqtt_fe_001_t1"]);
+        let fe: Vec<&str> = reports[0].services.iter().map(|s| s.unique_id.as_str()).collect();
+        // Its own old service (one way to split) stays with it; the freezer does not.
+        assert_eq!(fe, ["mqtt_fe_t1", "mqtt_fe_t2"]);
+        let alone = &reports[1];
+        assert!(alone.client_id_guessed);
+        assert_eq!(alone.services[0].service_id, None);
+        assert_eq!(alone.services[0].custom_name.as_deref(), Some("Freezer"));
+        assert_eq!(alone.services[0].instance, Some(5));
+    }
+
+    #[test]
+    fn a_device_that_left_is_listed_by_its_raw_id_and_its_services() {
+        // `ESP32-ABC` (legal `ESP32_ABC_x<hash>`) with service `t_1` left: only its
+        // settings remain, and their unique id splits three ways.
+        let client = ClientId::parse("ESP32-ABC").unwrap();
+        let unique = UniqueId::new(&client, &ServiceId::parse("t_1").unwrap());
+        let src = Sources {
+            settings: BTreeMap::from([(unique.instance_setting(), json!("temperature:7"))]),
+            known: Known::from([("ESP32-ABC".to_string(), vec!["t_1".to_string()])]),
+            last_seen: LastSeen::from([("ESP32-ABC".to_string(), 9)]),
+            ..Sources::default()
+        };
+        let reports = build(&src);
+        assert_eq!(reports.len(), 1);
+        let d = &reports[0];
+        assert_eq!(d.client_id, "ESP32-ABC");
+        assert!(!d.client_id_guessed && !d.connected);
+        assert_eq!(d.last_seen, Some(9));
+        assert_eq!(d.services[0].service_id.as_deref(), Some("t_1"));
+        assert_eq!(d.services[0].instance, Some(7));
     }
 }

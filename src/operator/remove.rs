@@ -41,6 +41,18 @@ pub struct Removal {
     /// and its integrated energy forgotten (by the running daemon).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mapped: bool,
+    /// Its client id is known as the device wrote it (not guessed from a unique id): its
+    /// retained Status is on `device/<client id>/Status`.
+    #[serde(skip)]
+    pub client_id_known: bool,
+}
+
+/// Why a retained Status is not cleared: the device is known only by its settings.
+pub fn status_topic_unknown(id: &str) -> String {
+    format!(
+        "{id} is known only by its settings, not by the client id it used: a retained Status \
+         of it, if any, is not cleared (clear device/<its client id>/Status on the broker)"
+    )
 }
 
 /// What was done, as answered and printed.
@@ -151,6 +163,7 @@ pub fn plan(
                 .collect(),
             connected: report.connected,
             mapped: mapped && report.services.iter().any(|s| s.mapped.is_some()),
+            client_id_known: !report.client_id_guessed,
         });
     }
     if removals.is_empty() {
@@ -213,6 +226,7 @@ fn by_unique_id(
         settings: settings_of(settings, &unique),
         connected: false,
         mapped: true,
+        client_id_known: false,
     })
 }
 
@@ -244,6 +258,7 @@ mod tests {
                 },
                 last_value_at: None,
                 last_error: None,
+                last_error_at: None,
                 mapped: None,
             }],
         }

@@ -112,6 +112,9 @@ pub struct ServiceReport {
     /// The last refusal about this service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Unix seconds of that refusal (known to a running daemon only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<u64>,
     /// Mapped devices only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapped: Option<MappedDetail>,

@@ -119,16 +119,51 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// Every topic of the daemon's own (requests, retained device states, declarations).
+pub const OWN_PREFIX: &str = "dbus-mqtt-devices/";
+
+/// Under [`OWN_PREFIX`], the one place answers may go (where the command line asks them).
+pub const RESPONSE_PREFIX: &str = "dbus-mqtt-devices/response/";
+
 /// True for a topic a request may ask to be answered on: no wildcard, not empty, not one
-/// of the device or gateway topics (an answer must never look like a device's message).
+/// of the device or gateway topics (an answer must never look like a device's message),
+/// nor of the daemon's own (an answer must never replace a device state or a declaration).
 pub fn usable_response_topic(topic: &str) -> bool {
     !topic.is_empty()
         && topic.len() <= MAX_TOPIC
         && !topic.contains(['+', '#', '\0'])
         && !topic.starts_with('$')
         && !topic.starts_with("device/")
-        && !topic.starts_with(REQUEST_PREFIX)
+        && (!topic.starts_with(OWN_PREFIX) || topic.starts_with(RESPONSE_PREFIX))
         && !["N/", "R/", "W/"].iter().any(|p| topic.starts_with(p))
+}
+
+/// The usable `response_topic` and the `request_id` of a payload that is not a valid
+/// request, as far as they can be read: a refusal is answered where it asked, and matched.
+fn readable(payload: &[u8]) -> (Option<String>, Option<serde_json::Value>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return (None, None);
+    };
+    let topic = v
+        .get("response_topic")
+        .and_then(serde_json::Value::as_str)
+        .filter(|t| usable_response_topic(t))
+        .map(str::to_owned);
+    (topic, v.get("request_id").cloned())
+}
+
+/// The refusal of a request on `dbus-mqtt-devices/request/<verb>` for a verb that is not one.
+pub fn unknown_verb(verb: &str, payload: &[u8]) -> Refusal {
+    let (response_topic, request_id) = if payload.len() > MAX_REQUEST {
+        (None, None)
+    } else {
+        readable(payload)
+    };
+    Refusal {
+        response_topic,
+        request_id,
+        reason: format!("unknown request {verb:?}: the verbs are list, remove and doctor"),
+    }
 }
 
 /// Parses a request for `verb`.
@@ -144,12 +179,8 @@ pub fn parse(verb: Verb, payload: &[u8]) -> Result<Request, Refusal> {
     let raw: RawRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
-            // Answer where it asked, if that much can be read.
-            let topic = serde_json::from_slice::<serde_json::Value>(payload)
-                .ok()
-                .and_then(|v| v.get("response_topic")?.as_str().map(str::to_owned))
-                .filter(|t| usable_response_topic(t));
-            return Err(refuse(topic, None, format!("invalid request: {e}")));
+            let (topic, id) = readable(payload);
+            return Err(refuse(topic, id, format!("invalid request: {e}")));
         }
     };
     if !usable_response_topic(&raw.response_topic) {
@@ -219,5 +250,22 @@ mod tests {
         assert!(parse(Verb::List, br#"{"response_topic": "me", "extra": 1}"#).is_err());
         assert_eq!(Verb::of_topic("dbus-mqtt-devices/request/doctor"), Some(Verb::Doctor));
         assert_eq!(Verb::of_topic("dbus-mqtt-devices/request/x"), None);
+        // Never over the daemon's own topics: a device state, a declaration, a request.
+        for topic in [
+            "dbus-mqtt-devices/devices/fe001",
+            "dbus-mqtt-devices/mapped/grid",
+            "dbus-mqtt-devices/request/list",
+        ] {
+            let body = format!(r#"{{"response_topic": "{topic}"}}"#);
+            assert!(parse(Verb::List, body.as_bytes()).is_err(), "{topic}");
+        }
+        // A refusal keeps the request id when it can be read.
+        let bad = parse(Verb::List, br#"{"response_topic": "me", "request_id": 3, "x": 1}"#)
+            .unwrap_err();
+        assert_eq!(bad.request_id, Some(serde_json::json!(3)));
+        let unknown = unknown_verb("lsit", br#"{"response_topic": "me", "request_id": "r"}"#);
+        assert_eq!(unknown.response_topic.as_deref(), Some("me"));
+        assert_eq!(unknown.request_id, Some(serde_json::json!("r")));
+        assert!(unknown.reason.contains("lsit"));
     }
 }

@@ -255,14 +255,18 @@ impl Task {
             }
             return;
         }
-        let Some(verb) = Verb::of_topic(&m.topic) else {
+        let Some(verb_text) = m.topic.strip_prefix(request::REQUEST_PREFIX) else {
             return;
         };
         if m.retained {
             info!(topic = %m.topic, "ignoring a retained request (clear it with an empty retained message)");
             return;
         }
-        match request::parse(verb, &m.payload) {
+        let parsed = match Verb::of_topic(&m.topic) {
+            Some(verb) => request::parse(verb, &m.payload),
+            None => Err(request::unknown_verb(verb_text, &m.payload)),
+        };
+        match parsed {
             Ok(r) => self.answer(r).await,
             Err(Refusal {
                 response_topic,
@@ -324,6 +328,7 @@ impl Task {
             settings: super::bus::our_settings(&conn).await.unwrap_or_default(),
             saved: self.ctx.state.devices().await,
             last_seen: self.ctx.state.last_seen().await,
+            known: self.ctx.state.known().await,
             activity: Some(self.ctx.activity.snapshot()),
             mapped: self.ctx.activity.mapped.snapshot(),
         };
@@ -401,10 +406,14 @@ impl Task {
                 o.taken_off_dbus = before.saturating_sub(on_bus(&conn, &r.services).await);
             } else if r.whole_device {
                 // First, so that nothing brings it back: the retained Status.
-                self.ctx
-                    .mqtt
-                    .publish(&device_topic(&r.client_id, "Status"), "", true);
-                o.retained_status_cleared = true;
+                if r.client_id_known {
+                    self.ctx
+                        .mqtt
+                        .publish(&device_topic(&r.client_id, "Status"), "", true);
+                    o.retained_status_cleared = true;
+                } else {
+                    o.problems.push(remove::status_topic_unknown(&r.client_id));
+                }
                 if r.connected {
                     o.taken_off_dbus = self.take_off_dbus(&r.client_id, &conn, &r.services).await;
                 }
@@ -499,7 +508,7 @@ impl Task {
             .filter(|d| d.last_seen.is_none())
             .map(|d| (d.client_id.clone(), listing.generated_at))
             .collect();
-        self.ctx.state.seen(unknown);
+        self.ctx.state.listed(unknown);
         let mut gone: Vec<String> = self.published.keys().cloned().collect();
         for device in &listing.devices {
             gone.retain(|g| g != &device.client_id);

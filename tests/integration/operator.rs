@@ -229,6 +229,55 @@ async fn a_device_removed_over_mqtt_with_a_retained_status_stays_removed_after_a
 }
 
 #[tokio::test]
+async fn a_device_that_left_is_removed_by_its_own_client_id_and_stays_removed() {
+    // Neither its client id (`-`) nor its service id (`_`) splits back from the unique id.
+    let mut world = World::start().await;
+    let mut d = world.device("ESP32-ABC").await;
+    d.publish_retained(
+        "device/ESP32-ABC/Status",
+        r#"{"clientId": "ESP32-ABC", "connected": 1, "services": {"t_1": "temperature"}}"#,
+    )
+    .await;
+    d.expect("device/ESP32-ABC/DBus").await;
+    let names = device_services(&world.conn).await;
+    let name = names.iter().find(|n| n.contains("ESP32")).unwrap().clone();
+    // It leaves; its retained Status (connected) stays on the broker.
+    d.publish(
+        "device/ESP32-ABC/Status",
+        r#"{"clientId": "ESP32-ABC", "connected": 0}"#,
+    )
+    .await;
+    wait_name_gone(&world.conn, &name).await;
+    d.disconnect().await;
+
+    let listing = run(&world, &["list", "--json"]).await.json();
+    assert_eq!(service(&listing, "ESP32-ABC", "t_1")["state"], "offline");
+    let done = run(&world, &["remove", "ESP32-ABC", "--yes", "--json"]).await;
+    assert_eq!(done.code, Some(0), "{}\n{}", done.stdout, done.stderr);
+    let removed = &done.json()["removed"][0];
+    assert_eq!(removed["retainedStatusCleared"], true, "{removed}");
+    assert!(
+        removed["settingsRemoved"].as_u64().unwrap() >= 1,
+        "{removed}"
+    );
+
+    world.stop_daemon().await;
+    world.start_daemon().await;
+    let mut z = world.device("z").await;
+    z.register(r#"{"t1": "temperature"}"#).await;
+    assert!(!device_services(&world.conn).await.contains(&name));
+    let listing = run(&world, &["list", "--json"]).await.json();
+    assert!(
+        listing["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| !d["clientId"].as_str().unwrap().contains("ESP32")),
+        "{listing:#}"
+    );
+}
+
+#[tokio::test]
 async fn remove_with_the_daemon_down_clears_settings_state_and_retained_status() {
     let mut world = World::start().await;
     let mut d = world.device("down").await;
@@ -343,6 +392,85 @@ async fn fake_gateway(port: u16, devices: Vec<String>) -> tokio::task::JoinHandl
         gw.publish(&format!("N/{PORTAL}/full_publish_completed"), "{}")
             .await;
     })
+}
+
+#[tokio::test]
+async fn doctor_fails_values_refused_or_invalid_and_names_an_unknown_service() {
+    let world = World::start().await;
+    let name = "com.victronenergy.temperature.mqtt_v_t1";
+    // Asked over MQTT: the daemon's own checks, without waiting for a gateway.
+    let values = |answer: Json| {
+        answer["checks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .find(|c| c["device"] == "v/t1" && c["check"] == "values")
+            .cloned()
+            .unwrap_or_else(|| panic!("no values check in {answer}"))
+    };
+    let mut v = world.device("v").await;
+    v.register(r#"{"t1": "temperature"}"#).await;
+    v.send("Values", r#"{"t1": {"Temperature": 4.5}}"#).await;
+    wait_for_value(&world.conn, name, "/Temperature", |x| {
+        f64::try_from(x.clone()) == Ok(4.5)
+    })
+    .await;
+    let good = values(ask(&world, "doctor", json!({"target": "v"})).await);
+    assert_eq!(good["ok"], true, "{good}");
+
+    // Refused values are still values that arrived: the check is about what got through.
+    v.send("Values", r#"{"t1": {"Temperature": "hot"}}"#).await;
+    assert_eq!(v.expect_error().await["error"], "invalid_value");
+    let refused = values(ask(&world, "doctor", json!({"target": "v"})).await);
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("refused"),
+        "{refused}"
+    );
+
+    // Accepted again (the refusal's second is over: times are in seconds), but the main
+    // value is invalid: the GX shows ---.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    v.send("Values", r#"{"t1": {"Temperature": null}}"#).await;
+    wait_for_value(&world.conn, name, "/Temperature", |x| {
+        f64::try_from(x.clone()).is_err()
+    })
+    .await;
+    let invalid = values(ask(&world, "doctor", json!({"target": "v"})).await);
+    assert_eq!(invalid["ok"], false, "{invalid}");
+    assert!(
+        invalid["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/Temperature is invalid"),
+        "{invalid}"
+    );
+
+    let unknown = run(&world, &["doctor", "v/nope", "--json"]).await;
+    assert_eq!(unknown.code, Some(1), "{}", unknown.stdout);
+    assert!(
+        unknown.stdout.contains("no service nope"),
+        "{}",
+        unknown.stdout
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_request_verb_is_answered_with_an_error() {
+    let world = World::start().await;
+    let mut tool = TestDevice::connect_with(world.port(), "tool", None, &["tools/answer"]).await;
+    tool.publish(
+        "dbus-mqtt-devices/request/lsit",
+        r#"{"response_topic": "tools/answer", "request_id": "r9"}"#,
+    )
+    .await;
+    let answer: Json = serde_json::from_str(&tool.expect("tools/answer").await.payload).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["requestId"], "r9");
+    assert!(
+        answer["error"].as_str().unwrap().contains("lsit"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
